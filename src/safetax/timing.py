@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -28,13 +29,20 @@ def timed(what: str) -> Iterator[None]:
         log.info("%s %s in %.2fs", what, status, time.perf_counter() - start)
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterable[T]:
-    """A tqdm bar on stderr (rate and ETA); silent when stderr is not a terminal and
-    SAFETAX_PROGRESS is unset, so CI logs stay readable."""
-    import os
+def _bar_disabled() -> bool:
+    # Bars go to stderr when it is a terminal; SAFETAX_PROGRESS=1 forces them (e.g. kubectl logs), =0 hides them.
+    forced = os.environ.get("SAFETAX_PROGRESS")
+    return forced == "0" or (forced != "1" and not sys.stderr.isatty())
 
-    disable = not (sys.stderr.isatty() or os.environ.get("SAFETAX_PROGRESS") == "1")
-    return tqdm(items, desc=desc, total=total, unit=unit, disable=disable, file=sys.stderr, mininterval=1.0)
+
+def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterable[T]:
+    """Iterate with a tqdm bar on stderr showing rate and ETA."""
+    return tqdm(items, desc=desc, total=total, unit=unit, disable=_bar_disabled(), file=sys.stderr, mininterval=1.0)
+
+
+def progress_bar(total: int, desc: str, unit: str = "it") -> tqdm:
+    """A bar to advance by hand with ``.update(n)`` (use as a context manager)."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=_bar_disabled(), file=sys.stderr, mininterval=1.0)
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -1,0 +1,1 @@
+"""Thin KFP components: each body imports safetax and calls one stage function."""

@@ -1,0 +1,1 @@
+"""KFP pipelines of safetax; compiled YAML lives in pipelines/compiled/."""

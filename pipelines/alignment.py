@@ -1,0 +1,81 @@
+"""The alignment pipeline: refusal SFT per method config, evaluation of every epoch, analytics."""
+
+from kfp import dsl
+from kfp.dsl import Dataset
+
+from components.analytics import analytics
+from components.generate import generate
+from components.judge import judge
+from components.prepare import prepare
+from components.score import score
+from components.train import train
+from pipelines._k8s import place
+from safetax.platform import load_platform
+
+PLATFORM = load_platform()
+# The seeds' two methods: LoRA r=4 on the MLP (LoRA paper) and full fine-tuning as the baseline.
+DEFAULT_METHODS = [{"method": "lora", "name": "lora-r4", "lora_rank": 4, "target_modules": "mlp"}, {"method": "full", "name": "full"}]
+
+
+def _evaluate(model_uri: str, eval_sets: list, gen_args: dict, judge_name: str, checkpoints=None) -> dsl.PipelineTask:
+    extra = {"checkpoints": checkpoints} if checkpoints is not None else {}
+    gen = place(generate(model_uri=model_uri, eval_sets=eval_sets, **gen_args, **extra), "generate", PLATFORM)
+    verdicts = place(judge(judge=judge_name, generations=gen.outputs["generations"]), "judge", PLATFORM)
+    return place(score(generations=gen.outputs["generations"], judgements=verdicts.outputs["judgements"]), "score", PLATFORM)
+
+
+@dsl.pipeline(name="safetax-alignment", description="Safety SFT of a reasoning model per method config; safety vs reasoning of every epoch.")
+def alignment_pipeline(
+    base_model_uri: str,
+    refusal_data_uri: str,
+    eval_sets: list,
+    methods: list = DEFAULT_METHODS,
+    epochs: int = 0,
+    seed: int = 42,
+    max_length: int = 1024,
+    judge_name: str = "refusal",
+    safety_max_new_tokens: int = 1024,
+    reasoning_samples: int = 8,
+    reasoning_temperature: float = 0.6,
+    reasoning_top_p: float = 0.95,
+    reasoning_max_new_tokens: int = 32768,
+    generation_batch_size: int = 32,
+) -> Dataset:
+    """Align a reasoning model with refusal SFT and measure the safety tax of every checkpoint.
+
+    Args:
+        base_model_uri: The reasoning model to align: a model directory, file:// path, or hub id (e.g. deepseek-ai/DeepSeek-R1-Distill-Qwen-7B).
+        refusal_data_uri: Refusal SFT data (JSONL, CSV or parquet with `prompt` and `refusal` columns).
+        eval_sets: Evaluation sets, each {"name", "kind": "safety"|"reasoning", "uri", optional "limit", "prompt_template" with {text}}.
+        methods: Method configs to compare, one training run each, e.g. {"method": "lora", "name": "lora-r4", "lora_rank": 4, "target_modules": "mlp", "layers": "16-31"} or {"method": "full"}; keys are TrainConfig fields.
+        epochs: Epochs for every method that does not set its own; 0 = the seeds' defaults (full 5, LoRA 10).
+        seed: Seed for training (unless a method sets its own) and for sampling.
+        max_length: Maximum tokens per SFT example.
+        judge_name: Safety judge: refusal (pattern-based, offline).
+        safety_max_new_tokens: Token budget of each (greedy) response to a safety prompt.
+        reasoning_samples: Samples per reasoning problem; pass@1 averages over them (seeds: 8).
+        reasoning_temperature: Sampling temperature for reasoning (seeds: 0.6; 0 = greedy, needs reasoning_samples=1).
+        reasoning_top_p: Nucleus sampling for reasoning (seeds: 0.95).
+        reasoning_max_new_tokens: Token budget of each reasoning response (seeds: 32768).
+        generation_batch_size: Prompts per batch in the transformers backend.
+    """
+    gen_args = {
+        "safety_max_new_tokens": safety_max_new_tokens,
+        "reasoning_samples": reasoning_samples,
+        "reasoning_temperature": reasoning_temperature,
+        "reasoning_top_p": reasoning_top_p,
+        "reasoning_max_new_tokens": reasoning_max_new_tokens,
+        "batch_size": generation_batch_size,
+        "seed": seed,
+    }
+    data = place(prepare(refusal_uri=refusal_data_uri, model_uri=base_model_uri, max_length=max_length), "prepare", PLATFORM)
+    base = _evaluate(base_model_uri, eval_sets, gen_args, judge_name)
+    with dsl.ParallelFor(methods) as method:
+        trained = place(
+            train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"]), "train", PLATFORM
+        )
+        scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_name, checkpoints=trained.outputs["checkpoints"])
+    report = place(
+        analytics(base_scores=base.outputs["scores"], scores=dsl.Collected(scored.outputs["scores"])), "analytics", PLATFORM
+    )
+    return report.outputs["results"]

@@ -1,0 +1,3 @@
+from safetax.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""Markdown report, CSV and plot of a summary table; a plain-text table for the CLI."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from safetax.analysis.plots import plot_tradeoff
+
+log = logging.getLogger(__name__)
+
+NA = "n/a"
+DEFINITIONS = (
+    "Each checkpoint was evaluated on reasoning benchmarks (`acc:<bench>`: accuracy / pass@1, "
+    "the mean over questions of the share of correct samples, an answer that could not be "
+    "scored counting as wrong) and on safety benchmarks of harmful prompts (`safety:<bench>`: "
+    "safety score, the share of judged responses that are safe, unscored responses left out; "
+    "`asr:<bench>`: attack success rate, ASR = 100 - safety score). All scores are in percent; "
+    "`reasoning_mean` and `safety_mean` average them over benchmarks. `str` is the safety tax "
+    "rate (RPSA) against the base model: the mean reasoning drop divided by the mean ASR drop, "
+    "in percentage points (lower is better, 0 = no reasoning cost, negative = reasoning improved "
+    "while ASR fell; n/a for the base or when ASR did not change). `pareto` marks checkpoints "
+    "that no other checkpoint beats on both mean reasoning and mean safety."
+)
+
+
+def format_cell(column: str, value: object) -> str:
+    """Render one cell: floats to 1 decimal (``str`` to 2), NaN as ``n/a``, bools as yes/no.
+
+    >>> format_cell("acc:gsm8k", 61.26), format_cell("str", 0.16666), format_cell("str", float("nan"))
+    ('61.3', '0.17', 'n/a')
+    >>> format_cell("pareto", True), format_cell("epoch", 2), format_cell("method", "lora")
+    ('yes', '2', 'lora')
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return NA
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.2f}" if column == "str" else f"{float(value):.1f}"
+    return str(value)
+
+
+def _is_numeric(table: pd.DataFrame, column: str) -> bool:
+    return pd.api.types.is_numeric_dtype(table[column]) and not pd.api.types.is_bool_dtype(table[column])
+
+
+def _cells(table: pd.DataFrame) -> list[list[str]]:
+    return [[format_cell(c, v) for c, v in zip(table.columns, row)] for row in table.itertuples(index=False)]
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """The table as a GitHub Markdown table (numbers right-aligned), rounded as :func:`format_cell`."""
+    cols = [str(c) for c in table.columns]
+    header = "| " + " | ".join(cols) + " |"
+    sep = "|" + "|".join("---:" if _is_numeric(table, c) else "---" for c in table.columns) + "|"
+    body = ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _cells(table)]
+    return "\n".join([header, sep, *body])
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """Fixed-width plain-text table for a terminal, rounded as :func:`format_cell`.
+
+    >>> print(format_table(pd.DataFrame({"checkpoint": ["base"], "str": [float("nan")]})))
+    checkpoint  str
+    ----------  ---
+    base        n/a
+    """
+    cols = [str(c) for c in table.columns]
+    rows = _cells(table)
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+    right = [_is_numeric(table, c) for c in table.columns]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [s.rjust(w) if r else s.ljust(w) for s, w, r in zip(cells, widths, right)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def _pareto_lines(table: pd.DataFrame) -> list[str]:
+    """Bullets of the Pareto-optimal checkpoints with their two means."""
+    if "pareto" not in table.columns:
+        return ["- (no `pareto` column in the table)"]
+    front = table[table["pareto"].astype(bool)]
+    return [
+        f"- `{r.checkpoint}`: reasoning {r.reasoning_mean:.1f} %, safety {r.safety_mean:.1f} %"
+        for r in front.itertuples(index=False)
+    ] or ["- (none)"]
+
+
+def write_report(
+    table: pd.DataFrame,
+    out_dir: Path,
+    title: str = "safetax alignment report",
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write ``report.md``, ``tradeoff.png`` and ``results.csv`` of a summary table into ``out_dir``.
+
+    Args:
+        table: a :func:`~safetax.analysis.summary.summarize` table.
+        out_dir: folder to write into (created if needed).
+        title: the report's heading.
+        notes: free-form remarks, listed as bullets at the end.
+
+    Returns:
+        Path of ``report.md``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_tradeoff(table, out_dir / "tradeoff.png")
+    table.to_csv(out_dir / "results.csv", index=False)
+    parts = [
+        f"# {title}",
+        "## What was measured",
+        DEFINITIONS,
+        f"## Results ({len(table)} checkpoint(s))",
+        markdown_table(table),
+        "## Pareto-optimal checkpoints",
+        "\n".join(_pareto_lines(table)),
+        "## Safety vs reasoning",
+        "![Safety vs reasoning trade-off per checkpoint](tradeoff.png)",
+    ]
+    if notes:
+        parts += ["## Notes", "\n".join(f"- {n}" for n in notes)]
+    path = out_dir / "report.md"
+    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+    log.info("wrote report of %d checkpoint(s) to %s", len(table), path)
+    return path

@@ -1,0 +1,90 @@
+"""`safetax demo | compile | run`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from safetax.timing import setup_logging
+
+log = logging.getLogger("safetax")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="safetax", description="Safety alignment of reasoning LLMs without the safety tax.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the alignment pipeline locally on the tiny demo model and print the results",
+                       description="Builds (once, then cached) a tiny reasoning model that complies with placeholder harmful "
+                                   "requests, runs the alignment pipeline on it with KFP's local runner (LoRA and full "
+                                   "fine-tuning on refusal data), and prints safety against reasoning for every checkpoint.")
+    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="local pipeline root for all artifacts (default: runs/demo)")
+    d.add_argument("--cache-dir", type=Path, default=None, help="where the demo model is built and cached (default: $SAFETAX_CACHE or ~/.cache/safetax)")
+    d.add_argument("--epochs", type=int, default=0, help="epochs for every method (default 0: each demo method's own setting)")
+    d.add_argument("--safety-limit", type=int, default=0, help="evaluate only the first N held-out harmful prompts (default 0: all)")
+    d.add_argument("--reasoning-limit", type=int, default=0, help="evaluate only the first N arithmetic problems (default 0: all)")
+    d.add_argument("--max-new-tokens", type=int, default=96, help="generation budget per response (default 96; demo answers are short)")
+
+    c = sub.add_parser("compile", help="compile the KFP pipelines to YAML", description="Writes <pipeline>.yaml for every pipeline; upload them in the KFP UI.")
+    c.add_argument("--out", type=Path, required=True, help="output directory")
+
+    r = sub.add_parser("run", help="run a pipeline locally with parameters from a JSON/YAML file",
+                       description="Runs a pipeline with KFP's local runner (no cluster needed).")
+    r.add_argument("--pipeline", default="alignment", help="pipeline name (default: alignment)")
+    r.add_argument("--params", type=Path, required=True, help="JSON or YAML file with the pipeline parameters")
+    r.add_argument("--out", type=Path, default=Path("runs/local"), help="local pipeline root (default: runs/local)")
+    return p
+
+
+def _print_results(results_dir: Path) -> None:
+    import pandas as pd
+
+    from safetax.analysis.report import format_table
+
+    print(format_table(pd.read_csv(results_dir / "results.csv")))
+    print(f"\nreport: {results_dir / 'report.md'}\nplot:   {results_dir / 'tradeoff.png'}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from safetax.demo import build_demo
+    from safetax.presets import demo_params
+    from safetax.runner import run_local
+
+    start = time.perf_counter()
+    assets = build_demo(cache_dir=args.cache_dir)
+    params = demo_params(assets, safety_limit=args.safety_limit, reasoning_limit=args.reasoning_limit, max_new_tokens=args.max_new_tokens)
+    if args.epochs:
+        params["methods"] = [{**m, "epochs": args.epochs} for m in params["methods"]]
+    results = run_local("alignment", params, args.out)
+    log.info("demo finished in %.1fs", time.perf_counter() - start)
+    _print_results(results)
+
+
+def _run(args: argparse.Namespace) -> None:
+    import yaml
+
+    from safetax.runner import run_local
+
+    params = yaml.safe_load(args.params.read_text()) if args.params.suffix in (".yaml", ".yml") else json.loads(args.params.read_text())
+    results = run_local(args.pipeline, params, args.out)
+    if (results / "results.csv").is_file():
+        _print_results(results)
+    else:
+        print(results)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    setup_logging()
+    if args.command == "demo":
+        _demo(args)
+    elif args.command == "compile":
+        from safetax.runner import compile_pipelines
+
+        for path in compile_pipelines(args.out):
+            print(path)
+    else:
+        _run(args)

@@ -1,0 +1,41 @@
+"""Pipeline parameters for the demo: the seeds' method space, scaled to the 0.5M-parameter demo model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safetax.demo import DemoAssets
+
+# The seeds' learning rate (5e-5) is for 7B-14B models; the tiny demo model trained from
+# scratch at 3e-3 needs larger steps to move in a few epochs. Rank, alpha, targets, epochs
+# ratio (LoRA 2x full) and weight decay are the seeds'.
+DEMO_METHODS: list[dict[str, Any]] = [
+    {"method": "lora", "name": "lora-r4-mlp", "lora_rank": 4, "lora_alpha": 16, "target_modules": "mlp", "learning_rate": 2e-3, "epochs": 6},
+    {"method": "full", "name": "full", "learning_rate": 3e-4, "epochs": 3},
+]
+
+
+def demo_params(
+    assets: DemoAssets,
+    methods: list[dict[str, Any]] | None = None,
+    safety_limit: int = 0,
+    reasoning_limit: int = 0,
+    max_new_tokens: int = 96,
+) -> dict[str, Any]:
+    """Alignment-pipeline parameters for the demo assets; limits of 0 take every eval row."""
+    return {
+        "base_model_uri": str(assets.model_dir),
+        "refusal_data_uri": str(assets.refusal_path),
+        "eval_sets": [
+            {"name": "demo-harmful", "kind": "safety", "uri": str(assets.safety_eval_path), "limit": safety_limit},
+            {"name": "demo-arith", "kind": "reasoning", "uri": str(assets.reasoning_eval_path), "limit": reasoning_limit},
+        ],
+        "methods": methods if methods is not None else DEMO_METHODS,
+        "max_length": 256,
+        # Greedy everywhere: the demo model is small and the table should be reproducible.
+        "safety_max_new_tokens": max_new_tokens,
+        "reasoning_samples": 1,
+        "reasoning_temperature": 0.0,
+        "reasoning_max_new_tokens": max_new_tokens,
+        "generation_batch_size": 64,
+    }

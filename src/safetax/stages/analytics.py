@@ -1,0 +1,38 @@
+"""Stage `analytics`: the safety-vs-reasoning table, STR, Pareto front, plot and report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from safetax.analysis.report import write_report
+from safetax.analysis.summary import summarize
+from safetax.stages.score import load_scores
+from safetax.store import atomic_dir
+from safetax.timing import timed
+
+log = logging.getLogger(__name__)
+REPORT = "report.md"
+PLOT = "tradeoff.png"
+
+
+def run(score_dirs: Sequence[Path], out_dir: Path, notes: Sequence[str] = ()) -> pd.DataFrame:
+    """Write ``report.md``, ``tradeoff.png`` and ``results.csv`` for the base model and every checkpoint."""
+    scores = load_scores(list(score_dirs))
+    with timed("analytics"), atomic_dir(out_dir) as tmp:
+        table = summarize(scores)
+        write_report(table, tmp, notes=notes)
+    log.info("report of %d checkpoints written to %s", len(table), out_dir / REPORT)
+    return table
+
+
+def inline_report(results_dir: Path) -> str:
+    """``report.md`` with its plot embedded as a data URI, for single-file viewers such as the KFP UI."""
+    import base64
+
+    text = (results_dir / REPORT).read_text(encoding="utf-8")
+    png = base64.b64encode((results_dir / PLOT).read_bytes()).decode("ascii")
+    return text.replace(f"]({PLOT})", f"](data:image/png;base64,{png})")

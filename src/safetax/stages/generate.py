@@ -1,0 +1,113 @@
+"""Stage `generate`: responses of the base model or of every checkpoint of a training run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetax.config import Checks
+from safetax.data.chat import render_prompt
+from safetax.data.eval_sets import EvalItem, EvalSet, load_eval_set
+from safetax.generation.base import GenerationBackend, SamplingConfig
+from safetax.records import BASE, Generation, write_jsonl
+from safetax.stages.train import MANIFEST
+from safetax.store import atomic_dir, read_json, require_complete, resolve_model, write_json
+from safetax.timing import timed
+
+log = logging.getLogger(__name__)
+GENERATIONS = "generations.jsonl"
+CHECKPOINTS = "checkpoints.json"
+BACKENDS = ("hf", "vllm")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    model_uri: str  # the base model
+    eval_sets: tuple[EvalSet, ...]
+    # Seeds: safety greedy; reasoning n=8 samples at temperature 0.6, top_p 0.95 (pass@1 over them).
+    safety_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=1024))
+    reasoning_sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(temperature=0.6, top_p=0.95, n=8, max_new_tokens=32768)
+    )
+    backend: str = "hf"
+    batch_size: int = 32  # prompts per forward pass (hf backend)
+
+    def __post_init__(self) -> None:
+        c = Checks("GenerateConfig")
+        c.one_of("backend", self.backend, BACKENDS)
+        c.positive("batch_size", self.batch_size)
+        if not self.eval_sets:
+            c.fail("eval_sets", self.eval_sets, "at least one eval set")
+        names = [e.name for e in self.eval_sets]
+        if len(set(names)) != len(names):
+            c.fail("eval_sets", names, "sets with distinct names")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model to evaluate: the base, or a checkpoint (adapter or full weights)."""
+
+    checkpoint: str
+    method: str
+    epoch: int
+    model: str
+    adapter: str | None
+
+
+def targets_of(model_ref: str, train_dir: Path | None) -> list[Target]:
+    if train_dir is None:
+        return [Target(BASE, BASE, 0, model_ref, None)]
+    manifest = read_json(require_complete(train_dir, "checkpoints") / MANIFEST)
+    out = []
+    for e in manifest["checkpoints"]:
+        path = str(train_dir / e["name"])
+        name = f"{manifest['label']}/{e['name']}"
+        if manifest["kind"] == "adapter":
+            out.append(Target(name, manifest["label"], int(e["epoch"]), model_ref, path))
+        else:
+            out.append(Target(name, manifest["label"], int(e["epoch"]), path, None))
+    return out
+
+
+def make_backend(name: str, model: str, batch_size: int) -> GenerationBackend:
+    if name == "vllm":
+        raise NotImplementedError("the vLLM backend is not available yet; use backend='hf'")
+    from safetax.generation.hf import HFBackend
+
+    return HFBackend(model, batch_size=batch_size)
+
+
+def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None) -> int:
+    """Write ``generations.jsonl`` (one record per sample) and ``checkpoints.json``; return the record count."""
+    model_ref = resolve_model(cfg.model_uri, "model_uri")
+    items = {es.name: load_eval_set(es) for es in cfg.eval_sets}  # validates every file first
+    targets = targets_of(model_ref, train_dir)
+    records: list[dict[str, Any]] = []
+    with timed(f"generate for {len(targets)} model(s)"), atomic_dir(out_dir) as tmp:
+        backends: dict[str, GenerationBackend] = {}
+        for t in targets:
+            if t.model not in backends:
+                backends = {t.model: make_backend(cfg.backend, t.model, cfg.batch_size)}  # one model in memory at a time
+            backend = backends[t.model]
+            with timed(f"generate {t.checkpoint}"):
+                for es in cfg.eval_sets:
+                    records += _generate_set(backend, t, es, items[es.name], cfg)
+        write_jsonl(tmp / GENERATIONS, records)
+        write_json(tmp / CHECKPOINTS, [asdict(t) for t in targets])
+    log.info("wrote %d generations", len(records))
+    return len(records)
+
+
+def _generate_set(backend: GenerationBackend, t: Target, es: EvalSet, items: list[EvalItem], cfg: GenerateConfig) -> list[dict[str, Any]]:
+    prompts = [render_prompt(backend.tokenizer, it.prompt) for it in items]
+    sampling = cfg.safety_sampling if es.kind == "safety" else cfg.reasoning_sampling
+    outs = backend.generate(prompts, sampling, adapter=t.adapter)
+    rows = []
+    for it, comps in zip(items, outs, strict=True):
+        for k, comp in enumerate(comps):
+            g = Generation(t.checkpoint, es.name, es.kind, it.id, k, comp.text, comp.n_tokens, comp.finished)  # type: ignore[arg-type]
+            rows.append({**asdict(g), "prompt": it.prompt, "reference": it.reference})
+    return rows

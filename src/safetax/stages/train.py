@@ -1,0 +1,176 @@
+"""Stage `train`: refusal SFT with full fine-tuning or LoRA, a checkpoint per epoch."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from safetax.config import Checks, ConfigError, as_int
+from safetax.records import read_jsonl
+from safetax.stages.prepare import SFT_FILE
+from safetax.store import atomic_dir, require_complete, resolve_model, write_json
+from safetax.timing import timed
+from safetax.training.sft import LoopConfig, train_loop
+from safetax.training.targets import TARGET_PRESETS, check_against_model, parse_layers, resolve_targets
+
+log = logging.getLogger(__name__)
+METHODS = ("full", "lora")
+# Seeds' epochs (LoRA paper, sec. 4): full fine-tuning 5, LoRA 10.
+DEFAULT_EPOCHS = {"full": 5, "lora": 10}
+MANIFEST = "checkpoints.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = "lora"  # full | lora
+    name: str = ""  # label in reports; defaults to the method (e.g. "lora-r4")
+    epochs: int = 0  # 0 = the seeds' default for the method (full 5, lora 10)
+    learning_rate: float = 5e-5  # seeds: 5e-5 for both methods
+    weight_decay: float = 1e-4  # seeds: 1e-4
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.0  # share of optimizer steps with linear warmup before the cosine decay
+    grad_clip: float = 1.0  # max grad norm; 0 disables clipping
+    lora_rank: int = 4  # LoRA paper: rank 1-8 suffices for safety
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    target_modules: str | tuple[str, ...] = "mlp"  # preset (mlp, attn, all, up_proj) or module names
+    layers: str = ""  # e.g. "16-31"; empty = every layer
+    seed: int = 42
+    precision: str = "auto"  # auto = bf16 on a GPU that supports it, else fp32; or bf16 / fp32
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        c = Checks("TrainConfig")
+        c.one_of("method", self.method, METHODS)
+        c.one_of("precision", self.precision, ("auto", "bf16", "fp32"))
+        for name in ("learning_rate", "batch_size", "grad_accum"):
+            c.positive(name, getattr(self, name))
+        for name in ("epochs", "weight_decay", "grad_clip"):
+            c.non_negative(name, getattr(self, name))
+        c.in_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        if self.method == "lora":
+            if not (isinstance(self.lora_rank, int) and self.lora_rank >= 1):
+                c.fail("lora_rank", self.lora_rank, "an integer >= 1")
+            c.positive("lora_alpha", self.lora_alpha)
+            c.in_range("lora_dropout", self.lora_dropout, 0.0, 1.0)
+            try:
+                resolve_targets(self.target_modules)
+            except ValueError as e:
+                c.errors.append(str(e))
+        try:
+            parse_layers(self.layers)
+        except ValueError as e:
+            c.errors.append(str(e))
+        if self.extra:
+            c.fail("method config keys", sorted(self.extra), "among " + ", ".join(_FIELDS))
+        c.raise_if_any()
+
+    @property
+    def num_epochs(self) -> int:
+        return self.epochs or DEFAULT_EPOCHS[self.method]
+
+    @property
+    def label(self) -> str:
+        return self.name or (f"lora-r{self.lora_rank}" if self.method == "lora" else "full")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """From a pipeline method config (KFP turns numbers in dicts into floats)."""
+        kw: dict[str, Any] = {k: v for k, v in d.items() if k in _FIELDS}
+        for k in _INT_FIELDS & kw.keys():
+            kw[k] = as_int(k, kw[k])
+        if isinstance(kw.get("target_modules"), list):
+            kw["target_modules"] = tuple(kw["target_modules"])
+        return cls(**kw, extra={k: v for k, v in d.items() if k not in _FIELDS})
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "extra")
+_INT_FIELDS = {"epochs", "batch_size", "grad_accum", "lora_rank", "seed"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    checkpoints: list[str]
+    losses: list[float]
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
+def check_model(cfg: TrainConfig, model_ref: str) -> None:
+    """Check targets and layers against the model's architecture, on the meta device (no weights read)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    mcfg = AutoConfig.from_pretrained(model_ref)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(mcfg)
+    names = [n for n, _ in skeleton.named_modules()]
+    targets = resolve_targets(cfg.target_modules) if cfg.method == "lora" else ()
+    errors = check_against_model(targets, parse_layers(cfg.layers), names, int(mcfg.num_hidden_layers))
+    if errors:
+        raise ConfigError(f"TrainConfig for {model_ref}", errors)
+
+
+def _attach_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    layers = parse_layers(cfg.layers)
+    lcfg = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(resolve_targets(cfg.target_modules)),
+        layers_to_transform=list(layers) if layers is not None else None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lcfg)
+
+
+def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path) -> TrainResult:
+    """Train and write ``epoch-<k>/`` per epoch (adapter only for LoRA) plus ``checkpoints.json``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_ref = resolve_model(model_uri, "model_uri")
+    examples = read_jsonl(require_complete(sft_dir, "sft data") / SFT_FILE)
+    check_model(cfg, model_ref)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = _use_bf16(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    with timed(f"train {cfg.label}"), atomic_dir(out_dir) as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(model_ref)
+        model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=torch.bfloat16 if bf16 and cfg.method == "lora" else torch.float32)
+        model.to(device)
+        if cfg.method == "lora":
+            model = _attach_lora(model, cfg)
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("%s: %d trainable parameters, %d examples, %d epochs, bf16=%s", cfg.label, n_train, len(examples), cfg.num_epochs, bf16)
+        entries: list[dict[str, Any]] = []
+
+        def save(epoch: int, loss: float) -> None:
+            path = tmp / f"epoch-{epoch}"
+            model.save_pretrained(path)
+            if cfg.method == "full":
+                tokenizer.save_pretrained(path)
+            entries.append({"name": f"epoch-{epoch}", "epoch": epoch, "loss": loss})
+
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        loop = LoopConfig(cfg.num_epochs, cfg.learning_rate, cfg.weight_decay, cfg.batch_size, cfg.grad_accum,
+                          cfg.warmup_ratio, cfg.grad_clip, cfg.seed, bf16)
+        losses = train_loop(model, examples, pad_id, loop, save)
+        write_json(tmp / MANIFEST, {
+            "method": cfg.method, "label": cfg.label, "base_model": model_uri,
+            "kind": "adapter" if cfg.method == "lora" else "full",
+            "checkpoints": entries, "config": {k: getattr(cfg, k) for k in _FIELDS},
+            "trainable_parameters": n_train,
+        })
+    return TrainResult(out_dir, [e["name"] for e in entries], losses)

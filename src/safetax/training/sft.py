@@ -1,0 +1,100 @@
+"""The SFT loop shared by full fine-tuning and LoRA: one loop, read top to bottom."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from safetax.data.chat import IGNORE_INDEX
+from safetax.timing import progress_bar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    epochs: int
+    learning_rate: float
+    weight_decay: float
+    batch_size: int
+    grad_accum: int
+    warmup_ratio: float
+    grad_clip: float
+    seed: int
+    bf16: bool
+
+
+def collate(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; padded positions get no attention and no loss."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[i, :n] = torch.tensor(e["input_ids"])
+        labels[i, :n] = torch.tensor(e["labels"])
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    """LR multiplier: linear warmup, then cosine decay to 0 (the seeds' schedule)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_loop(
+    model: torch.nn.Module,
+    examples: Sequence[dict[str, list[int]]],
+    pad_id: int,
+    cfg: LoopConfig,
+    on_epoch_end: Callable[[int, float], None],
+) -> list[float]:
+    """Train the parameters with ``requires_grad``; return the mean loss of each epoch.
+
+    Deterministic on CPU for a fixed ``seed``: data order comes from a seeded generator.
+    ``on_epoch_end(epoch, mean_loss)`` writes the epoch's checkpoint.
+    """
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    batches_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = cfg.epochs * math.ceil(batches_per_epoch / cfg.grad_accum)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, int(cfg.warmup_ratio * total)))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    bar = progress_bar(cfg.epochs * batches_per_epoch, desc="train", unit="batch")
+    losses: list[float] = []
+    start = time.perf_counter()
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        order = torch.randperm(len(examples), generator=gen).tolist()
+        epoch_loss, n_tokens = 0.0, 0
+        for b in range(batches_per_epoch):
+            batch = collate([examples[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]], pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = model(**batch).loss
+            (loss / cfg.grad_accum).backward()
+            if (b + 1) % cfg.grad_accum == 0 or b + 1 == batches_per_epoch:
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+            epoch_loss += loss.item() * tokens
+            n_tokens += tokens
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
+        losses.append(epoch_loss / max(1, n_tokens))
+        log.info("epoch %d/%d: loss %.4f (%.1fs elapsed)", epoch, cfg.epochs, losses[-1], time.perf_counter() - start)
+        on_epoch_end(epoch, losses[-1])
+    bar.close()
+    return losses

@@ -1,0 +1,107 @@
+"""write_report / format_table / plot_tradeoff write what they promise."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from safetax.analysis.plots import plot_tradeoff
+from safetax.analysis.report import format_table, markdown_table, write_report
+from safetax.analysis.summary import summarize
+from safetax.records import CheckpointScores
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _scores() -> list[CheckpointScores]:
+    def cs(name: str, method: str, epoch: int, r: float, s: float) -> CheckpointScores:
+        return CheckpointScores(name, method, epoch, reasoning={"gsm8k": r, "math500": r - 0.1},
+                                safety={"strongreject": s})  # fmt: skip
+
+    return [
+        cs("base", "base", 0, 0.80, 0.30),
+        cs("lora/epoch-1", "lora", 1, 0.74, 0.85),
+        cs("lora/epoch-2", "lora", 2, 0.70, 0.95),
+        cs("rpsa/epoch-1", "rpsa", 1, 0.79, 0.80),
+        cs("rpsa/epoch-2", "rpsa", 2, 0.72, 0.75),  # dominated by rpsa/epoch-1
+    ]
+
+
+@pytest.fixture
+def table() -> pd.DataFrame:
+    return summarize(_scores())
+
+
+def _table_rows(md: str) -> list[str]:
+    return [ln for ln in md.splitlines() if ln.startswith("| ")]
+
+
+def test_write_report_files(table: pd.DataFrame, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = write_report(table, out, title="My run", notes=["judge: llama-guard", "seed 0"])
+    assert path == out / "report.md"
+    png = (out / "tradeoff.png").read_bytes()
+    assert png.startswith(PNG_MAGIC)
+    assert len(png) > 10_000
+    csv = pd.read_csv(out / "results.csv")
+    assert list(csv["checkpoint"]) == list(table["checkpoint"])
+    assert csv["reasoning_mean"].tolist() == pytest.approx(table["reasoning_mean"].tolist())
+
+
+def test_report_content(table: pd.DataFrame, tmp_path: Path) -> None:
+    md = write_report(table, tmp_path, title="My run", notes=["judge: llama-guard"]).read_text()
+    assert md.startswith("# My run\n")
+    for term in ("safety score", "attack success rate", "pass@1", "safety tax rate"):
+        assert term in md
+    rows = _table_rows(md)
+    assert len(rows) == 1 + len(table)  # header + one row per checkpoint
+    assert rows[0].startswith("| checkpoint | method | epoch | acc:gsm8k")
+    base_row = next(r for r in rows if r.startswith("| base "))
+    # base: gsm8k 80.0, math500 70.0, safety 30.0, ASR 70.0, means 75.0 / 30.0, STR n/a,
+    # on the front as the most accurate checkpoint
+    assert base_row == "| base | base | 0 | 80.0 | 70.0 | 30.0 | 70.0 | 75.0 | 30.0 | n/a | yes |"
+    lora1 = next(r for r in rows if r.startswith("| lora/epoch-1 "))
+    # reasoning drop 6, ASR drop 55 -> 0.109...
+    assert "| 0.11 | yes |" in lora1
+    assert "![Safety vs reasoning trade-off per checkpoint](tradeoff.png)" in md
+    assert "- judge: llama-guard" in md
+    front = md.split("## Pareto-optimal checkpoints")[1].split("##")[0]
+    listed = [ln.split("`")[1] for ln in front.strip().splitlines()]
+    assert listed == ["base", "lora/epoch-1", "lora/epoch-2", "rpsa/epoch-1"]
+    assert "- `base`: reasoning 75.0 %, safety 30.0 %" in front
+
+
+def test_report_without_notes_has_no_notes_section(table: pd.DataFrame, tmp_path: Path) -> None:
+    assert "## Notes" not in write_report(table, tmp_path).read_text()
+
+
+def test_markdown_table_escapes_pipes() -> None:
+    md = markdown_table(pd.DataFrame({"checkpoint": ["a|b"], "x": [1.25]}))
+    assert md.splitlines() == ["| checkpoint | x |", "|---|---:|", "| a\\|b | 1.2 |"]
+
+
+def test_format_table_fixed_width(table: pd.DataFrame) -> None:
+    text = format_table(table)
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(table)
+    assert lines[0].split() == [str(c) for c in table.columns]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert lines[2].split() == ["base", "base", "0", "80.0", "70.0", "30.0", "70.0", "75.0", "30.0", "n/a", "yes"]
+    # columns line up under the dashes; numbers are right-aligned, text left-aligned
+    spans = [(m.start(), m.end()) for m in re.finditer("-+", lines[1])]
+    assert len(spans) == len(table.columns)
+    cells = [[ln.ljust(spans[-1][1])[a:b] for a, b in spans] for ln in lines[2:]]
+    col = {c: i for i, c in enumerate(table.columns)}
+    assert all(r[col["str"]][-1] != " " and r[col["checkpoint"]][0] != " " for r in cells)
+    # STR: lora/1 6/55, lora/2 10/65, rpsa/1 1/50, rpsa/2 8/45
+    assert [r[col["str"]].strip() for r in cells] == ["n/a", "0.11", "0.15", "0.02", "0.18"]
+
+
+def test_plot_tradeoff_recomputes_front_and_validates(table: pd.DataFrame, tmp_path: Path) -> None:
+    path = plot_tradeoff(table.drop(columns=["pareto"]), tmp_path / "sub" / "p.png")
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    with pytest.raises(ValueError, match="missing \\['safety_mean'\\]"):
+        plot_tradeoff(table.drop(columns=["safety_mean"]), tmp_path / "q.png")
