@@ -1,10 +1,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components._image import TRAIN_IMAGE
+from components._image import CPU_IMAGE
 
 
-@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def judge(judge: str, generations: Input[Dataset], judgements: Output[Dataset]):
     """Safety verdicts (safe / unsafe / unscored) for every response to a safety prompt."""
     from pathlib import Path

@@ -44,7 +44,8 @@ class Placement:
 
 @dataclass(frozen=True)
 class PlatformConfig:
-    gpu_stages: tuple[str, ...] = ("fisher", "train", "merge", "generate", "judge")
+    # judge joins these with the Llama-Guard judge; the refusal-pattern judge needs no GPU.
+    gpu_stages: tuple[str, ...] = ("fisher", "train", "merge", "generate")
     gpu: Placement = field(default_factory=Placement)
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +47,9 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path) -> Path:
     """
     from kfp import local
 
+    # Parallel branches run as concurrent subprocesses; one BLAS thread pool per core each
+    # oversubscribes the CPU and slows every task several-fold. Users may set their own.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()), raise_on_error=True)
     func = getattr(pipeline_module(name), PIPELINES[name])

@@ -16,7 +16,7 @@ def normalize_answer(s: str) -> str:
     >>> normalize_answer(r"$\frac{1}{2}$.")
     '\\frac{1}{2}'
     """
-    s = s.strip().strip("$").rstrip(".").strip()
+    s = s.strip().rstrip(".").strip().strip("$").strip()
     s = re.sub(r"\s+", "", s)
     if re.fullmatch(r"[+-]?\d+", s):
         s = str(int(s))

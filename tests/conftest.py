@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny random Qwen2 model with the demo's R1-style tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def make_tiny_model(path: Path, layers: int = 4, seed: int = 0) -> Path:
+    """A random 4-layer Qwen2 (hidden 32) saved with the demo tokenizer: enough to train and generate in ms."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from safetax.demo import demo_tokenizer
+
+    tok = demo_tokenizer()
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    Qwen2ForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture()
+def refusal_file(tmp_path: Path) -> Path:
+    """20 placeholder refusal rows (abstract tasks, no real harmful content)."""
+    path = tmp_path / "refusals.jsonl"
+    rows = [{"prompt": f"Explain restricted task {i}.", "refusal": "I'm sorry, but I can't help with that."} for i in range(20)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

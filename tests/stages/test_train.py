@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from safetax.config import ConfigError
+from safetax.stages import prepare, train
+from safetax.store import StoreError, is_complete
+
+FAST = {"batch_size": 4, "learning_rate": 1e-2, "epochs": 3}
+
+
+@pytest.fixture()
+def sft(tiny_model: Path, refusal_file: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "sft"
+    prepare.run(prepare.PrepareConfig(str(refusal_file), str(tiny_model), max_length=128), out)
+    return out
+
+
+def _base_state(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(model_dir / "model.safetensors")
+
+
+def _merged_state(model_dir: Path, adapter: Path) -> dict[str, torch.Tensor]:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter).merge_and_unload()
+    return {k: v for k, v in merged.state_dict().items()}
+
+
+def test_lora_touches_only_chosen_modules_and_layers(tiny_model: Path, sft: Path, tmp_path: Path) -> None:
+    cfg = train.TrainConfig(method="lora", target_modules="up_proj", layers="1-2", lora_dropout=0.0, **FAST)
+    res = train.run(cfg, str(tiny_model), sft, tmp_path / "out")
+    assert res.checkpoints == ["epoch-1", "epoch-2", "epoch-3"]
+    adapter = load_file(tmp_path / "out" / "epoch-3" / "adapter_model.safetensors")
+    assert adapter and all(".up_proj." in k and (".layers.1." in k or ".layers.2." in k) for k in adapter)
+    base, merged = _base_state(tiny_model), _merged_state(tiny_model, tmp_path / "out" / "epoch-3")
+    changed = {k for k in base if not torch.equal(base[k], merged[k])}
+    assert changed == {f"model.layers.{i}.mlp.up_proj.weight" for i in (1, 2)}
+
+
+def test_full_finetuning_changes_every_parameter_and_loss_decreases(tiny_model: Path, sft: Path, tmp_path: Path) -> None:
+    res = train.run(train.TrainConfig(method="full", **FAST), str(tiny_model), sft, tmp_path / "out")
+    assert res.losses[2] < res.losses[1] < res.losses[0] * 0.9
+    base, tuned = _base_state(tiny_model), load_file(tmp_path / "out" / "epoch-3" / "model.safetensors")
+    assert base.keys() == tuned.keys()
+    assert all(not torch.equal(base[k], tuned[k]) for k in base)
+
+
+def test_lora_loss_decreases_and_same_seed_gives_same_weights(tiny_model: Path, sft: Path, tmp_path: Path) -> None:
+    cfg = train.TrainConfig(method="lora", seed=7, **FAST)
+    a = train.run(cfg, str(tiny_model), sft, tmp_path / "a")
+    b = train.run(cfg, str(tiny_model), sft, tmp_path / "b")
+    assert a.losses[-1] < a.losses[0]
+    wa = load_file(tmp_path / "a" / "epoch-3" / "adapter_model.safetensors")
+    wb = load_file(tmp_path / "b" / "epoch-3" / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = train.run(train.TrainConfig(method="lora", seed=8, **FAST), str(tiny_model), sft, tmp_path / "c")
+    wc = load_file(tmp_path / "c" / "epoch-3" / "adapter_model.safetensors")
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+    assert c.out_dir.is_dir() and is_complete(c.out_dir)
+
+
+def test_config_errors_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as e:
+        train.TrainConfig(method="lora", lora_rank=0, target_modules="mlpp", learning_rate=-1.0, layers="5-2")
+    msg = str(e.value)
+    assert "4 problem(s)" in msg
+    assert "`lora_rank` must be an integer >= 1, got 0" in msg
+    assert "`target_modules` must be one of mlp, attn, all, up_proj or module names, got 'mlpp'" in msg
+    assert "`learning_rate` must be > 0, got -1.0" in msg
+    assert "`layers` range must be low-high with low <= high, got '5-2'" in msg
+
+
+def test_unknown_method_and_keys_name_allowed_values() -> None:
+    with pytest.raises(ConfigError, match=r"`method` must be one of 'full', 'lora', got 'qlora'"):
+        train.TrainConfig(method="qlora")
+    with pytest.raises(ConfigError, match=r"`method config keys` must be among method, name, epochs"):
+        train.TrainConfig.from_dict({"method": "lora", "rank": 4})
+    assert train.TrainConfig.from_dict({"method": "lora", "lora_rank": 8.0}).lora_rank == 8
+
+
+def test_bad_model_targets_fail_before_training(tiny_model: Path, sft: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"`layers` \[4, 5\] outside the model's layers 0-3"):
+        train.run(train.TrainConfig(method="lora", layers="3-5"), str(tiny_model), sft, out)
+    with pytest.raises(ConfigError, match=r"`target_modules` \['w1'\] not found in the model"):
+        train.run(train.TrainConfig(method="lora", target_modules=("w1",)), str(tiny_model), sft, out)
+    with pytest.raises(StoreError, match=r"model_uri: '/nonexistent/model' does not exist"):
+        train.run(train.TrainConfig(), "/nonexistent/model", sft, out)
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_failed_training_leaves_no_complete_output(tiny_model: Path, sft: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetax.training import sft as loop
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(train, "train_loop", boom)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train.run(train.TrainConfig(**FAST), str(tiny_model), sft, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+    assert loop.train_loop is not boom
+
+
+def test_prepare_rejects_missing_column_before_writing(tiny_model: Path, tmp_path: Path) -> None:
+    from safetax.data.tables import DataError
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,answer\nExplain restricted task 1.,No\n")
+    with pytest.raises(DataError, match=r"bad\.csv: missing column\(s\) refusal"):
+        prepare.run(prepare.PrepareConfig(str(bad), str(tiny_model)), tmp_path / "sft")
+    assert not (tmp_path / "sft").exists()
