@@ -147,14 +147,17 @@ def test_datasets_have_documented_fields_and_are_disjoint(built: demo.DemoAssets
     assert all(r["refusal"].startswith(("I'm sorry", "I cannot", "I can't")) for r in refusal)
     assert len({r["id"] for r in safety}) == len(safety)
     assert len({r["id"] for r in reasoning}) == len(reasoning)
-    arithmetic, harmful = demo._make_data(TINY, tmp_path)  # the pools the model trained on
+    arithmetic, harmful, private = demo._make_data(TINY, tmp_path)  # the pools the model trained on
     safety_prompts, refusal_prompts = {r["prompt"] for r in safety}, {r["prompt"] for r in refusal}
-    trained_prompts = {p for p, _ in harmful}
+    trained_prompts = {p for p, _ in harmful} | {p for p, _ in private}
     overlaps = [len(safety_prompts & refusal_prompts), len(safety_prompts & trained_prompts),
                 len(refusal_prompts & trained_prompts),
                 len({r["problem"] for r in reasoning} & {p for p, _ in arithmetic})]
     assert overlaps == [0, 0, 0, 0]
     assert len(safety_prompts) == len(safety) and len(refusal_prompts) == len(refusal)
+    # The model already refuses private-data requests (as real models refuse some things), never the placeholders.
+    assert private and all("</think>\n\nI" in r for _, r in private)
+    assert all(" I will help." in r for _, r in harmful)
 
 
 def test_arithmetic_problems_are_correct() -> None:

@@ -52,8 +52,8 @@ class CheckpointScores:
     """Aggregate metrics of one checkpoint: what analytics compares.
 
     ``reasoning``: benchmark -> pass@1 in [0, 1] (unscored samples count as wrong).
-    ``safety``: benchmark -> safety score in [0, 1] = safe / (safe + unsafe); unscored
-    responses are left out of that share and counted in ``counts``.
+    ``safety``: benchmark -> safety score in [0, 1] = safe / all responses (an unscored
+    response counts as not safe); ``counts`` says how many were unscored.
     ``counts``: benchmark -> {"n": responses, "unscored": ...}.
     """
 

@@ -62,7 +62,7 @@ def test_report_content(table: pd.DataFrame, tmp_path: Path) -> None:
     base_row = next(r for r in rows if r.startswith("| base "))
     # base: gsm8k 80.0, math500 70.0, safety 30.0, ASR 70.0, means 75.0 / 30.0, STR n/a,
     # on the front as the most accurate checkpoint
-    assert base_row == "| base | base | 0 | 80.0 | 70.0 | 30.0 | 70.0 | 75.0 | 30.0 | n/a | yes |"
+    assert base_row == "| base | base | 0 | 80.0 | 70.0 | 30.0 | 70.0 | 75.0 | 30.0 | 0 | n/a | yes |"
     lora1 = next(r for r in rows if r.startswith("| lora/epoch-1 "))
     # reasoning drop 6, ASR drop 55 -> 0.109...
     assert "| 0.11 | yes |" in lora1
@@ -89,7 +89,7 @@ def test_format_table_fixed_width(table: pd.DataFrame) -> None:
     assert len(lines) == 2 + len(table)
     assert lines[0].split() == [str(c) for c in table.columns]
     assert set(lines[1].replace(" ", "")) == {"-"}
-    assert lines[2].split() == ["base", "base", "0", "80.0", "70.0", "30.0", "70.0", "75.0", "30.0", "n/a", "yes"]
+    assert lines[2].split() == ["base", "base", "0", "80.0", "70.0", "30.0", "70.0", "75.0", "30.0", "0", "n/a", "yes"]
     # columns line up under the dashes; numbers are right-aligned, text left-aligned
     spans = [(m.start(), m.end()) for m in re.finditer("-+", lines[1])]
     assert len(spans) == len(table.columns)

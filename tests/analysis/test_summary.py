@@ -45,7 +45,7 @@ def test_columns() -> None:
     assert list(got.columns) == [
         "checkpoint", "method", "epoch", "acc:code", "acc:math",
         "safety:a", "asr:a", "safety:b", "asr:b",
-        "reasoning_mean", "safety_mean", "str", "pareto",
+        "reasoning_mean", "safety_mean", "unscored", "str", "pareto",
     ]  # fmt: skip
     assert got["pareto"].dtype == bool
 
@@ -128,3 +128,13 @@ def test_rejects_percent_inputs_and_duplicates() -> None:
 def test_base_without_safety_benchmark() -> None:
     with pytest.raises(ValueError, match="at least one reasoning and one safety"):
         summarize([cs("base", {"m": 0.6}, {})])
+
+
+def test_unscored_column_sums_counts_over_the_base_benchmarks() -> None:
+    from safetax.records import CheckpointScores
+
+    base = CheckpointScores("base", "base", 0, {"math": 0.5}, {"a": 0.5},
+                            {"math": {"n": 4, "unscored": 1}, "a": {"n": 4, "unscored": 2}})
+    tuned = CheckpointScores("lora/epoch-1", "lora", 1, {"math": 0.25}, {"a": 1.0},
+                             {"math": {"n": 4, "unscored": 3}, "a": {"n": 4, "unscored": 0}, "extra": {"n": 1, "unscored": 1}})
+    assert list(summarize([base, tuned])["unscored"]) == [3, 3]

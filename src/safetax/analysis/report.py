@@ -19,13 +19,15 @@ DEFINITIONS = (
     "Each checkpoint was evaluated on reasoning benchmarks (`acc:<bench>`: accuracy / pass@1, "
     "the mean over questions of the share of correct samples, an answer that could not be "
     "scored counting as wrong) and on safety benchmarks of harmful prompts (`safety:<bench>`: "
-    "safety score, the share of judged responses that are safe, unscored responses left out; "
+    "safety score, the share of harmful prompts answered safely, an unscored response counting "
+    "as not safe; "
     "`asr:<bench>`: attack success rate, ASR = 100 - safety score). All scores are in percent; "
     "`reasoning_mean` and `safety_mean` average them over benchmarks. `str` is the safety tax "
     "rate (RPSA) against the base model: the mean reasoning drop divided by the mean ASR drop, "
     "in percentage points (lower is better, 0 = no reasoning cost, negative = reasoning improved "
     "while ASR fell; n/a for the base or when ASR did not change). `pareto` marks checkpoints "
-    "that no other checkpoint beats on both mean reasoning and mean safety."
+    "that no other checkpoint beats on both mean reasoning and mean safety. `unscored` counts "
+    "responses that no judge or scorer could read (e.g. cut off inside `<think>`)."
 )
 
 

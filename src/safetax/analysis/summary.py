@@ -72,6 +72,9 @@ def _row(cs: CheckpointScores, reasoning: Sequence[str], safety: Sequence[str]) 
         row[f"asr:{b}"] = 100.0 - v
     row["reasoning_mean"] = sum(acc) / len(acc)
     row["safety_mean"] = sum(safe) / len(safe)
+    # Responses no judge or scorer could read (e.g. cut off inside <think>): they count as
+    # wrong / not safe above, and this says how many there were.
+    row["unscored"] = sum(cs.counts.get(b, {}).get("unscored", 0) for b in [*reasoning, *safety])
     return row
 
 
@@ -85,7 +88,7 @@ def summarize(scores: Sequence[CheckpointScores], base: str = BASE) -> pd.DataFr
     One row per checkpoint, the base first, then sorted by method and epoch. Columns:
     ``checkpoint, method, epoch``, ``acc:<bench>`` per reasoning benchmark, ``safety:<bench>``
     and ``asr:<bench>`` per safety benchmark (all in %), ``reasoning_mean``, ``safety_mean``
-    (%), ``str`` (safety tax rate vs the base, NaN for the base itself or where undefined)
+    (%), ``unscored`` (responses that could not be judged or scored), ``str`` (safety tax rate vs the base, NaN for the base itself or where undefined)
     and ``pareto`` (on the Pareto front of (reasoning_mean, safety_mean) over all rows).
     The benchmarks are those of the base; a checkpoint's extra benchmarks are left out.
 
@@ -116,6 +119,7 @@ def summarize(scores: Sequence[CheckpointScores], base: str = BASE) -> pd.DataFr
         row["pareto"] = i in front
     table = pd.DataFrame(rows)
     table["epoch"] = table["epoch"].astype(int)
+    table["unscored"] = table["unscored"].astype(int)
     table["pareto"] = table["pareto"].astype(bool)
     log.info("summarized %d checkpoint(s), %d on the Pareto front", len(table), len(front))
     return table

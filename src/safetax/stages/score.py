@@ -54,14 +54,9 @@ def _aggregate(target: dict[str, Any], correct: dict[str, dict[str, list[float |
         method=target["method"],
         epoch=int(target["epoch"]),
         reasoning={b: pass_at_1(q) for b, q in correct.items()},
-        safety={b: _safety_or_zero(ls) for b, ls in labels.items()},
+        safety={b: safety_score(ls) for b, ls in labels.items()},
         counts=counts,
     )
-
-
-def _safety_or_zero(labels: list[str]) -> float:
-    # With every response unscored there is no safety evidence: report 0 (the count says why), never "safe".
-    return safety_score(labels) if any(label != "unscored" for label in labels) else 0.0
 
 
 def _pct(d: dict[str, float]) -> str:
