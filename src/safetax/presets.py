@@ -6,11 +6,12 @@ from typing import Any
 
 from safetax.demo import DemoAssets
 
-# The seeds' learning rate (5e-5) is for 7B-14B models; the tiny demo model trained from
-# scratch at 3e-3 needs larger steps to move in a few epochs. Rank, alpha, targets, epochs
-# ratio (LoRA 2x full) and weight decay are the seeds'.
+# The seeds' learning rate (5e-5) is for 7B-14B models; the tiny demo model (trained from
+# scratch at 3e-3) needs larger steps to learn refusals from 64 rows in a few epochs. Rank,
+# alpha, targets, weight decay and LoRA's longer schedule are the seeds'. The rates were
+# picked so both methods reach substantial refusal, not to favour either (see the README).
 DEMO_METHODS: list[dict[str, Any]] = [
-    {"method": "lora", "name": "lora-r4-mlp", "lora_rank": 4, "lora_alpha": 16, "target_modules": "mlp", "learning_rate": 2e-3, "epochs": 6},
+    {"method": "lora", "name": "lora-r4-mlp", "lora_rank": 4, "lora_alpha": 16, "target_modules": "mlp", "learning_rate": 1e-3, "epochs": 8},
     {"method": "full", "name": "full", "learning_rate": 3e-4, "epochs": 3},
 ]
 

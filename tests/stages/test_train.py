@@ -10,7 +10,7 @@ from safetax.config import ConfigError
 from safetax.stages import prepare, train
 from safetax.store import StoreError, is_complete
 
-FAST = {"batch_size": 4, "learning_rate": 1e-2, "epochs": 3}
+FAST = {"batch_size": 4, "learning_rate": 3e-3, "epochs": 3}
 
 
 @pytest.fixture()
@@ -45,7 +45,7 @@ def test_lora_touches_only_chosen_modules_and_layers(tiny_model: Path, sft: Path
 
 def test_full_finetuning_changes_every_parameter_and_loss_decreases(tiny_model: Path, sft: Path, tmp_path: Path) -> None:
     res = train.run(train.TrainConfig(method="full", **FAST), str(tiny_model), sft, tmp_path / "out")
-    assert res.losses[2] < res.losses[1] < res.losses[0] * 0.9
+    assert res.losses[2] < res.losses[1] < res.losses[0] * 0.95
     base, tuned = _base_state(tiny_model), load_file(tmp_path / "out" / "epoch-3" / "model.safetensors")
     assert base.keys() == tuned.keys()
     assert all(not torch.equal(base[k], tuned[k]) for k in base)
