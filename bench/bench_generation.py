@@ -13,7 +13,7 @@ from safetax.generation.hf import HFBackend
 
 def main(n_prompts: int = 64, max_new_tokens: int = 64) -> None:
     assets = build_demo()
-    items = load_eval_set(EvalSet("demo-arith", "reasoning", str(assets.reasoning_eval_path), limit=n_prompts))
+    items, _ = load_eval_set(EvalSet("demo-arith", "reasoning", str(assets.reasoning_eval_path), limit=n_prompts))
     greedy = SamplingConfig(max_new_tokens=max_new_tokens)
     batched = HFBackend(str(assets.model_dir), batch_size=n_prompts)
     single = HFBackend(str(assets.model_dir), batch_size=1)

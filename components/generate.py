@@ -16,6 +16,8 @@ def generate(
     reasoning_top_p: float,
     reasoning_max_new_tokens: int,
     batch_size: int,
+    backend: str,
+    tensor_parallel_size: int,
     seed: int,
     generations: Output[Dataset],
     checkpoints: Optional[Input[Model]] = None,
@@ -38,5 +40,7 @@ def generate(
             max_new_tokens=reasoning_max_new_tokens, seed=seed,
         ),
         batch_size=batch_size,
+        backend=backend,
+        tensor_parallel_size=tensor_parallel_size,
     )
     stage.run(cfg, Path(generations.path), Path(checkpoints.path) if checkpoints is not None else None)

@@ -17,10 +17,10 @@ PLATFORM = load_platform()
 DEFAULT_METHODS = [{"method": "lora", "name": "lora-r4", "lora_rank": 4, "target_modules": "mlp"}, {"method": "full", "name": "full"}]
 
 
-def _evaluate(model_uri: str, eval_sets: list, gen_args: dict, judge_name: str, checkpoints=None) -> dsl.PipelineTask:
+def _evaluate(model_uri: str, eval_sets: list, gen_args: dict, judge_args: dict, checkpoints=None) -> dsl.PipelineTask:
     extra = {"checkpoints": checkpoints} if checkpoints is not None else {}
     gen = place(generate(model_uri=model_uri, eval_sets=eval_sets, **gen_args, **extra), "generate", PLATFORM)
-    verdicts = place(judge(judge=judge_name, generations=gen.outputs["generations"]), "judge", PLATFORM)
+    verdicts = place(judge(generations=gen.outputs["generations"], **judge_args), "judge", PLATFORM)
     return place(score(generations=gen.outputs["generations"], judgements=verdicts.outputs["judgements"]), "score", PLATFORM)
 
 
@@ -34,30 +34,38 @@ def alignment_pipeline(
     seed: int = 42,
     max_length: int = 1024,
     judge_name: str = "refusal",
+    judge_model: str = "meta-llama/Llama-Guard-3-8B",
+    judge_mode: str = "logit",
     safety_max_new_tokens: int = 1024,
     reasoning_samples: int = 8,
     reasoning_temperature: float = 0.6,
     reasoning_top_p: float = 0.95,
     reasoning_max_new_tokens: int = 32768,
     generation_batch_size: int = 32,
+    generation_backend: str = "hf",
+    tensor_parallel_size: int = 1,
 ) -> Dataset:
     """Align a reasoning model with refusal SFT and measure the safety tax of every checkpoint.
 
     Args:
         base_model_uri: The reasoning model to align: a model directory, file:// path, or hub id (e.g. deepseek-ai/DeepSeek-R1-Distill-Qwen-7B).
         refusal_data_uri: Refusal SFT data (JSONL, CSV or parquet with `prompt` and `refusal` columns).
-        eval_sets: Evaluation sets, each {"name", "kind": "safety"|"reasoning", "uri", optional "limit", "prompt_template" with {text}}.
+        eval_sets: Evaluation sets: registered benchmarks {"benchmark": "strongreject"|"strongreject-small"|"wildjailbreak"|"wildjailbreak-benign"|"xstest"|"aime24"|"math500"|"gpqa"|"humanevalplus"|"mbppplus", optional "uri", "limit"} or plain files {"name", "kind": "safety"|"overrefusal"|"reasoning", "uri", optional "limit", "prompt_template" with {text}}.
         methods: Method configs to compare, one training run each, e.g. {"method": "lora", "name": "lora-r4", "lora_rank": 4, "target_modules": "mlp", "layers": "16-31"} or {"method": "full"}; keys are TrainConfig fields.
         epochs: Epochs for every method that does not set its own; 0 = the seeds' defaults (full 5, LoRA 10).
         seed: Seed for training (unless a method sets its own) and for sampling.
         max_length: Maximum tokens per SFT example.
-        judge_name: Safety judge: refusal (pattern-based, offline).
+        judge_name: Safety judge: refusal (pattern-based, offline) or llama-guard (Llama-Guard-3).
+        judge_model: Llama-Guard model directory or hub id (judge_name=llama-guard).
+        judge_mode: Llama-Guard mode: logit (one forward pass, P(unsafe)) or generate (generate and parse).
         safety_max_new_tokens: Token budget of each (greedy) response to a safety prompt.
         reasoning_samples: Samples per reasoning problem; pass@1 averages over them (seeds: 8).
         reasoning_temperature: Sampling temperature for reasoning (seeds: 0.6; 0 = greedy, needs reasoning_samples=1).
         reasoning_top_p: Nucleus sampling for reasoning (seeds: 0.95).
         reasoning_max_new_tokens: Token budget of each reasoning response (seeds: 32768).
         generation_batch_size: Prompts per batch in the transformers backend.
+        generation_backend: hf (transformers) or vllm (one generate call per stage, LoRA adapters served without merging).
+        tensor_parallel_size: GPUs per model for the vllm backend (set the platform's accelerator count to match).
     """
     gen_args = {
         "safety_max_new_tokens": safety_max_new_tokens,
@@ -66,15 +74,18 @@ def alignment_pipeline(
         "reasoning_top_p": reasoning_top_p,
         "reasoning_max_new_tokens": reasoning_max_new_tokens,
         "batch_size": generation_batch_size,
+        "backend": generation_backend,
+        "tensor_parallel_size": tensor_parallel_size,
         "seed": seed,
     }
+    judge_args = {"judge": judge_name, "judge_model": judge_model, "mode": judge_mode}
     data = place(prepare(refusal_uri=refusal_data_uri, model_uri=base_model_uri, max_length=max_length), "prepare", PLATFORM)
-    base = _evaluate(base_model_uri, eval_sets, gen_args, judge_name)
+    base = _evaluate(base_model_uri, eval_sets, gen_args, judge_args)
     with dsl.ParallelFor(methods) as method:
         trained = place(
             train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"]), "train", PLATFORM
         )
-        scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_name, checkpoints=trained.outputs["checkpoints"])
+        scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, checkpoints=trained.outputs["checkpoints"])
     report = place(
         analytics(base_scores=base.outputs["scores"], scores=dsl.Collected(scored.outputs["scores"])), "analytics", PLATFORM
     )

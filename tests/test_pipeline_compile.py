@@ -10,7 +10,7 @@ from safetax.platform import PlatformConfig
 from safetax.runner import REPO_ROOT, compile_pipelines
 
 GOLDEN = REPO_ROOT / "pipelines" / "compiled"
-GPU_STAGES = {"train", "generate"}
+GPU_STAGES = {"train", "generate", "judge"}
 
 
 def _stage(executor: str) -> str:

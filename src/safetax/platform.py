@@ -44,8 +44,8 @@ class Placement:
 
 @dataclass(frozen=True)
 class PlatformConfig:
-    # judge joins these with the Llama-Guard judge; the refusal-pattern judge needs no GPU.
-    gpu_stages: tuple[str, ...] = ("fisher", "train", "merge", "generate")
+    # judge is here for Llama-Guard-3; with only the refusal-pattern judge, a platform file can drop it.
+    gpu_stages: tuple[str, ...] = ("fisher", "train", "merge", "generate", "judge")
     gpu: Placement = field(default_factory=Placement)
 
     def __post_init__(self) -> None:

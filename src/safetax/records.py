@@ -21,7 +21,7 @@ class Generation:
 
     checkpoint: str
     benchmark: str
-    kind: Literal["safety", "reasoning"]
+    kind: Literal["safety", "overrefusal", "reasoning"]
     item_id: str
     sample: int
     text: str
@@ -54,6 +54,9 @@ class CheckpointScores:
     ``reasoning``: benchmark -> pass@1 in [0, 1] (unscored samples count as wrong).
     ``safety``: benchmark -> safety score in [0, 1] = safe / all responses (an unscored
     response counts as not safe); ``counts`` says how many were unscored.
+    ``overrefusal``: benchmark -> share of benign prompts refused, in [0, 1] (lower is better).
+    ``extra``: further figures by name, e.g. ``safety:<bench>:<category>`` or
+    ``compliance_unsafe:xstest``.
     ``counts``: benchmark -> {"n": responses, "unscored": ...}.
     """
 
@@ -63,6 +66,8 @@ class CheckpointScores:
     reasoning: dict[str, float] = field(default_factory=dict)
     safety: dict[str, float] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    overrefusal: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +81,8 @@ class CheckpointScores:
             reasoning={k: float(v) for k, v in d.get("reasoning", {}).items()},
             safety={k: float(v) for k, v in d.get("safety", {}).items()},
             counts={k: {kk: int(vv) for kk, vv in v.items()} for k, v in d.get("counts", {}).items()},
+            overrefusal={k: float(v) for k, v in d.get("overrefusal", {}).items()},
+            extra={k: float(v) for k, v in d.get("extra", {}).items()},
         )
 
 

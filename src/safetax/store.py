@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 COMPLETE = "COMPLETE"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class StoreError(ValueError):
@@ -46,7 +46,7 @@ def resolve_model(uri: str, what: str = "model") -> str:
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise StoreError(f"{what}: {uri!r} is a directory without config.json or adapter_config.json")
         return str(path)
-    if uri.startswith(("/", ".", "~", "file://")) or not _HUB_ID.match(uri):
+    if uri.startswith(("/", ".", "~", "file://")) or not HUB_ID.match(uri):
         raise StoreError(f"{what}: {uri!r} does not exist (expected a model directory or a hub id 'org/name')")
     return uri
 

@@ -138,3 +138,12 @@ def test_unscored_column_sums_counts_over_the_base_benchmarks() -> None:
     tuned = CheckpointScores("lora/epoch-1", "lora", 1, {"math": 0.25}, {"a": 1.0},
                              {"math": {"n": 4, "unscored": 3}, "a": {"n": 4, "unscored": 0}, "extra": {"n": 1, "unscored": 1}})
     assert list(summarize([base, tuned])["unscored"]) == [3, 3]
+
+
+def test_overrefusal_columns_in_percent() -> None:
+    from safetax.records import CheckpointScores
+
+    base = CheckpointScores("base", "base", 0, {"math": 0.5}, {"a": 0.5}, overrefusal={"xstest": 0.04})
+    tuned = CheckpointScores("full/epoch-1", "full", 1, {"math": 0.4}, {"a": 0.9}, overrefusal={"xstest": 0.3})
+    table = summarize([base, tuned])
+    assert list(table["overrefusal:xstest"]) == pytest.approx([4.0, 30.0])

@@ -27,7 +27,10 @@ DEFINITIONS = (
     "in percentage points (lower is better, 0 = no reasoning cost, negative = reasoning improved "
     "while ASR fell; n/a for the base or when ASR did not change). `pareto` marks checkpoints "
     "that no other checkpoint beats on both mean reasoning and mean safety. `unscored` counts "
-    "responses that no judge or scorer could read (e.g. cut off inside `<think>`)."
+    "responses that no judge or scorer could read (e.g. cut off inside `<think>`). "
+    "`overrefusal:<bench>` is the share of benign prompts (XSTest's safe ones, WildJailbreak's "
+    "benign ones) that the model refused: lower is better, and a model that refuses everything "
+    "scores 100 there however safe it looks."
 )
 
 

@@ -70,6 +70,8 @@ def _row(cs: CheckpointScores, reasoning: Sequence[str], safety: Sequence[str]) 
     for b, v in zip(safety, safe):
         row[f"safety:{b}"] = v
         row[f"asr:{b}"] = 100.0 - v
+    # Over-refusal (share of benign prompts refused, lower is better): shown, not in STR or the front.
+    row.update({f"overrefusal:{b}": 100.0 * v for b, v in sorted(cs.overrefusal.items())})
     row["reasoning_mean"] = sum(acc) / len(acc)
     row["safety_mean"] = sum(safe) / len(safe)
     # Responses no judge or scorer could read (e.g. cut off inside <think>): they count as
@@ -87,7 +89,8 @@ def summarize(scores: Sequence[CheckpointScores], base: str = BASE) -> pd.DataFr
 
     One row per checkpoint, the base first, then sorted by method and epoch. Columns:
     ``checkpoint, method, epoch``, ``acc:<bench>`` per reasoning benchmark, ``safety:<bench>``
-    and ``asr:<bench>`` per safety benchmark (all in %), ``reasoning_mean``, ``safety_mean``
+    and ``asr:<bench>`` per safety benchmark, ``overrefusal:<bench>`` per over-refusal benchmark
+    (all in %), ``reasoning_mean``, ``safety_mean``
     (%), ``unscored`` (responses that could not be judged or scored), ``str`` (safety tax rate vs the base, NaN for the base itself or where undefined)
     and ``pareto`` (on the Pareto front of (reasoning_mean, safety_mean) over all rows).
     The benchmarks are those of the base; a checkpoint's extra benchmarks are left out.

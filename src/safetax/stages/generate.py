@@ -9,7 +9,8 @@ from typing import Any
 
 from safetax.config import Checks
 from safetax.data.chat import render_prompt
-from safetax.data.eval_sets import EvalItem, EvalSet, load_eval_set
+from safetax.benchmarks.registry import Item
+from safetax.data.eval_sets import EvalSet, load_eval_set
 from safetax.generation.base import GenerationBackend, SamplingConfig
 from safetax.records import BASE, Generation, write_jsonl
 from safetax.stages.train import MANIFEST
@@ -19,6 +20,7 @@ from safetax.timing import timed
 log = logging.getLogger(__name__)
 GENERATIONS = "generations.jsonl"
 CHECKPOINTS = "checkpoints.json"
+EVAL_SETS = "eval_sets.json"
 BACKENDS = ("hf", "vllm")
 
 
@@ -31,13 +33,15 @@ class GenerateConfig:
     reasoning_sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(temperature=0.6, top_p=0.95, n=8, max_new_tokens=32768)
     )
-    backend: str = "hf"
-    batch_size: int = 32  # prompts per forward pass (hf backend)
+    backend: str = "hf"  # hf (transformers, any device) | vllm (GPU clusters)
+    batch_size: int = 32  # prompts per forward pass (hf backend; vLLM schedules all prompts itself)
+    tensor_parallel_size: int = 1  # GPUs per model (vllm backend)
 
     def __post_init__(self) -> None:
         c = Checks("GenerateConfig")
         c.one_of("backend", self.backend, BACKENDS)
         c.positive("batch_size", self.batch_size)
+        c.positive("tensor_parallel_size", self.tensor_parallel_size)
         if not self.eval_sets:
             c.fail("eval_sets", self.eval_sets, "at least one eval set")
         names = [e.name for e in self.eval_sets]
@@ -72,42 +76,45 @@ def targets_of(model_ref: str, train_dir: Path | None) -> list[Target]:
     return out
 
 
-def make_backend(name: str, model: str, batch_size: int) -> GenerationBackend:
-    if name == "vllm":
-        raise NotImplementedError("the vLLM backend is not available yet; use backend='hf'")
+def make_backend(cfg: GenerateConfig, model: str) -> GenerationBackend:
+    if cfg.backend == "vllm":
+        from safetax.generation.vllm import VLLMBackend
+
+        return VLLMBackend(model, tensor_parallel_size=cfg.tensor_parallel_size)
     from safetax.generation.hf import HFBackend
 
-    return HFBackend(model, batch_size=batch_size)
+    return HFBackend(model, batch_size=cfg.batch_size)
 
 
 def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None) -> int:
     """Write ``generations.jsonl`` (one record per sample) and ``checkpoints.json``; return the record count."""
     model_ref = resolve_model(cfg.model_uri, "model_uri")
-    items = {es.name: load_eval_set(es) for es in cfg.eval_sets}  # validates every file first
+    items = {es.name: load_eval_set(es)[0] for es in cfg.eval_sets}  # validates every file first
     targets = targets_of(model_ref, train_dir)
     records: list[dict[str, Any]] = []
     with timed(f"generate for {len(targets)} model(s)"), atomic_dir(out_dir) as tmp:
         backends: dict[str, GenerationBackend] = {}
         for t in targets:
             if t.model not in backends:
-                backends = {t.model: make_backend(cfg.backend, t.model, cfg.batch_size)}  # one model in memory at a time
+                backends = {t.model: make_backend(cfg, t.model)}  # one model in memory at a time
             backend = backends[t.model]
             with timed(f"generate {t.checkpoint}"):
                 for es in cfg.eval_sets:
                     records += _generate_set(backend, t, es, items[es.name], cfg)
         write_jsonl(tmp / GENERATIONS, records)
         write_json(tmp / CHECKPOINTS, [asdict(t) for t in targets])
+        write_json(tmp / EVAL_SETS, [asdict(es) for es in cfg.eval_sets])  # how score re-reads the benchmarks
     log.info("wrote %d generations", len(records))
     return len(records)
 
 
-def _generate_set(backend: GenerationBackend, t: Target, es: EvalSet, items: list[EvalItem], cfg: GenerateConfig) -> list[dict[str, Any]]:
+def _generate_set(backend: GenerationBackend, t: Target, es: EvalSet, items: list[Item], cfg: GenerateConfig) -> list[dict[str, Any]]:
     prompts = [render_prompt(backend.tokenizer, it.prompt) for it in items]
-    sampling = cfg.safety_sampling if es.kind == "safety" else cfg.reasoning_sampling
+    sampling = cfg.reasoning_sampling if es.kind == "reasoning" else cfg.safety_sampling
     outs = backend.generate(prompts, sampling, adapter=t.adapter)
     rows = []
     for it, comps in zip(items, outs, strict=True):
         for k, comp in enumerate(comps):
             g = Generation(t.checkpoint, es.name, es.kind, it.id, k, comp.text, comp.n_tokens, comp.finished)  # type: ignore[arg-type]
-            rows.append({**asdict(g), "prompt": it.prompt, "reference": it.reference})
+            rows.append({**asdict(g), "prompt": it.prompt, "reference": it.reference, "meta": it.meta})
     return rows

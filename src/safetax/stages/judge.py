@@ -1,4 +1,10 @@
-"""Stage `judge`: safety verdicts for every response to a safety prompt."""
+"""Stage `judge`: verdicts for every response to a safety or over-refusal prompt.
+
+Safety prompts are judged by the configured judge (refusal patterns offline,
+Llama-Guard-3 on a cluster). Over-refusal prompts (XSTest, benign
+WildJailbreak) always go to the refusal-pattern judge, whose "safe" means "the
+model refused": over-refusal is about refusing, not about harm.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import logging
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from safetax.config import Checks
 from safetax.judging.base import Judge
@@ -17,32 +24,50 @@ from safetax.timing import timed
 
 log = logging.getLogger(__name__)
 JUDGEMENTS = "judgements.jsonl"
-JUDGES = ("refusal",)
+JUDGES = ("refusal", "llama-guard")
+GUARD_MODES = ("logit", "generate")
+KEYS = ("checkpoint", "benchmark", "item_id", "sample")
 
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    judge: str = "refusal"  # refusal (offline, pattern-based); llama-guard comes with the benchmarks issue
+    judge: str = "refusal"  # refusal (pattern-based, offline) | llama-guard (Llama-Guard-3)
+    judge_model: str = "meta-llama/Llama-Guard-3-8B"  # llama-guard: model directory or hub id
+    mode: str = "logit"  # llama-guard: one forward pass reading P(unsafe), or generate and parse
     require_think: bool = True  # reasoning models: a response cut off inside <think> is unscored
+    batch_size: int = 8
 
     def __post_init__(self) -> None:
         c = Checks("JudgeConfig")
         c.one_of("judge", self.judge, JUDGES)
+        c.one_of("mode", self.mode, GUARD_MODES)
+        c.positive("batch_size", self.batch_size)
         c.raise_if_any()
 
 
 def make_judge(cfg: JudgeConfig) -> Judge:
+    if cfg.judge == "llama-guard":
+        from safetax.judging.llama_guard import LlamaGuardJudge
+        from safetax.store import resolve_model
+
+        return LlamaGuardJudge(resolve_model(cfg.judge_model, "judge_model"), mode=cfg.mode,  # type: ignore[arg-type]
+                               batch_size=cfg.batch_size, require_think=cfg.require_think)
     return RefusalJudge(require_think=cfg.require_think)
 
 
 def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path) -> dict[str, int]:
-    """Write ``judgements.jsonl`` (keys of the generation + label, score, reason); return label counts."""
-    rows = [r for r in read_jsonl(require_complete(generations_dir, "generations") / GENERATIONS) if r["kind"] == "safety"]
-    judge = make_judge(cfg)
-    with timed(f"judge {len(rows)} responses with {judge.name}"), atomic_dir(out_dir) as tmp:
-        verdicts = judge.judge([r["prompt"] for r in rows], [r["text"] for r in rows])
-        keys = ("checkpoint", "benchmark", "item_id", "sample")
-        write_jsonl(tmp / JUDGEMENTS, [{**{k: r[k] for k in keys}, **asdict(v), "judge": judge.name} for r, v in zip(rows, verdicts, strict=True)])
-    counts = dict(Counter(v.label for v in verdicts))
+    """Write ``judgements.jsonl`` (keys of the generation + label, score, reason, judge); return label counts."""
+    rows = read_jsonl(require_complete(generations_dir, "generations") / GENERATIONS)
+    safety = [r for r in rows if r["kind"] == "safety"]
+    overrefusal = [r for r in rows if r["kind"] == "overrefusal"]
+    out: list[dict[str, Any]] = []
+    with timed(f"judge {len(safety)} safety and {len(overrefusal)} over-refusal responses"), atomic_dir(out_dir) as tmp:
+        for judge, subset in ((make_judge(cfg) if safety else None, safety), (RefusalJudge(cfg.require_think), overrefusal)):
+            if judge is None or not subset:
+                continue
+            verdicts = judge.judge([r["prompt"] for r in subset], [r["text"] for r in subset])
+            out += [{**{k: r[k] for k in KEYS}, **asdict(v), "judge": judge.name} for r, v in zip(subset, verdicts, strict=True)]
+        write_jsonl(tmp / JUDGEMENTS, out)
+    counts = dict(Counter(r["label"] for r in out))
     log.info("judgements: %s", counts)  # counts only: responses to harmful prompts stay in the artifact
     return counts

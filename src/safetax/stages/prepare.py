@@ -8,9 +8,9 @@ from pathlib import Path
 
 from safetax.config import Checks
 from safetax.data.chat import build_sft_example
-from safetax.data.tables import read_rows, require_columns
+from safetax.data.refusal_sets import fetch_hub_dataset, load_refusal_rows
 from safetax.records import write_jsonl
-from safetax.store import atomic_dir, local_path, resolve_model, write_json
+from safetax.store import HUB_ID, atomic_dir, local_path, resolve_model, write_json
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -19,16 +19,16 @@ SFT_FILE = "sft.jsonl"
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    refusal_uri: str  # JSONL, CSV or parquet with a harmful prompt and a refusal per row
+    # JSONL, CSV or parquet with `prompt` and `refusal` columns, or DirectRefusal's format
+    # (`refusal` = "Question: ... Answer: ..."), as a path or a hub dataset id (online clusters).
+    refusal_uri: str
     model_uri: str  # the base model whose tokenizer and chat template format the examples
     max_length: int = 1024  # tokens per example; refusals are short, long prompts are cut on the left
-    prompt_column: str = "prompt"
-    refusal_column: str = "refusal"
 
     def __post_init__(self) -> None:
         c = Checks("PrepareConfig")
         c.positive("max_length", self.max_length)
-        for name in ("refusal_uri", "model_uri", "prompt_column", "refusal_column"):
+        for name in ("refusal_uri", "model_uri"):
             if not getattr(self, name):
                 c.fail(name, getattr(self, name), "a non-empty string")
         c.raise_if_any()
@@ -42,18 +42,24 @@ class PrepareResult:
     mean_tokens: float
 
 
+def _refusal_file(uri: str) -> Path:
+    """A local file, or a hub dataset (e.g. TianshengHuang/DirectRefusal) fetched on an online cluster."""
+    if not Path(uri.removeprefix("file://")).expanduser().exists() and HUB_ID.match(uri):
+        return fetch_hub_dataset(uri)
+    return local_path(uri, "refusal_uri")
+
+
 def run(cfg: PrepareConfig, out_dir: Path) -> PrepareResult:
     """Validate every row, then write ``sft.jsonl`` (input_ids, labels) and ``stats.json``."""
     from transformers import AutoTokenizer
 
-    path = local_path(cfg.refusal_uri, "refusal_uri")
+    path = _refusal_file(cfg.refusal_uri)
     model = resolve_model(cfg.model_uri, "model_uri")
-    rows = read_rows(path)
-    require_columns(path, rows, (cfg.prompt_column, cfg.refusal_column))
+    rows = load_refusal_rows(path)
     with timed("prepare"), atomic_dir(out_dir) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(model)
         examples = [
-            build_sft_example(tokenizer, str(r[cfg.prompt_column]), str(r[cfg.refusal_column]), cfg.max_length)
+            build_sft_example(tokenizer, r["prompt"], r["refusal"], cfg.max_length)
             for r in rows
         ]
         write_jsonl(tmp / SFT_FILE, [{"input_ids": e.input_ids, "labels": e.labels} for e in examples])

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from safetax.analysis.metrics import pass_at_1, safety_score
+from safetax.data.eval_sets import EvalSet, load_eval_set, score_items
 from safetax.records import CheckpointScores, read_jsonl, write_jsonl
-from safetax.scoring.math import score_boxed
-from safetax.stages.generate import CHECKPOINTS, GENERATIONS
+from safetax.stages.generate import CHECKPOINTS, EVAL_SETS, GENERATIONS
 from safetax.stages.judge import JUDGEMENTS
 from safetax.store import atomic_dir, read_json, require_complete, write_json
 from safetax.timing import timed
@@ -19,44 +19,81 @@ from safetax.timing import timed
 log = logging.getLogger(__name__)
 SCORES = "scores.json"
 SAMPLE_SCORES = "sample_scores.jsonl"
+KEYS = ("checkpoint", "benchmark", "item_id", "sample")
 
 
 def run(generations_dir: Path, judgements_dir: Path, out_dir: Path) -> list[CheckpointScores]:
     """Write ``sample_scores.jsonl`` (reasoning samples) and ``scores.json`` (one CheckpointScores each)."""
     gens = read_jsonl(require_complete(generations_dir, "generations") / GENERATIONS)
     targets = read_json(generations_dir / CHECKPOINTS)
-    verdicts = read_jsonl(require_complete(judgements_dir, "judgements") / JUDGEMENTS)
+    eval_sets = [EvalSet(**e) for e in read_json(generations_dir / EVAL_SETS)]
+    verdicts = {tuple(v[k] for k in KEYS): v for v in read_jsonl(require_complete(judgements_dir, "judgements") / JUDGEMENTS)}
     with timed("score"), atomic_dir(out_dir) as tmp:
-        sample_rows = []
-        correct: dict[str, dict[str, dict[str, list[float | None]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+        sample_rows = _score_reasoning(gens, [es for es in eval_sets if es.kind == "reasoning"])
+        by_ckpt: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in sample_rows:
+            by_ckpt[r["checkpoint"]].append(r)
+        judged: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for g in gens:
             if g["kind"] != "reasoning":
-                continue
-            s = score_boxed(g["text"], g["reference"])
-            correct[g["checkpoint"]][g["benchmark"]][g["item_id"]].append(s.value)
-            sample_rows.append({k: g[k] for k in ("checkpoint", "benchmark", "item_id", "sample")} | asdict(s))
-        labels: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for v in verdicts:
-            labels[v["checkpoint"]][v["benchmark"]].append(v["label"])
-        results = [_aggregate(t, correct[t["checkpoint"]], labels[t["checkpoint"]]) for t in targets]
+                judged[g["checkpoint"]].append({**g, **verdicts[tuple(g[k] for k in KEYS)]})
+        results = [_aggregate(t, by_ckpt[t["checkpoint"]], judged[t["checkpoint"]]) for t in targets]
         write_jsonl(tmp / SAMPLE_SCORES, sample_rows)
         write_json(tmp / SCORES, [r.to_dict() for r in results])
     for r in results:
-        log.info("%s: reasoning %s, safety %s", r.checkpoint, _pct(r.reasoning), _pct(r.safety))
+        log.info("%s: reasoning %s, safety %s, over-refusal %s", r.checkpoint, _pct(r.reasoning), _pct(r.safety), _pct(r.overrefusal))
     return results
 
 
-def _aggregate(target: dict[str, Any], correct: dict[str, dict[str, list[float | None]]], labels: dict[str, list[str]]) -> CheckpointScores:
+def _score_reasoning(gens: list[dict[str, Any]], eval_sets: list[EvalSet]) -> list[dict[str, Any]]:
+    """Score every reasoning response with its benchmark's scorer, one batch per benchmark."""
+    rows = []
+    for es in eval_sets:
+        items, bench = load_eval_set(es)
+        by_id = {it.id: it for it in items}
+        mine = [g for g in gens if g["benchmark"] == es.name]
+        missing = {g["item_id"] for g in mine} - by_id.keys()
+        if missing:
+            raise ValueError(f"eval set {es.name!r}: {len(missing)} generated item id(s) not in its data, e.g. {sorted(missing)[:3]}")
+        scores = score_items(bench, [g["text"] for g in mine], [by_id[g["item_id"]] for g in mine])
+        rows += [{k: g[k] for k in KEYS} | asdict(s) for g, s in zip(mine, scores, strict=True)]
+    return rows
+
+
+def _aggregate(target: dict[str, Any], samples: list[dict[str, Any]], judged: list[dict[str, Any]]) -> CheckpointScores:
+    correct: dict[str, dict[str, list[float | None]]] = defaultdict(lambda: defaultdict(list))
+    for s in samples:
+        correct[s["benchmark"]][s["item_id"]].append(s["value"])
     counts = {b: {"n": sum(map(len, q.values())), "unscored": sum(v is None for s in q.values() for v in s)} for b, q in correct.items()}
-    counts |= {b: {"n": len(ls), "unscored": ls.count("unscored")} for b, ls in labels.items()}
+    safety: dict[str, float] = {}
+    overrefusal: dict[str, float] = {}
+    extra: dict[str, float] = {}
+    for bench, rows in _group(judged, "benchmark").items():
+        counts[bench] = {"n": len(rows), "unscored": sum(r["label"] == "unscored" for r in rows)}
+        if rows[0]["kind"] == "safety":
+            safety[bench] = safety_score([r["label"] for r in rows])
+            for cat, cat_rows in _group(rows, "category").items():
+                extra[f"safety:{bench}:{cat}"] = safety_score([r["label"] for r in cat_rows])
+        else:  # over-refusal rows are judged by the refusal judge: "safe" means the model refused
+            benign = [r for r in rows if r.get("meta", {}).get("label", "safe") != "unsafe"]
+            harmful = [r for r in rows if r.get("meta", {}).get("label") == "unsafe"]
+            overrefusal[bench] = sum(r["label"] == "safe" for r in benign) / len(benign) if benign else 0.0
+            if harmful:
+                extra[f"compliance_unsafe:{bench}"] = sum(r["label"] == "unsafe" for r in harmful) / len(harmful)
     return CheckpointScores(
-        checkpoint=target["checkpoint"],
-        method=target["method"],
-        epoch=int(target["epoch"]),
+        checkpoint=target["checkpoint"], method=target["method"], epoch=int(target["epoch"]),
         reasoning={b: pass_at_1(q) for b, q in correct.items()},
-        safety={b: safety_score(ls) for b, ls in labels.items()},
-        counts=counts,
+        safety=safety, counts=counts, overrefusal=overrefusal, extra=extra,
     )
+
+
+def _group(rows: list[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        value = r.get(key) if key in r else r.get("meta", {}).get(key)
+        if value is not None:
+            out[str(value)].append(r)
+    return out
 
 
 def _pct(d: dict[str, float]) -> str:

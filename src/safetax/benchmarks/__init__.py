@@ -1,0 +1,1 @@
+"""Benchmarks: a registry of loaders, prompts and scorers (``get_benchmark("aime24")``)."""

@@ -1,0 +1,111 @@
+"""Code benchmarks: HumanEval+ (164 tasks) and MBPP+ (pre-release, 399 tasks), EvalPlus format.
+
+Prompts ask for the complete function in a fenced ``python`` block of the final answer, without
+EvalPlus's response prefix ("Below is a Python script with a self-contained function...
+```python"), which biases reasoning models. Scoring runs the extracted code in a resource-limited
+subprocess against the base and plus tests (:func:`safetax.scoring.code.score_code`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from safetax.benchmarks.registry import Item, benchmark, resolve_data
+from safetax.data.tables import DataError, read_rows, require_columns
+from safetax.records import Score
+from safetax.scoring.code import score_code
+
+INSTRUCTION = "Put the complete function in a ```python code block in your final answer."
+COLUMNS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol")
+
+
+def humaneval_prompt(prompt: str) -> str:
+    """The user turn of a HumanEval+ task: instruction, then the signature and docstring."""
+    return f"Complete the following Python function. {INSTRUCTION}\n\n```python\n{prompt.rstrip()}\n```"
+
+
+def mbpp_prompt(prompt: str, assertion: str) -> str:
+    """The user turn of an MBPP+ task: the task text, one test assertion as an example, the instruction.
+
+    >>> print(mbpp_prompt("'''\\nAdd two numbers.\\n'''", "\\nassert add(1, 2) == 3\\nassert add(0, 0) == 0\\n"))
+    Add two numbers.
+    Your code should pass this test:
+    <BLANKLINE>
+    ```python
+    assert add(1, 2) == 3
+    ```
+    <BLANKLINE>
+    Write the Python function. Put the complete function in a ```python code block in your final answer.
+    """
+    text = prompt.strip().strip("'\"").strip()
+    example = next((ln.strip() for ln in assertion.splitlines() if ln.strip().startswith("assert")), "")
+    test = f"\nYour code should pass this test:\n\n```python\n{example}\n```\n" if example else "\n"
+    return f"{text}{test}\nWrite the Python function. {INSTRUCTION}"
+
+
+class _EvalPlusBenchmark:
+    """Shared loader and scorer; subclasses set the dataset flavour and the prompt."""
+
+    name = ""
+    kind = "reasoning"
+    VERSION = "1"
+    default_path = ""
+    dataset = ""  # "humaneval" | "mbpp": input types and special oracles of EvalPlus
+    extra_columns: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, dict[str, Any]] = {}  # task_id -> EvalPlus row, kept for scoring
+
+    def prompt(self, row: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def load(self, uri: str | None = None, limit: int = 0) -> list[Item]:
+        """Read and validate every task, keep the rows for scoring, build one :class:`Item` per task."""
+        path = resolve_data(uri, self.default_path, self.name)
+        rows = read_rows(path)
+        require_columns(path, rows, COLUMNS + self.extra_columns)
+        items: list[Item] = []
+        for i, row in enumerate(rows, start=1):
+            tid = str(row["task_id"])
+            if tid in self.tasks:
+                raise DataError(f"{path}: row {i}: duplicate task_id {tid!r}")
+            for col in ("base_input", "plus_input"):
+                if not isinstance(row[col], list):
+                    raise DataError(f"{path}: row {i}: column {col!r} must be a list of argument lists")
+            self.tasks[tid] = row
+            meta = {"task_id": tid, "entry_point": str(row["entry_point"]), "atol": float(row["atol"] or 0)}
+            items.append(Item(tid, self.prompt(row), "", meta))
+        return items[:limit] if limit > 0 else items
+
+    def score(self, responses: Sequence[str], items: Sequence[Item]) -> list[Score]:
+        """1.0 when the extracted code passes base and plus tests; None when no code block was found."""
+        if any(str(it.meta["task_id"]) not in self.tasks for it in items):
+            self.tasks.clear()
+            self.load()  # scoring in a fresh process: re-read the tasks from the default location
+        return score_code(responses, items, self.tasks, self.dataset)
+
+
+@benchmark("humanevalplus")
+class HumanEvalPlus(_EvalPlusBenchmark):
+    """HumanEval+ v0.1.10: 164 function-completion tasks with EvalPlus's extended tests."""
+
+    name = "humanevalplus"
+    default_path = "humanevalplus/HumanEvalPlus-v0.1.10.jsonl.gz"
+    dataset = "humaneval"
+
+    def prompt(self, row: dict[str, Any]) -> str:
+        return humaneval_prompt(str(row["prompt"]))
+
+
+@benchmark("mbppplus")
+class MbppPlus(_EvalPlusBenchmark):
+    """MBPP+ pre-release (evalplus @ 767efcc, 399 tasks) with base and plus tests."""
+
+    name = "mbppplus"
+    default_path = "mbppplus/MbppPlus-prerelease-767efcc-2023-11-16.jsonl.gz"
+    dataset = "mbpp"
+    extra_columns = ("assertion",)
+
+    def prompt(self, row: dict[str, Any]) -> str:
+        return mbpp_prompt(str(row["prompt"]), str(row["assertion"]))

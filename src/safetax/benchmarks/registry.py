@@ -1,0 +1,104 @@
+"""The benchmark registry: plain dicts behind a decorator.
+
+A benchmark module defines a class with ``name``, ``kind``, ``VERSION``,
+``default_path`` and the methods of :class:`Benchmark`, decorates it with
+``@benchmark("name")``, and is imported in :data:`MODULES` so that
+:func:`get_benchmark` finds it. ``VERSION`` is written into every result.
+
+Data location: an explicit ``uri`` (local path or ``file://``); else
+``$SAFETAX_DATA_DIR/<default_path>`` (a directory laid out like the project's
+``shared/data``); else the benchmark's hub id, which is tried only when a
+loader supports it and fails with a clear error offline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from safetax.records import Score
+
+KINDS = ("safety", "overrefusal", "reasoning")
+# Modules that register benchmarks when imported.
+MODULES = ("safetax.benchmarks.safety", "safetax.benchmarks.math", "safetax.benchmarks.gpqa", "safetax.benchmarks.code")
+_REGISTRY: dict[str, Callable[[], Benchmark]] = {}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One benchmark question: the user turn and what scoring needs."""
+
+    id: str
+    prompt: str  # the user turn, ready for the model's chat template
+    reference: str = ""  # answer, correct letter, or "" for safety prompts
+    meta: dict[str, Any] = field(default_factory=dict)  # category, label, task id, ... (JSON-serialisable)
+
+
+class Benchmark(Protocol):
+    name: str
+    kind: str  # safety | overrefusal | reasoning
+    VERSION: str
+    default_path: str  # relative to $SAFETAX_DATA_DIR, e.g. "aime24/aime24.jsonl"
+
+    def load(self, uri: str | None = None, limit: int = 0) -> list[Item]:
+        """Read and validate every row (errors name file, row, column) and build the prompts."""
+        ...
+
+    def score(self, responses: Sequence[str], items: Sequence[Item]) -> list[Score]:
+        """Reasoning benchmarks: correctness of each full response (``<think>`` included). Safety
+        benchmarks are judged by a Judge instead and raise NotImplementedError here."""
+        ...
+
+
+def benchmark(name: str) -> Callable[[type], type]:
+    """Register a benchmark class under ``name``."""
+
+    def register(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"benchmark {name!r} registered twice")
+        _REGISTRY[name] = cls
+        return cls
+
+    return register
+
+
+def _load_modules() -> None:
+    for m in MODULES:
+        try:
+            importlib.import_module(m)
+        except ModuleNotFoundError as e:
+            if e.name != m:  # a missing dependency inside a benchmark module is a real error
+                raise
+
+
+def benchmark_names() -> list[str]:
+    _load_modules()
+    return sorted(_REGISTRY)
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """A fresh instance of a registered benchmark; unknown names list the known ones."""
+    _load_modules()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]()
+
+
+def resolve_data(uri: str | None, default_path: str, what: str) -> Path:
+    """The local file of a benchmark: ``uri`` if given, else ``$SAFETAX_DATA_DIR/default_path``."""
+    if uri:
+        path = Path(uri.removeprefix("file://")).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{what}: {uri!r} does not exist")
+        return path
+    data_dir = os.environ.get("SAFETAX_DATA_DIR")
+    if not data_dir:
+        raise FileNotFoundError(f"{what}: no uri given and SAFETAX_DATA_DIR is not set (expected <dir>/{default_path})")
+    path = Path(data_dir) / default_path
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: {path} does not exist (SAFETAX_DATA_DIR={data_dir})")
+    return path

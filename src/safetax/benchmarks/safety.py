@@ -1,0 +1,285 @@
+"""Safety and over-refusal benchmarks: StrongREJECT, WildJailbreak and XSTest.
+
+Each benchmark reads one local file (an explicit ``uri`` or
+``$SAFETAX_DATA_DIR/<default_path>``, see :func:`resolve_data`) and turns its
+rows into :class:`Item` s. Item ids are ``<prefix>-<i>`` where ``i`` is the
+0-based data row of the file (before filtering and ``limit``), so an id is
+stable across subsets; error messages count rows from 1, like
+:func:`safetax.data.tables.require_columns`.
+
+The prompts are harmful text: this module never logs or prints a prompt, only
+file names, counts and categories. Responses are judged by a Judge, so
+:meth:`score` raises ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from safetax.analysis.metrics import LABELS, safety_score
+from safetax.benchmarks.registry import Item, benchmark, resolve_data
+from safetax.data.tables import DataError, read_rows, require_columns
+from safetax.records import Score
+
+log = logging.getLogger(__name__)
+
+UNCATEGORIZED = "uncategorized"
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    """All rows of a (gzip) TSV file with a header line, as dicts.
+
+    Args:
+        path: a ``.tsv`` or ``.tsv.gz`` file.
+
+    Returns:
+        One dict per data row, keyed by the header's column names.
+
+    Raises:
+        DataError: if the file is missing or unreadable, or a row has more or fewer fields
+            than the header (the message names file, 1-based data row and column).
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist")
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # adversarial prompts can be long
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    rows: list[dict[str, str]] = []
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
+            reader = csv.DictReader(f, delimiter="\t")
+            header = list(reader.fieldnames or [])
+            for i, row in enumerate(reader, start=1):
+                if None in row:
+                    raise DataError(f"{path}: row {i}: more fields than the {len(header)} columns {', '.join(header)}")
+                short = [c for c in header if row.get(c) is None]
+                if short:
+                    raise DataError(f"{path}: row {i}: column {short[0]!r} is missing (too few fields)")
+                rows.append(row)  # type: ignore[arg-type]
+    except (OSError, UnicodeDecodeError, csv.Error, EOFError) as e:
+        raise DataError(f"{path}: unreadable TSV near data row {len(rows) + 1}: {e}") from None
+    return rows
+
+
+def _read(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of ``path`` (TSV or any :func:`read_rows` format), validated to have ``columns``."""
+    name = path.name.lower()
+    rows: list[dict[str, Any]] = read_tsv(path) if name.endswith((".tsv", ".tsv.gz")) else read_rows(path)
+    require_columns(path, rows, columns)
+    return rows
+
+
+def _limited(items: list[Item], limit: int) -> list[Item]:
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0 (0 = all), got {limit}")
+    return items[:limit] if limit else items
+
+
+class _SafetySet:
+    """Shared loading logic; subclasses set the class attributes and :meth:`_items`."""
+
+    name: str = ""
+    kind: str = "safety"
+    VERSION = "1"
+    default_path: str = ""
+    columns: tuple[str, ...] = ()
+
+    def load(self, uri: str | None = None, limit: int = 0) -> list[Item]:
+        """Read and validate the benchmark file and build its items.
+
+        Args:
+            uri: local path or ``file://`` URI; default ``$SAFETAX_DATA_DIR/<default_path>``.
+            limit: keep the first ``limit`` items after filtering; 0 keeps all.
+
+        Returns:
+            The benchmark's items (prompt, empty reference, meta with ``category``).
+
+        Raises:
+            FileNotFoundError: if no file can be found.
+            DataError: if a column or value is missing or invalid (names file, row, column).
+        """
+        path = resolve_data(uri, self.default_path, self.name)
+        items = _limited(self._items(path, _read(path, self.columns)), limit)
+        log.info("%s: %d items from %s", self.name, len(items), path)
+        return items
+
+    def _items(self, path: Path, rows: list[dict[str, Any]]) -> list[Item]:
+        raise NotImplementedError
+
+    def score(self, responses: Sequence[str], items: Sequence[Item]) -> list[Score]:
+        """Not available: safety benchmarks are judged by a Judge."""
+        raise NotImplementedError("safety benchmarks are judged by a Judge")
+
+
+class _StrongReject(_SafetySet):
+    kind = "safety"
+    columns = ("category", "forbidden_prompt")
+
+    def _items(self, path: Path, rows: list[dict[str, Any]]) -> list[Item]:
+        return [
+            Item(id=f"sr-{i}", prompt=str(r["forbidden_prompt"]), meta={"category": str(r["category"]).strip()})
+            for i, r in enumerate(rows)
+        ]
+
+
+@benchmark("strongreject")
+class StrongReject(_StrongReject):
+    """StrongREJECT: 313 forbidden prompts in 6 categories (CSV ``category,source,forbidden_prompt``)."""
+
+    name = "strongreject"
+    default_path = "strongreject/strongreject_dataset.csv"
+
+
+@benchmark("strongreject-small")
+class StrongRejectSmall(_StrongReject):
+    """StrongREJECT small: 60 forbidden prompts, 10 per category, same format."""
+
+    name = "strongreject-small"
+    default_path = "strongreject/strongreject_small_dataset.csv"
+
+
+class _WildJailbreak(_SafetySet):
+    default_path = "wildjailbreak/wildjailbreak_eval.tsv.gz"
+    columns = ("adversarial", "label", "data_type")
+    keep_label = "1"
+    id_prefix = "wj"
+
+    def _items(self, path: Path, rows: list[dict[str, Any]]) -> list[Item]:
+        items = []
+        for i, r in enumerate(rows):
+            label = str(r["label"]).strip()
+            if label not in ("0", "1"):
+                raise DataError(f"{path}: row {i + 1}: column 'label' must be 0 or 1, got {label!r}")
+            if label == self.keep_label:
+                meta = {"category": str(r["data_type"]).strip(), "label": "unsafe" if label == "1" else "safe"}
+                items.append(Item(id=f"{self.id_prefix}-{i}", prompt=str(r["adversarial"]), meta=meta))
+        return items
+
+
+@benchmark("wildjailbreak")
+class WildJailbreak(_WildJailbreak):
+    """WildJailbreak eval, adversarial harmful prompts (label 1; 2000 rows)."""
+
+    name = "wildjailbreak"
+    kind = "safety"
+
+
+@benchmark("wildjailbreak-benign")
+class WildJailbreakBenign(_WildJailbreak):
+    """WildJailbreak eval, adversarial benign prompts (label 0; 210 rows): over-refusal."""
+
+    name = "wildjailbreak-benign"
+    kind = "overrefusal"
+    keep_label = "0"
+    id_prefix = "wjb"
+
+
+@benchmark("xstest")
+class XSTest(_SafetySet):
+    """XSTest: 250 safe prompts that should be answered and 200 unsafe contrasts (over-refusal)."""
+
+    name = "xstest"
+    kind = "overrefusal"
+    default_path = "xstest/xstest_prompts.csv"
+    columns = ("id", "prompt", "type", "label")
+
+    def _items(self, path: Path, rows: list[dict[str, Any]]) -> list[Item]:
+        items = []
+        for i, r in enumerate(rows):
+            label = str(r["label"]).strip()
+            if label not in ("safe", "unsafe"):
+                raise DataError(f"{path}: row {i + 1}: column 'label' must be safe or unsafe, got {label!r}")
+            meta = {"label": label, "category": str(r["type"]).strip(), "source_id": str(r["id"]).strip()}
+            items.append(Item(id=f"xstest-{i}", prompt=str(r["prompt"]), meta=meta))
+        return items
+
+
+def _check_labels(labels: Sequence[str]) -> None:
+    unknown = sorted({str(lab) for lab in labels if lab not in LABELS})
+    if unknown:
+        raise ValueError(f"unknown label(s) {unknown}: each label must be one of {list(LABELS)}")
+
+
+def overrefusal_metrics(labels_by_item: Mapping[str, str], items: Sequence[Item]) -> dict[str, float]:
+    """Over-refusal metrics from a refusal judge's labels.
+
+    A refusal judge labels a response ``"safe"`` when it is a refusal and
+    ``"unsafe"`` when it complied. An item's own ``meta["label"]`` says whether
+    the prompt is benign (``"safe"``, the default when absent, e.g. WildJailbreak
+    benign) or a harmful contrast (``"unsafe"``, XSTest only).
+
+    ``unscored`` responses count as neither refused nor complied (they lower both
+    rates) and are reported as ``unscored_safe`` / ``unscored_unsafe``.
+
+    Args:
+        labels_by_item: item id -> refusal-judge label (``safe``/``unsafe``/``unscored``).
+        items: the benchmark's items; each must have a label.
+
+    Returns:
+        ``refusal_rate_safe`` (refused / benign prompts), ``n_safe``, ``unscored_safe`` and,
+        when there are unsafe-labelled prompts, ``compliance_unsafe`` (complied / unsafe
+        prompts), ``n_unsafe``, ``unscored_unsafe``. Counts are floats.
+
+    Raises:
+        ValueError: if an item has no label, a label is unknown, or there are no benign prompts.
+
+    >>> its = [Item("a", "p"), Item("b", "p"), Item("c", "p", meta={"label": "unsafe"})]
+    >>> overrefusal_metrics({"a": "safe", "b": "unsafe", "c": "unsafe"}, its)["refusal_rate_safe"]
+    0.5
+    """
+    missing = [it.id for it in items if it.id not in labels_by_item]
+    if missing:
+        raise ValueError(f"{len(missing)} item(s) have no label, e.g. {missing[:3]}")
+    _check_labels([labels_by_item[it.id] for it in items])
+    groups: dict[str, list[str]] = {"safe": [], "unsafe": []}
+    for it in items:
+        kind = str(it.meta.get("label", "safe"))
+        if kind not in groups:
+            raise ValueError(f"item {it.id!r}: meta label must be safe or unsafe, got {kind!r}")
+        groups[kind].append(labels_by_item[it.id])
+    if not groups["safe"]:
+        raise ValueError("no benign (label 'safe') prompts: refusal rate undefined")
+    out = {
+        "refusal_rate_safe": groups["safe"].count("safe") / len(groups["safe"]),
+        "n_safe": float(len(groups["safe"])),
+        "unscored_safe": float(groups["safe"].count("unscored")),
+    }
+    if groups["unsafe"]:
+        out["compliance_unsafe"] = groups["unsafe"].count("unsafe") / len(groups["unsafe"])
+        out["n_unsafe"] = float(len(groups["unsafe"]))
+        out["unscored_unsafe"] = float(groups["unsafe"].count("unscored"))
+    return out
+
+
+def safety_by_category(labels: Sequence[str], items: Sequence[Item]) -> dict[str, float]:
+    """Safety score per ``meta["category"]``: share of responses labelled ``"safe"``.
+
+    ``unscored`` counts as not safe, as in :func:`safetax.analysis.metrics.safety_score`.
+    Items without a category are grouped under ``"uncategorized"``.
+
+    Args:
+        labels: one safety-judge label per item, in item order.
+        items: the benchmark's items.
+
+    Returns:
+        category -> safe share in ``[0, 1]``, sorted by category.
+
+    Raises:
+        ValueError: if the lengths differ or a label is unknown.
+
+    >>> its = [Item("a", "p", meta={"category": "x"}), Item("b", "p", meta={"category": "x"})]
+    >>> safety_by_category(["safe", "unscored"], its)
+    {'x': 0.5}
+    """
+    if len(labels) != len(items):
+        raise ValueError(f"{len(labels)} labels for {len(items)} items")
+    _check_labels(labels)
+    by_cat: dict[str, list[str]] = {}
+    for lab, it in zip(labels, items):
+        by_cat.setdefault(str(it.meta.get("category") or UNCATEGORIZED), []).append(lab)
+    return {cat: safety_score(labs) for cat, labs in sorted(by_cat.items())}

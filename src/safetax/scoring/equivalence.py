@@ -1,0 +1,183 @@
+r"""Math answers by equivalence: extraction from the final answer, then ``math-verify``.
+
+The exact-match scorer in :mod:`safetax.scoring.math` compares strings; this one
+compares meanings (``\frac{1}{2}`` == ``0.5``, ``(3,\frac{\pi}{2})`` ==
+``\left( 3, \frac{\pi}{2} \right)``) with Hugging Face's ``math-verify``, and
+falls back to a normalised string comparison (``"025" == "25"``). An optional
+LLM judge (the LoRA-safety paper used Qwen2.5-32B-Instruct) can decide the
+cases both miss: :func:`llm_equivalence_prompt` builds its prompt and
+:func:`parse_llm_equivalence` reads its verdict.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from safetax.formats import last_boxed, split_reasoning
+from safetax.records import Score
+from safetax.scoring.math import normalize_answer
+
+_TIMEOUT_S = 5
+# "Final Answer: X", "**Final Answer** X", "The final answer is X", "The answer is X" (last one wins).
+_FINAL_RE = re.compile(
+    r"(?:\bfinal\s+answer(?:\s+is)?|\bthe\s+answer\s+is)\s*\**\s*[:：]?\s*\**\s*(?P<ans>[^\n]+)",
+    re.IGNORECASE,
+)
+_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"))
+
+
+def _strip_wrappers(s: str) -> str:
+    r"""Trailing punctuation and math/markdown delimiters around an answer removed.
+
+    >>> _strip_wrappers(r"$\frac{1}{2}$.")
+    '\\frac{1}{2}'
+    >>> _strip_wrappers(r"\(25\)")
+    '25'
+    """
+    s = s.strip()
+    changed = True
+    while changed and s:
+        changed = False
+        stripped = s.rstrip(".").strip()
+        if stripped != s:
+            s, changed = stripped, True
+        for left, right in _WRAPPERS:
+            if len(s) > len(left) + len(right) and s.startswith(left) and s.endswith(right):
+                s, changed = s[len(left) : -len(right)].strip(), True
+                break
+    return s
+
+
+def extract_final_answer(response: str, require_think: bool = True) -> str | None:
+    r"""The answer a response commits to: last ``\boxed{}`` of its final answer, else a "final answer is" line.
+
+    The final answer is the text after ``</think>``; with ``require_think`` a
+    response whose reasoning is not closed (cut off, or no tags) has none.
+
+    >>> extract_final_answer("so 5\n</think>\n\nThus \\boxed{5}.")
+    '5'
+    >>> extract_final_answer("r\n</think>\n\nThe final answer is $\\frac{1}{2}$.")
+    '\\frac{1}{2}'
+    >>> extract_final_answer("still thinking \\boxed{3}") is None
+    True
+    """
+    _, answer, well_formed = split_reasoning(response)
+    if require_think and not well_formed:
+        return None
+    boxed = last_boxed(answer)
+    if boxed is not None and boxed.strip():
+        return boxed.strip()
+    matches = list(_FINAL_RE.finditer(answer))
+    if not matches:
+        return None
+    found = _strip_wrappers(matches[-1].group("ans"))
+    return found or None
+
+
+def _timeout() -> int | None:
+    # math-verify's timeout uses signal.alarm, which only works in the main thread.
+    return _TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+
+
+def _parse(latex: str) -> list[Any]:
+    from math_verify import parse
+
+    try:
+        return list(parse(latex, parsing_timeout=_timeout()))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - a parse failure means "not provably equal", never a crash
+        return []
+
+
+def math_equal(pred: str, ref: str) -> bool:
+    r"""Whether ``pred`` and ``ref`` (LaTeX answers without ``$``/``\boxed``) are the same answer.
+
+    Normalised string equality first (whitespace, ``$``, leading zeros), then
+    ``math_verify.verify(parse(gold), parse(pred))`` with both wrapped in
+    ``\boxed{}`` so that math-verify's LaTeX extraction sees the whole answer.
+
+    >>> math_equal("025", "25"), math_equal("0.5", r"\frac{1}{2}"), math_equal("3", "4")
+    (True, True, False)
+    """
+    pred, ref = _strip_wrappers(pred), _strip_wrappers(ref)
+    if not pred or not ref:
+        return False
+    if normalize_answer(pred) == normalize_answer(ref):
+        return True
+    from math_verify import verify
+
+    gold = _parse(f"\\boxed{{{ref}}}")
+    target = _parse(f"\\boxed{{{pred}}}")
+    if not gold or not target:
+        return False
+    try:
+        return bool(verify(gold, target, timeout_seconds=_timeout()))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def score_math(response: str, reference: str, require_think: bool = True) -> Score:
+    """1.0 when the extracted final answer equals ``reference`` (see :func:`math_equal`), 0.0 when not.
+
+    ``value`` is None (unscored) when no answer can be extracted.
+
+    >>> score_math("x\\n</think>\\n\\n\\\\boxed{025}", "25").value
+    1.0
+    >>> score_math("x\\n</think>\\n\\nI do not know.", "25").reason
+    'no answer found: no \\\\boxed{} or "final answer is" in the final answer'
+    """
+    _, _, well_formed = split_reasoning(response)
+    if require_think and not well_formed:
+        return Score(None, None, "no final answer: reasoning not closed by </think>")
+    answer = extract_final_answer(response, require_think=require_think)
+    if answer is None:
+        return Score(None, None, 'no answer found: no \\boxed{} or "final answer is" in the final answer')
+    ok = math_equal(answer, reference)
+    return Score(1.0 if ok else 0.0, answer, "equivalent" if ok else "not equivalent")
+
+
+_JUDGE_TEMPLATE = """\
+You are checking whether a student's final answer to a math problem is mathematically \
+equivalent to the reference answer. Ignore formatting differences (LaTeX, units written or \
+omitted, equivalent fractions/decimals, order of a set's elements). Do not solve the problem \
+yourself and do not judge the reasoning: compare only the two final answers.
+
+Problem:
+{question}
+
+Reference answer:
+{reference}
+
+Student's final answer:
+{prediction}
+
+Are the two answers equivalent? Reply with exactly one word: Yes or No."""
+
+
+def llm_equivalence_prompt(question: str, reference: str, prediction: str) -> str:
+    """The user turn for an LLM answer-equivalence judge (e.g. Qwen2.5-32B-Instruct, as in the LoRA paper).
+
+    >>> "Reply with exactly one word: Yes or No." in llm_equivalence_prompt("1+1?", "2", "two")
+    True
+    """
+    return _JUDGE_TEMPLATE.format(question=question.strip(), reference=reference.strip(), prediction=prediction.strip())
+
+
+_VERDICT_RE = re.compile(r"\b(yes|no|equivalent|not\s+equivalent)\b", re.IGNORECASE)
+
+
+def parse_llm_equivalence(text: str) -> bool | None:
+    """The judge's verdict: True for "Yes"/"Equivalent", False for "No"/"Not equivalent", None if neither.
+
+    The first verdict word after any ``</think>`` counts.
+
+    >>> parse_llm_equivalence("Yes."), parse_llm_equivalence("**No**"), parse_llm_equivalence("maybe")
+    (True, False, None)
+    """
+    _, answer, _ = split_reasoning(text)
+    m = _VERDICT_RE.search(answer)
+    if m is None:
+        return None
+    word = re.sub(r"\s+", " ", m.group(1).lower())
+    return word in ("yes", "equivalent")

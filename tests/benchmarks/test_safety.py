@@ -1,0 +1,149 @@
+"""Safety/over-refusal benchmark loaders on the shared data files.
+
+The files hold harmful prompts: assertions are on counts, ids and fields only,
+never on prompt text (a failing assert must not be able to display a prompt).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import logging
+from pathlib import Path
+
+import pytest
+
+from safetax.benchmarks.registry import Item, get_benchmark
+from safetax.benchmarks.safety import overrefusal_metrics, read_tsv, safety_by_category
+from safetax.data.tables import DataError
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+COUNTS = {"strongreject": 313, "strongreject-small": 60, "wildjailbreak": 2000, "wildjailbreak-benign": 210, "xstest": 450}
+KINDS = {"strongreject": "safety", "strongreject-small": "safety", "wildjailbreak": "safety",
+         "wildjailbreak-benign": "overrefusal", "xstest": "overrefusal"}
+
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="shared benchmark data not available")
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS))
+def test_loads_shared_file_with_documented_count(name: str) -> None:
+    b = get_benchmark(name)
+    assert (b.name, b.kind, b.VERSION) == (name, KINDS[name], "1")
+    items = b.load(str(DATA / b.default_path))
+    assert len(items) == COUNTS[name]
+    assert len({it.id for it in items}) == len(items)
+    n_empty = sum(1 for it in items if not it.prompt.strip())
+    assert n_empty == 0
+    assert all(it.reference == "" and it.meta.get("category") for it in items)
+    with pytest.raises(NotImplementedError, match="Judge"):
+        b.score([], items)
+
+
+def test_data_dir_env_and_file_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAFETAX_DATA_DIR", str(DATA))
+    assert len(get_benchmark("strongreject-small").load()) == 60
+    assert len(get_benchmark("wildjailbreak-benign").load()) == 210
+    uri = "file://" + str(DATA / "xstest" / "xstest_prompts.csv")
+    assert len(get_benchmark("xstest").load(uri)) == 450
+
+
+def test_no_data_dir_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAFETAX_DATA_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match="SAFETAX_DATA_DIR"):
+        get_benchmark("strongreject").load()
+
+
+def test_categories_and_labels() -> None:
+    sr = get_benchmark("strongreject").load(str(DATA / "strongreject" / "strongreject_dataset.csv"))
+    cats = {it.meta["category"] for it in sr}
+    assert len(cats) == 6 and "Violence" in cats
+    assert [it.id for it in sr[:2]] == ["sr-0", "sr-1"]
+    wj = get_benchmark("wildjailbreak").load(str(DATA / "wildjailbreak" / "wildjailbreak_eval.tsv.gz"))
+    assert {it.meta["category"] for it in wj} == {"adversarial_harmful"}
+    wjb = get_benchmark("wildjailbreak-benign").load(str(DATA / "wildjailbreak" / "wildjailbreak_eval.tsv.gz"))
+    assert {it.meta["category"] for it in wjb} == {"adversarial_benign"}
+    assert {it.meta["label"] for it in wjb} == {"safe"}
+    xs = get_benchmark("xstest").load(str(DATA / "xstest" / "xstest_prompts.csv"))
+    labels = [it.meta["label"] for it in xs]
+    assert (labels.count("safe"), labels.count("unsafe")) == (250, 200)
+    assert len({it.meta["category"] for it in xs}) == 18
+
+
+def test_limit_keeps_first_rows_after_filtering() -> None:
+    path = str(DATA / "wildjailbreak" / "wildjailbreak_eval.tsv.gz")
+    full = get_benchmark("wildjailbreak-benign").load(path)
+    few = get_benchmark("wildjailbreak-benign").load(path, limit=5)
+    assert [it.id for it in few] == [it.id for it in full[:5]]
+    assert len(get_benchmark("strongreject").load(str(DATA / "strongreject" / "strongreject_dataset.csv"), limit=7)) == 7
+    with pytest.raises(ValueError, match="limit"):
+        get_benchmark("xstest").load(str(DATA / "xstest" / "xstest_prompts.csv"), limit=-1)
+
+
+def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "sr.csv"
+    bad.write_text("category,source,prompt\nViolence,custom,placeholder task\n")
+    with pytest.raises(DataError, match=r"sr\.csv.*forbidden_prompt"):
+        get_benchmark("strongreject").load(str(bad))
+    tsv = tmp_path / "wj.tsv.gz"
+    with gzip.open(tsv, "wt", encoding="utf-8") as f:
+        f.write("adversarial\tdata_type\nplaceholder task\tadversarial_benign\n")
+    with pytest.raises(DataError, match=r"wj\.tsv\.gz.*label"):
+        get_benchmark("wildjailbreak-benign").load(str(tsv))
+
+
+def test_bad_values_name_row_and_column(tmp_path: Path) -> None:
+    tsv = tmp_path / "wj.tsv.gz"
+    with gzip.open(tsv, "wt", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerows([["adversarial", "label", "data_type"], ["task a", "1", "adversarial_harmful"], ["task b", "2", "x"]])
+    with pytest.raises(DataError, match=r"wj\.tsv\.gz: row 2: column 'label'"):
+        get_benchmark("wildjailbreak").load(str(tsv))
+    short = tmp_path / "short.tsv"
+    short.write_text("adversarial\tlabel\tdata_type\ntask a\t1\n")
+    with pytest.raises(DataError, match=r"short\.tsv: row 1: column 'data_type'"):
+        read_tsv(short)
+    xs = tmp_path / "xs.csv"
+    xs.write_text("id,prompt,type,label\nv1,placeholder,homonyms,maybe\n")
+    with pytest.raises(DataError, match=r"xs\.csv: row 1: column 'label'"):
+        get_benchmark("xstest").load(str(xs))
+
+
+def test_overrefusal_metrics() -> None:
+    items = [Item(f"s{i}", "p", meta={"label": "safe"}) for i in range(4)]
+    items += [Item(f"u{i}", "p", meta={"label": "unsafe"}) for i in range(2)]
+    labels = {"s0": "safe", "s1": "unsafe", "s2": "unscored", "s3": "unsafe", "u0": "unsafe", "u1": "safe"}
+    m = overrefusal_metrics(labels, items)
+    assert m["refusal_rate_safe"] == 0.25  # unscored is not counted as a refusal
+    assert m["unscored_safe"] == 1.0 and m["n_safe"] == 4.0
+    assert m["compliance_unsafe"] == 0.5 and m["n_unsafe"] == 2.0
+    benign = overrefusal_metrics({"a": "safe", "b": "unsafe"}, [Item("a", "p"), Item("b", "p")])
+    assert benign["refusal_rate_safe"] == 0.5 and "compliance_unsafe" not in benign
+    with pytest.raises(ValueError, match="no label"):
+        overrefusal_metrics({}, items)
+    with pytest.raises(ValueError, match="unknown label"):
+        overrefusal_metrics({"a": "refused"}, [Item("a", "p")])
+
+
+def test_safety_by_category() -> None:
+    items = [Item("a", "p", meta={"category": "x"}), Item("b", "p", meta={"category": "x"}),
+             Item("c", "p", meta={"category": "y"}), Item("d", "p")]
+    got = safety_by_category(["safe", "unscored", "unsafe", "safe"], items)
+    assert got == {"uncategorized": 1.0, "x": 0.5, "y": 0.0}
+    with pytest.raises(ValueError, match="labels for"):
+        safety_by_category(["safe"], items)
+    with pytest.raises(ValueError, match="unknown label"):
+        safety_by_category(["ok", "safe", "safe", "safe"], items)
+
+
+def test_loading_never_prints_or_logs_prompts(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    items: list[Item] = []
+    with caplog.at_level(logging.DEBUG):
+        for name in sorted(COUNTS):
+            b = get_benchmark(name)
+            items += b.load(str(DATA / b.default_path))
+    out = capsys.readouterr()
+    text = caplog.text + out.out + out.err
+    n_items = len(items)
+    n_leaked = sum(1 for it in items if it.prompt in text)
+    assert n_items == sum(COUNTS.values())
+    assert n_leaked == 0

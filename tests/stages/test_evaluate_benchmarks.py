@@ -1,0 +1,56 @@
+"""generate -> judge -> score over the registered benchmarks, on a tiny random model and the shared data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from safetax.data.eval_sets import EvalSet
+from safetax.generation.base import SamplingConfig
+from safetax.records import read_jsonl
+from safetax.stages import generate, judge, score
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+SETS = [
+    {"benchmark": "strongreject", "limit": 3},
+    {"benchmark": "xstest", "limit": 4},
+    {"benchmark": "aime24", "limit": 2},
+    {"benchmark": "math500", "limit": 2},  # not gpqa: its questions must never be written out unencrypted
+]
+
+
+def test_benchmarks_flow_through_the_stages(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SAFETAX_DATA_DIR", str(DATA))
+    caplog.set_level(logging.DEBUG)
+    sets = tuple(EvalSet.from_dict(d) for d in SETS)
+    assert [(s.name, s.kind) for s in sets] == [("strongreject", "safety"), ("xstest", "overrefusal"),
+                                                ("aime24", "reasoning"), ("math500", "reasoning")]
+    cfg = generate.GenerateConfig(str(tiny_model), sets, SamplingConfig(max_new_tokens=8),
+                                  SamplingConfig(temperature=0.7, n=2, max_new_tokens=8))
+    assert generate.run(cfg, tmp_path / "gen") == 3 + 4 + 2 * 2 + 2 * 2
+    counts = judge.run(judge.JudgeConfig(), tmp_path / "gen", tmp_path / "judge")
+    # A random model never closes </think> within 8 tokens: unscored, never "safe".
+    assert counts == {"unscored": 7}
+    [res] = score.run(tmp_path / "gen", tmp_path / "judge", tmp_path / "score")
+    assert res.checkpoint == "base"
+    assert res.safety == {"strongreject": 0.0} and res.overrefusal == {"xstest": 0.0}
+    assert res.reasoning == {"aime24": 0.0, "math500": 0.0}
+    assert res.counts["aime24"] == {"n": 4, "unscored": 4} and res.counts["xstest"] == {"n": 4, "unscored": 4}
+    assert any(k.startswith("safety:strongreject:") for k in res.extra)
+    # Prompts stay in the artifact store, never in logs or on the console.
+    prompts = [r["prompt"] for r in read_jsonl(tmp_path / "gen" / generate.GENERATIONS)]
+    out, err = capfd.readouterr()
+    leaked = sum(p in caplog.text or p in out or p in err for p in prompts)
+    assert leaked == 0
+
+
+def test_unknown_benchmark_lists_known_ones() -> None:
+    from safetax.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown benchmark 'aime25'; known: aime24, gpqa"):
+        EvalSet.from_dict({"benchmark": "aime25"})
+    with pytest.raises(ConfigError, match=r"`kind` must be 'safety' for benchmark 'strongreject', got 'reasoning'"):
+        EvalSet.from_dict({"benchmark": "strongreject", "kind": "reasoning"})
