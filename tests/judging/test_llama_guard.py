@@ -25,7 +25,7 @@ def guard_examples(n: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def make_tiny_guard(path: Path, examples: list[tuple[str, str, str]], steps: int = 60, hidden: int = 32,
+def make_tiny_guard(path: Path, examples: list[tuple[str, str, str]], steps: int = 120, hidden: int = 32,
                     layers: int = 2, stop_at_eos: bool = True, seed: int = 0) -> Path:
     """A Llama-architecture guard with a word-level tokenizer, trained ``steps`` steps to emit each target.
 
