@@ -26,6 +26,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config,
 
 from safetax.config import Checks
 from safetax.data.chat import REFUSAL_THOUGHT
+from safetax.store import cache_root
 from safetax.timing import progress, timed
 
 log = logging.getLogger("safetax.demo")
@@ -146,8 +147,7 @@ class DemoAssets:
 
 def default_cache_dir() -> Path:
     """``$SAFETAX_CACHE`` if set, else ``~/.cache/safetax``."""
-    env = os.environ.get("SAFETAX_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "safetax"
+    return cache_root()
 
 
 def demo_tokenizer() -> PreTrainedTokenizerFast:

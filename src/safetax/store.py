@@ -89,3 +89,9 @@ def require_complete(path: Path, what: str) -> Path:
     if not is_complete(path):
         raise StoreError(f"{what}: {path} is not a complete stage output (no {COMPLETE} marker)")
     return path
+
+
+def cache_root() -> Path:
+    """``$SAFETAX_CACHE`` if set, else ``~/.cache/safetax``: the demo model and other derived data."""
+    env = os.environ.get("SAFETAX_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "safetax"

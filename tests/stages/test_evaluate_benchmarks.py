@@ -18,6 +18,7 @@ SETS = [
     {"benchmark": "xstest", "limit": 4},
     {"benchmark": "aime24", "limit": 2},
     {"benchmark": "math500", "limit": 2},  # not gpqa: its questions must never be written out unencrypted
+    {"benchmark": "humanevalplus", "limit": 2},
 ]
 
 
@@ -27,17 +28,19 @@ def test_benchmarks_flow_through_the_stages(tiny_model: Path, tmp_path: Path, mo
     caplog.set_level(logging.DEBUG)
     sets = tuple(EvalSet.from_dict(d) for d in SETS)
     assert [(s.name, s.kind) for s in sets] == [("strongreject", "safety"), ("xstest", "overrefusal"),
-                                                ("aime24", "reasoning"), ("math500", "reasoning")]
+                                                ("aime24", "reasoning"), ("math500", "reasoning"),
+                                                ("humanevalplus", "reasoning")]
     cfg = generate.GenerateConfig(str(tiny_model), sets, SamplingConfig(max_new_tokens=8),
                                   SamplingConfig(temperature=0.7, n=2, max_new_tokens=8))
-    assert generate.run(cfg, tmp_path / "gen") == 3 + 4 + 2 * 2 + 2 * 2
+    assert generate.run(cfg, tmp_path / "gen") == 3 + 4 + 3 * 2 * 2
     counts = judge.run(judge.JudgeConfig(), tmp_path / "gen", tmp_path / "judge")
     # A random model never closes </think> within 8 tokens: unscored, never "safe".
     assert counts == {"unscored": 7}
     [res] = score.run(tmp_path / "gen", tmp_path / "judge", tmp_path / "score")
     assert res.checkpoint == "base"
     assert res.safety == {"strongreject": 0.0} and res.overrefusal == {"xstest": 0.0}
-    assert res.reasoning == {"aime24": 0.0, "math500": 0.0}
+    assert res.reasoning == {"aime24": 0.0, "math500": 0.0, "humanevalplus": 0.0}
+    assert res.counts["humanevalplus"] == {"n": 4, "unscored": 4}
     assert res.counts["aime24"] == {"n": 4, "unscored": 4} and res.counts["xstest"] == {"n": 4, "unscored": 4}
     assert any(k.startswith("safety:strongreject:") for k in res.extra)
     # Prompts stay in the artifact store, never in logs or on the console.

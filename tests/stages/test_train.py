@@ -54,7 +54,7 @@ def test_full_finetuning_changes_every_parameter_and_loss_decreases(tiny_model: 
 def test_lora_loss_decreases_and_same_seed_gives_same_weights(tiny_model: Path, sft: Path, tmp_path: Path) -> None:
     cfg = train.TrainConfig(method="lora", seed=7, **FAST)
     a = train.run(cfg, str(tiny_model), sft, tmp_path / "a")
-    b = train.run(cfg, str(tiny_model), sft, tmp_path / "b")
+    train.run(cfg, str(tiny_model), sft, tmp_path / "b")
     assert a.losses[-1] < a.losses[0]
     wa = load_file(tmp_path / "a" / "epoch-3" / "adapter_model.safetensors")
     wb = load_file(tmp_path / "b" / "epoch-3" / "adapter_model.safetensors")

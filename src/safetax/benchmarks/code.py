@@ -71,6 +71,8 @@ class _EvalPlusBenchmark:
             if tid in self.tasks:
                 raise DataError(f"{path}: row {i}: duplicate task_id {tid!r}")
             for col in ("base_input", "plus_input"):
+                if row[col] == {}:  # Mbpp/793 stores an empty plus_input as {}
+                    row[col] = []
                 if not isinstance(row[col], list):
                     raise DataError(f"{path}: row {i}: column {col!r} must be a list of argument lists")
             self.tasks[tid] = row

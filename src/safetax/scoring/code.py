@@ -13,33 +13,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from safetax.formats import split_reasoning
+from safetax.scoring.code_compare import decode, outputs_match
+from safetax.scoring.sandbox import ExecResult, run_untrusted
 from safetax.records import Score
+from safetax.store import cache_root
 from safetax.timing import progress_bar
 
 log = logging.getLogger(__name__)
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _PY_LANGS = {"", "python", "py", "python3"}
 MIN_TIME_LIMIT, GT_TIME_FACTOR = 1.0, 4.0  # EvalPlus defaults
-SET_EQ = {"similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly",
-          "larg_nnum", "intersection_array", "find_dissimilar", "Diff"}
-NOT_NONE = {"check_str", "text_match_three", "text_starta_endb"}
 # The program run in the subprocess after ``SPEC`` (JSON text) and ``SOURCE`` (candidate code).
 _HARNESS = r"""
 import copy, json, os, signal, sys, time
@@ -126,67 +117,6 @@ def extract_code(response: str) -> str | None:
     return blocks[-1] if blocks and blocks[-1].strip() else None
 
 
-@dataclass(frozen=True)
-class ExecResult:
-    """Outcome of one sandboxed run."""
-
-    returncode: int | None  # None when killed on timeout
-    stdout: str
-    stderr: str
-    timed_out: bool
-    wall_s: float
-
-
-# Trusted first stage: set the limits, then exec the interpreter that runs the untrusted program.
-# (Setting them in a ``preexec_fn`` would not be safe with the scorer's threads.)
-_TRAMPOLINE = """import os, resource, sys
-mem, cpu = int(sys.argv[1]) << 20, int(sys.argv[2])
-for lim, v in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_FSIZE, 16 << 20),
-               (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, 0)):
-    resource.setrlimit(lim, (v, v))
-os.execv(sys.executable, [sys.executable, "-s", "-P", "main.py"])
-"""
-
-
-def run_untrusted(program: str, timeout_s: float, memory_mb: int = 4096) -> ExecResult:
-    """Run ``program`` in a fresh interpreter with resource limits; kill its process group on timeout.
-
-    What it does: a new ``python -s -P`` process (``-I`` minus ``-E``, so that the stripped
-    environment can pin ``PYTHONHASHSEED=0`` for reproducible set/dict order) in its own session,
-    in an empty temporary working directory that is deleted afterwards, stdin closed, environment
-    reduced to ``PATH``/``LANG``/``PYTHONHASHSEED``, and ``setrlimit``: address space
-    ``memory_mb``, CPU seconds, 16 MiB files, no core dumps, no new processes or threads.
-
-    This is NOT a security sandbox (like EvalPlus's ``reliability_guard``). It stops accidents of
-    generated code: infinite loops, memory bombs, fork bombs, huge files, writes in the working
-    tree. It does not stop deliberate attacks: there is no network/mount/PID namespace, seccomp or
-    chroot, so the code can read and write whatever the user can, and open network connections;
-    on the cluster, the Kubernetes NetworkPolicy of the scoring pods denies egress. Run model code
-    only in such a pod or a throwaway container.
-    """
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="safetax-code-") as tmp:
-        (Path(tmp) / "main.py").write_text(program, encoding="utf-8")
-        proc = subprocess.Popen(
-            [sys.executable, "-s", "-P", "-c", _TRAMPOLINE, str(memory_mb), str(math.ceil(timeout_s) + 1)],
-            cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        timed_out = False
-        try:
-            out, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            out, err = proc.communicate()
-    return ExecResult(None if timed_out else proc.returncode, out.decode("utf-8", "replace"),
-                      err.decode("utf-8", "replace")[-4000:], timed_out, time.perf_counter() - start)
-
-
 def _program(code: str, task: Mapping[str, Any], dataset: str, limits: Mapping[str, list[float]]) -> str:
     spec = {"task_id": task["task_id"], "entry_point": task["entry_point"], "dataset": dataset,
             "inputs": {"base": task["base_input"], "plus": task["plus_input"]}, "limits": dict(limits)}
@@ -208,94 +138,12 @@ def _parse(stdout: str) -> dict[str, Any]:
     return rows
 
 
-class _Opaque:
-    """A value the harness could only describe by type name and repr."""
-
-    def __init__(self, type_name: str, text: str) -> None:
-        self.key = (type_name, text)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Opaque) and other.key == self.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-
-def decode(v: Any) -> Any:
-    """Inverse of the harness's tagged-JSON encoding (tuples, sets, dicts, complex, other objects)."""
-    if isinstance(v, list):
-        return [decode(x) for x in v]
-    if not isinstance(v, dict):
-        return v
-    t, x = v.get("$t"), v.get("v")
-    if t == "tuple":
-        return tuple(decode(y) for y in x)
-    if t in ("set", "frozenset"):
-        return (set if t == "set" else frozenset)(decode(y) for y in x)
-    if t == "dict":
-        return {decode(k): decode(y) for k, y in x}
-    if t == "complex":
-        return complex(x[0], x[1])
-    return _Opaque(str(v.get("type")), str(x))
-
-
-def _is_floats(x: Any) -> bool:
-    if isinstance(x, float):
-        return True
-    return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(i, float) for i in x)
-
-
-def _poly(xs: Sequence[float], x: float) -> float:
-    return sum(c * math.pow(x, i) for i, c in enumerate(xs))
-
-
-def _surface_area(edge: float, height: float) -> int:
-    return round(edge**2 + 2 * edge * math.sqrt((edge / 2) ** 2 + height**2))
-
-
-def _digit_distance(a: int, b: int) -> int:
-    sa, sb = str(a), str(b)
-    n = max(len(sa), len(sb))
-    return sum(abs(int(x) - int(y)) for x, y in zip(sa.zfill(n), sb.zfill(n)))
-
-
-def outputs_match(out: Any, exp: Any, inp: Sequence[Any], entry: str, dataset: str, atol: float) -> bool:
-    """EvalPlus's comparison of one decoded output with the expected one (special oracles included)."""
-    try:
-        if dataset == "humaneval" and entry == "find_zero":
-            return abs(_poly(*inp, out)) <= atol
-        exact = bool(out == exp)
-        if dataset == "mbpp":
-            if entry == "are_equivalent":
-                exact = True
-            elif entry == "sum_div":
-                exact = exact or out == 0
-            elif entry == "surface_Area":
-                exact = exact or abs(out - _surface_area(*inp)) <= atol
-            elif entry == "digit_distance_nums":
-                exact = exact or out == _digit_distance(*inp)
-            elif entry in SET_EQ:
-                exact = set(out) == set(exp)
-            elif entry in NOT_NONE:
-                want = exp if isinstance(exp, bool) else exp is not None
-                exact = out == want if isinstance(out, bool) else want == (out is not None)
-        if atol == 0 and _is_floats(exp):
-            atol = 1e-6
-        if exact or atol == 0:
-            return exact
-        if type(out) is not type(exp) or (isinstance(exp, (list, tuple)) and len(out) != len(exp)):
-            return False
-        return bool(np.allclose(out, exp, rtol=1e-07, atol=atol))
-    except Exception:  # noqa: BLE001 - any failure to compare is a mismatch, as in EvalPlus
-        return False
-
-
 def _cache_file(tasks: Mapping[str, Mapping[str, Any]], dataset: str, cache_dir: Path | None) -> Path:
     h = hashlib.sha256(dataset.encode())
     for tid in sorted(tasks):
         t = tasks[tid]
         h.update(json.dumps([tid, t["canonical_solution"], t["base_input"], t["plus_input"]]).encode())
-    root = cache_dir or Path(os.environ.get("SAFETAX_CACHE_DIR", Path.home() / ".cache" / "safetax"))
+    root = cache_dir or cache_root()
     return root / "code-expected" / f"{dataset}-{h.hexdigest()[:16]}.json"
 
 
@@ -353,7 +201,7 @@ def score_code(responses: Sequence[str], items: Sequence[Any], tasks: Mapping[st
         workers: parallel sandboxed subprocesses.
         task_timeout_s: wall-clock cap of one candidate over all its inputs.
         memory_mb: address-space limit of each subprocess.
-        cache_dir: where canonical outputs are cached (default ``$SAFETAX_CACHE_DIR`` or ~/.cache/safetax).
+        cache_dir: where canonical outputs are cached (default ``$SAFETAX_CACHE`` or ~/.cache/safetax).
 
     Returns:
         One Score per response: 1.0 when base and plus tests pass, 0.0 otherwise, None (unscored)

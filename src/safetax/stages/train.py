@@ -16,7 +16,7 @@ from safetax.stages.prepare import SFT_FILE
 from safetax.store import atomic_dir, require_complete, resolve_model, write_json
 from safetax.timing import timed
 from safetax.training.sft import LoopConfig, train_loop
-from safetax.training.targets import TARGET_PRESETS, check_against_model, parse_layers, resolve_targets
+from safetax.training.targets import check_against_model, parse_layers, resolve_targets
 
 log = logging.getLogger(__name__)
 METHODS = ("full", "lora")
