@@ -58,6 +58,7 @@ class CheckpointScores:
     ``extra``: further figures by name, e.g. ``safety:<bench>:<category>`` or
     ``compliance_unsafe:xstest``.
     ``counts``: benchmark -> {"n": responses, "unscored": ...}.
+    ``versions``: benchmark -> its ``VERSION`` ("file" for a plain eval file).
     """
 
     checkpoint: str  # "base" or "<method>/epoch-<k>"
@@ -68,6 +69,7 @@ class CheckpointScores:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     overrefusal: dict[str, float] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +85,7 @@ class CheckpointScores:
             counts={k: {kk: int(vv) for kk, vv in v.items()} for k, v in d.get("counts", {}).items()},
             overrefusal={k: float(v) for k, v in d.get("overrefusal", {}).items()},
             extra={k: float(v) for k, v in d.get("extra", {}).items()},
+            versions={k: str(v) for k, v in d.get("versions", {}).items()},
         )
 
 

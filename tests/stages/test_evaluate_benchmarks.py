@@ -43,6 +43,7 @@ def test_benchmarks_flow_through_the_stages(tiny_model: Path, tmp_path: Path, mo
     assert res.counts["humanevalplus"] == {"n": 4, "unscored": 4}
     assert res.counts["aime24"] == {"n": 4, "unscored": 4} and res.counts["xstest"] == {"n": 4, "unscored": 4}
     assert any(k.startswith("safety:strongreject:") for k in res.extra)
+    assert res.versions == {"strongreject": "1", "xstest": "1", "aime24": "1", "math500": "1", "humanevalplus": "1"}
     # Prompts stay in the artifact store, never in logs or on the console.
     prompts = [r["prompt"] for r in read_jsonl(tmp_path / "gen" / generate.GENERATIONS)]
     out, err = capfd.readouterr()

@@ -22,6 +22,8 @@ PLOT = "tradeoff.png"
 def run(score_dirs: Sequence[Path], out_dir: Path, notes: Sequence[str] = ()) -> pd.DataFrame:
     """Write ``report.md``, ``tradeoff.png`` and ``results.csv`` for the base model and every checkpoint."""
     scores = load_scores(list(score_dirs))
+    versions = sorted({f"{b} v{v}" for s in scores for b, v in s.versions.items()})
+    notes = [*notes, *([f"Benchmark versions: {', '.join(versions)}."] if versions else [])]
     with timed("analytics"), atomic_dir(out_dir) as tmp:
         table = summarize(scores)
         write_report(table, tmp, notes=notes)

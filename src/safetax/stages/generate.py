@@ -89,7 +89,7 @@ def make_backend(cfg: GenerateConfig, model: str) -> GenerationBackend:
 def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None) -> int:
     """Write ``generations.jsonl`` (one record per sample) and ``checkpoints.json``; return the record count."""
     model_ref = resolve_model(cfg.model_uri, "model_uri")
-    items = {es.name: load_eval_set(es)[0] for es in cfg.eval_sets}  # validates every file first
+    loaded = {es.name: load_eval_set(es) for es in cfg.eval_sets}  # validates every file first
     targets = targets_of(model_ref, train_dir)
     records: list[dict[str, Any]] = []
     with timed(f"generate for {len(targets)} model(s)"), atomic_dir(out_dir) as tmp:
@@ -100,7 +100,8 @@ def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None) -> in
             backend = backends[t.model]
             with timed(f"generate {t.checkpoint}"):
                 for es in cfg.eval_sets:
-                    records += _generate_set(backend, t, es, items[es.name], cfg)
+                    items, bench = loaded[es.name]
+                    records += _generate_set(backend, t, es, items, bench.VERSION if bench else "file", cfg)
         write_jsonl(tmp / GENERATIONS, records)
         write_json(tmp / CHECKPOINTS, [asdict(t) for t in targets])
         write_json(tmp / EVAL_SETS, [asdict(es) for es in cfg.eval_sets])  # how score re-reads the benchmarks
@@ -108,7 +109,9 @@ def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None) -> in
     return len(records)
 
 
-def _generate_set(backend: GenerationBackend, t: Target, es: EvalSet, items: list[Item], cfg: GenerateConfig) -> list[dict[str, Any]]:
+def _generate_set(
+    backend: GenerationBackend, t: Target, es: EvalSet, items: list[Item], version: str, cfg: GenerateConfig
+) -> list[dict[str, Any]]:
     prompts = [render_prompt(backend.tokenizer, it.prompt) for it in items]
     sampling = cfg.reasoning_sampling if es.kind == "reasoning" else cfg.safety_sampling
     outs = backend.generate(prompts, sampling, adapter=t.adapter)
@@ -116,5 +119,5 @@ def _generate_set(backend: GenerationBackend, t: Target, es: EvalSet, items: lis
     for it, comps in zip(items, outs, strict=True):
         for k, comp in enumerate(comps):
             g = Generation(t.checkpoint, es.name, es.kind, it.id, k, comp.text, comp.n_tokens, comp.finished)  # type: ignore[arg-type]
-            rows.append({**asdict(g), "prompt": it.prompt, "reference": it.reference, "meta": it.meta})
+            rows.append({**asdict(g), "prompt": it.prompt, "reference": it.reference, "meta": it.meta, "version": version})
     return rows

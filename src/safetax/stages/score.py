@@ -30,6 +30,9 @@ def run(generations_dir: Path, judgements_dir: Path, out_dir: Path) -> list[Chec
     verdicts = {tuple(v[k] for k in KEYS): v for v in read_jsonl(require_complete(judgements_dir, "judgements") / JUDGEMENTS)}
     with timed("score"), atomic_dir(out_dir) as tmp:
         sample_rows = _score_reasoning(gens, [es for es in eval_sets if es.kind == "reasoning"])
+        version = {(g["checkpoint"], g["benchmark"]): g.get("version", "file") for g in gens}
+        for r in sample_rows:
+            r["version"] = version[(r["checkpoint"], r["benchmark"])]
         by_ckpt: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in sample_rows:
             by_ckpt[r["checkpoint"]].append(r)
@@ -84,6 +87,7 @@ def _aggregate(target: dict[str, Any], samples: list[dict[str, Any]], judged: li
         checkpoint=target["checkpoint"], method=target["method"], epoch=int(target["epoch"]),
         reasoning={b: pass_at_1(q) for b, q in correct.items()},
         safety=safety, counts=counts, overrefusal=overrefusal, extra=extra,
+        versions={g["benchmark"]: g.get("version", "file") for g in [*samples, *judged]},
     )
 
 
