@@ -45,7 +45,10 @@ def test_benchmarks_flow_through_the_stages(tiny_model: Path, tmp_path: Path, mo
     assert any(k.startswith("safety:strongreject:") for k in res.extra)
     assert res.versions == {"strongreject": "1", "xstest": "1", "aime24": "1", "math500": "1", "humanevalplus": "1"}
     # Prompts stay in the artifact store, never in logs or on the console.
-    prompts = [r["prompt"] for r in read_jsonl(tmp_path / "gen" / generate.GENERATIONS)]
+    rows = read_jsonl(tmp_path / "gen" / generate.GENERATIONS)
+    assert all(r["prompt"] == "" for r in rows if r["kind"] == "reasoning")  # questions are not stored
+    prompts = [r["prompt"] for r in rows if r["kind"] != "reasoning"]
+    assert len(prompts) == 7 and all(prompts)
     out, err = capfd.readouterr()
     leaked = sum(p in caplog.text or p in out or p in err for p in prompts)
     assert leaked == 0

@@ -119,5 +119,8 @@ def _generate_set(
     for it, comps in zip(items, outs, strict=True):
         for k, comp in enumerate(comps):
             g = Generation(t.checkpoint, es.name, es.kind, it.id, k, comp.text, comp.n_tokens, comp.finished)  # type: ignore[arg-type]
-            rows.append({**asdict(g), "prompt": it.prompt, "reference": it.reference, "meta": it.meta, "version": version})
+            # Judges need the prompt of safety and over-refusal items; reasoning rows leave it out, so
+            # GPQA's questions (never to be stored in plain text) do not land in the artifact store.
+            prompt = it.prompt if es.kind != "reasoning" else ""
+            rows.append({**asdict(g), "prompt": prompt, "reference": it.reference, "meta": it.meta, "version": version})
     return rows
