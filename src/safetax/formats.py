@@ -35,6 +35,16 @@ def split_reasoning(text: str) -> tuple[str, str, bool]:
     return "", text.strip(), False
 
 
+def final_answer(text: str, require_think: bool = True) -> str | None:
+    """The answer part of a response; None when ``require_think`` and the reasoning is not closed.
+
+    >>> final_answer("r\\n</think>\\n\\n42"), final_answer("cut off"), final_answer("plain", require_think=False)
+    ('42', None, 'plain')
+    """
+    _, answer, well_formed = split_reasoning(text)
+    return None if require_think and not well_formed else answer
+
+
 def last_boxed(text: str) -> str | None:
     r"""Content of the last ``\boxed{...}`` in ``text``, braces balanced; None if absent or unclosed.
 

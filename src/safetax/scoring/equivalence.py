@@ -15,7 +15,7 @@ import re
 import threading
 from typing import Any
 
-from safetax.formats import last_boxed, split_reasoning
+from safetax.formats import final_answer, last_boxed, split_reasoning
 from safetax.records import Score
 from safetax.scoring.math import normalize_answer
 
@@ -63,8 +63,8 @@ def extract_final_answer(response: str, require_think: bool = True) -> str | Non
     >>> extract_final_answer("still thinking \\boxed{3}") is None
     True
     """
-    _, answer, well_formed = split_reasoning(response)
-    if require_think and not well_formed:
+    answer = final_answer(response, require_think)
+    if answer is None:
         return None
     boxed = last_boxed(answer)
     if boxed is not None and boxed.strip():

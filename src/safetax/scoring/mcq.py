@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from safetax.formats import last_boxed, split_reasoning
+from safetax.formats import final_answer, last_boxed, split_reasoning
 from safetax.records import Score
 
 LETTERS = "ABCD"
@@ -47,8 +47,8 @@ def extract_choice(response: str, letters: str = LETTERS, require_think: bool = 
     >>> extract_choice("hmm\n</think>\n\nI am not sure.") is None
     True
     """
-    _, answer, well_formed = split_reasoning(response)
-    if require_think and not well_formed:
+    answer = final_answer(response, require_think)
+    if answer is None:
         return None
     boxed = last_boxed(answer)
     if boxed is not None:
