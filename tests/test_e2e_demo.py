@@ -16,9 +16,13 @@ pytestmark = pytest.mark.e2e
 
 
 def test_demo_pipeline_aligns_both_methods(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    import builtins
+
     assets = build_demo()  # cached after the first build
+    print_before = builtins.print
     main(["demo", "--out", str(tmp_path), "--safety-limit", "16", "--reasoning-limit", "32", "--max-new-tokens", "64"])
     out, err = capfd.readouterr()
+    assert builtins.print is print_before  # the local runner's print indentation does not leak out
 
     [results] = list(tmp_path.glob("*/analytics/results"))
     table = pd.read_csv(results / "results.csv").set_index("checkpoint")

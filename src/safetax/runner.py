@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import logging
 import os
@@ -53,5 +54,11 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path) -> Path:
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()), raise_on_error=True)
     func = getattr(pipeline_module(name), PIPELINES[name])
-    task = func(**params)
+    # The local runner indents print() per task by swapping builtins.print; concurrent
+    # ParallelFor tasks restore it out of order and can leave it indented for good.
+    original_print = builtins.print
+    try:
+        task = func(**params)
+    finally:
+        builtins.print = original_print
     return Path(task.output.path)

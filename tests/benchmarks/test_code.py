@@ -23,8 +23,6 @@ def r1(code: str) -> str:
 
 @pytest.fixture(scope="module")
 def he(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    if not HE.is_file():
-        pytest.skip("shared data not available")
     b = get_benchmark("humanevalplus")
     return b, b.load(str(HE)), tmp_path_factory.mktemp("cache")
 
@@ -77,9 +75,7 @@ def test_run_untrusted_limits() -> None:
 
 
 def test_mbppplus_sample_of_canonical_solutions_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not MBPP.is_file():
-        pytest.skip("shared data not available")
-    monkeypatch.setenv("SAFETAX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SAFETAX_CACHE", str(tmp_path))
     b = get_benchmark("mbppplus")
     items = b.load(str(MBPP))
     assert len(items) == 399 and "Your code should pass this test" in items[0].prompt
@@ -89,9 +85,7 @@ def test_mbppplus_sample_of_canonical_solutions_pass(tmp_path: Path, monkeypatch
 
 
 def test_score_reloads_tasks_in_a_fresh_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not HE.is_file():
-        pytest.skip("shared data not available")
-    monkeypatch.setenv("SAFETAX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SAFETAX_CACHE", str(tmp_path))
     monkeypatch.setenv("SAFETAX_DATA_DIR", str(DATA))
     item = Item("HumanEval/2", "p", "", {"task_id": "HumanEval/2", "entry_point": "truncate_number", "atol": 0.0})
     fresh = get_benchmark("humanevalplus")

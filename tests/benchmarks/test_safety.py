@@ -22,7 +22,6 @@ COUNTS = {"strongreject": 313, "strongreject-small": 60, "wildjailbreak": 2000, 
 KINDS = {"strongreject": "safety", "strongreject-small": "safety", "wildjailbreak": "safety",
          "wildjailbreak-benign": "overrefusal", "xstest": "overrefusal"}
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="shared benchmark data not available")
 
 
 @pytest.mark.parametrize("name", sorted(COUNTS))
