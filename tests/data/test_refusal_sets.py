@@ -64,7 +64,6 @@ def test_errors_name_file_row_column(tmp_path: Path) -> None:
 
 
 def test_hub_offline_is_a_clear_fast_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    pytest.importorskip("huggingface_hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # empty cache
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
@@ -75,3 +74,16 @@ def test_hub_offline_is_a_clear_fast_error(monkeypatch: pytest.MonkeyPatch, tmp_
     with pytest.raises(HubUnavailableError, match=r"unreachable.*local path or s3://"):
         fetch_hub_dataset("TianshengHuang/DirectRefusal")
     assert time.monotonic() - t0 < 10
+
+
+def test_benchmark_hub_id_is_tried_only_when_given_and_fails_clearly_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from huggingface_hub import constants
+
+    from safetax.benchmarks.registry import get_benchmark
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"), raising=False)
+    with pytest.raises(HubUnavailableError, match=r"walledai/StrongREJECT is unreachable"):
+        get_benchmark("strongreject").load("walledai/StrongREJECT")
+    with pytest.raises(FileNotFoundError, match=r"'/no/such/file.csv' does not exist"):
+        get_benchmark("strongreject").load("/no/such/file.csv")

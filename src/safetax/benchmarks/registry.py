@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from safetax.records import Score
+from safetax.store import HUB_ID
 
 KINDS = ("safety", "overrefusal", "reasoning")
 # Modules that register benchmarks when imported.
@@ -89,9 +90,17 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 def resolve_data(uri: str | None, default_path: str, what: str) -> Path:
-    """The local file of a benchmark: ``uri`` if given, else ``$SAFETAX_DATA_DIR/default_path``."""
+    """The local file of a benchmark: ``uri`` if given, else ``$SAFETAX_DATA_DIR/default_path``.
+
+    A ``uri`` that is no local file but a hub dataset id (``org/name``) is fetched from the
+    hub: only when asked, and offline that fails at once with a clear error.
+    """
     if uri:
         path = Path(uri.removeprefix("file://")).expanduser()
+        if not path.is_file() and not uri.startswith(("/", ".", "~", "file://")) and HUB_ID.match(uri):
+            from safetax.data.refusal_sets import fetch_hub_dataset
+
+            return fetch_hub_dataset(uri, split="test")
         if not path.is_file():
             raise FileNotFoundError(f"{what}: {uri!r} does not exist")
         return path
