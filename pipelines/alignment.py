@@ -17,11 +17,12 @@ PLATFORM = load_platform()
 DEFAULT_METHODS = [{"method": "lora", "name": "lora-r4", "lora_rank": 4, "target_modules": "mlp"}, {"method": "full", "name": "full"}]
 
 
-def _evaluate(model_uri: str, eval_sets: list, gen_args: dict, judge_args: dict, checkpoints=None) -> dsl.PipelineTask:
+def _evaluate(model_uri: str, eval_sets: list, gen_args: dict, judge_args: dict, equivalence_model: str, checkpoints=None) -> dsl.PipelineTask:
     extra = {"checkpoints": checkpoints} if checkpoints is not None else {}
     gen = place(generate(model_uri=model_uri, eval_sets=eval_sets, **gen_args, **extra), "generate", PLATFORM)
     verdicts = place(judge(generations=gen.outputs["generations"], **judge_args), "judge", PLATFORM)
-    return place(score(generations=gen.outputs["generations"], judgements=verdicts.outputs["judgements"]), "score", PLATFORM)
+    scored = score(equivalence_model=equivalence_model, generations=gen.outputs["generations"], judgements=verdicts.outputs["judgements"])
+    return place(scored, "score", PLATFORM)
 
 
 @dsl.pipeline(name="safetax-alignment", description="Safety SFT of a reasoning model per method config; safety vs reasoning of every epoch.")
@@ -36,6 +37,7 @@ def alignment_pipeline(
     judge_name: str = "refusal",
     judge_model: str = "meta-llama/Llama-Guard-3-8B",
     judge_mode: str = "logit",
+    equivalence_model: str = "",
     safety_max_new_tokens: int = 1024,
     reasoning_samples: int = 8,
     reasoning_temperature: float = 0.6,
@@ -58,6 +60,7 @@ def alignment_pipeline(
         judge_name: Safety judge: refusal (pattern-based, offline) or llama-guard (Llama-Guard-3).
         judge_model: Llama-Guard model directory or hub id (judge_name=llama-guard).
         judge_mode: Llama-Guard mode: logit (one forward pass, P(unsafe)) or generate (generate and parse).
+        equivalence_model: Optional LLM that re-checks math answers math-verify calls different (LoRA paper: Qwen2.5-32B-Instruct); empty = off. Put "score" in the platform's gpu_stages when set.
         safety_max_new_tokens: Token budget of each (greedy) response to a safety prompt.
         reasoning_samples: Samples per reasoning problem; pass@1 averages over them (seeds: 8).
         reasoning_temperature: Sampling temperature for reasoning (seeds: 0.6; 0 = greedy, needs reasoning_samples=1).
@@ -80,12 +83,12 @@ def alignment_pipeline(
     }
     judge_args = {"judge": judge_name, "judge_model": judge_model, "mode": judge_mode}
     data = place(prepare(refusal_uri=refusal_data_uri, model_uri=base_model_uri, max_length=max_length), "prepare", PLATFORM)
-    base = _evaluate(base_model_uri, eval_sets, gen_args, judge_args)
+    base = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model)
     with dsl.ParallelFor(methods) as method:
         trained = place(
             train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"]), "train", PLATFORM
         )
-        scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, checkpoints=trained.outputs["checkpoints"])
+        scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, checkpoints=trained.outputs["checkpoints"])
     report = place(
         analytics(base_scores=base.outputs["scores"], scores=dsl.Collected(scored.outputs["scores"])), "analytics", PLATFORM
     )

@@ -76,14 +76,15 @@ def targets_of(model_ref: str, train_dir: Path | None) -> list[Target]:
     return out
 
 
-def make_backend(cfg: GenerateConfig, model: str) -> GenerationBackend:
-    if cfg.backend == "vllm":
+def make_backend(backend: str, model: str, batch_size: int = 32, tensor_parallel_size: int = 1) -> GenerationBackend:
+    """A generation backend by name (vLLM is imported only when asked for)."""
+    if backend == "vllm":
         from safetax.generation.vllm import VLLMBackend
 
-        return VLLMBackend(model, tensor_parallel_size=cfg.tensor_parallel_size)
+        return VLLMBackend(model, tensor_parallel_size=tensor_parallel_size)
     from safetax.generation.hf import HFBackend
 
-    return HFBackend(model, batch_size=cfg.batch_size)
+    return HFBackend(model, batch_size=batch_size)
 
 
 def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None) -> int:
@@ -96,7 +97,8 @@ def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None) -> in
         backends: dict[str, GenerationBackend] = {}
         for t in targets:
             if t.model not in backends:
-                backends = {t.model: make_backend(cfg, t.model)}  # one model in memory at a time
+                # one model in memory at a time
+                backends = {t.model: make_backend(cfg.backend, t.model, cfg.batch_size, cfg.tensor_parallel_size)}
             backend = backends[t.model]
             with timed(f"generate {t.checkpoint}"):
                 for es in cfg.eval_sets:

@@ -4,32 +4,52 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from safetax.analysis.metrics import pass_at_1, safety_score
+from safetax.config import Checks
 from safetax.data.eval_sets import EvalSet, load_eval_set, score_items
+from safetax.generation.base import GenerationBackend
 from safetax.records import CheckpointScores, read_jsonl, write_jsonl
-from safetax.stages.generate import CHECKPOINTS, EVAL_SETS, GENERATIONS
+from safetax.scoring.llm_equivalence import llm_recheck
+from safetax.stages.generate import BACKENDS, CHECKPOINTS, EVAL_SETS, GENERATIONS, make_backend
 from safetax.stages.judge import JUDGEMENTS
-from safetax.store import atomic_dir, read_json, require_complete, write_json
+from safetax.store import atomic_dir, read_json, require_complete, resolve_model, write_json
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
 SCORES = "scores.json"
 SAMPLE_SCORES = "sample_scores.jsonl"
 KEYS = ("checkpoint", "benchmark", "item_id", "sample")
+MATH_BENCHMARKS = ("aime24", "math500")  # answers an LLM can re-check for equivalence
 
 
-def run(generations_dir: Path, judgements_dir: Path, out_dir: Path) -> list[CheckpointScores]:
+@dataclass(frozen=True)
+class ScoreConfig:
+    # Optional LLM answer-equivalence judge for math benchmarks (LoRA paper: Qwen2.5-32B-Instruct):
+    # a model directory or hub id; empty = math-verify alone. It needs a GPU for the score stage.
+    equivalence_model: str = ""
+    equivalence_backend: str = "hf"  # hf | vllm
+
+    def __post_init__(self) -> None:
+        c = Checks("ScoreConfig")
+        c.one_of("equivalence_backend", self.equivalence_backend, BACKENDS)
+        c.raise_if_any()
+
+
+def run(generations_dir: Path, judgements_dir: Path, out_dir: Path, cfg: ScoreConfig = ScoreConfig()) -> list[CheckpointScores]:
     """Write ``sample_scores.jsonl`` (reasoning samples) and ``scores.json`` (one CheckpointScores each)."""
+    judge_model = resolve_model(cfg.equivalence_model, "equivalence_model") if cfg.equivalence_model else None
     gens = read_jsonl(require_complete(generations_dir, "generations") / GENERATIONS)
     targets = read_json(generations_dir / CHECKPOINTS)
     eval_sets = [EvalSet(**e) for e in read_json(generations_dir / EVAL_SETS)]
     verdicts = {tuple(v[k] for k in KEYS): v for v in read_jsonl(require_complete(judgements_dir, "judgements") / JUDGEMENTS)}
     with timed("score"), atomic_dir(out_dir) as tmp:
-        sample_rows = _score_reasoning(gens, [es for es in eval_sets if es.kind == "reasoning"])
+        recheck = (lambda: make_backend(cfg.equivalence_backend, judge_model)) if judge_model else None
+        sample_rows = _score_reasoning(gens, [es for es in eval_sets if es.kind == "reasoning"], recheck)
         version = {(g["checkpoint"], g["benchmark"]): g.get("version", "file") for g in gens}
         for r in sample_rows:
             r["version"] = version[(r["checkpoint"], r["benchmark"])]
@@ -48,9 +68,13 @@ def run(generations_dir: Path, judgements_dir: Path, out_dir: Path) -> list[Chec
     return results
 
 
-def _score_reasoning(gens: list[dict[str, Any]], eval_sets: list[EvalSet]) -> list[dict[str, Any]]:
-    """Score every reasoning response with its benchmark's scorer, one batch per benchmark."""
+def _score_reasoning(
+    gens: list[dict[str, Any]], eval_sets: list[EvalSet], recheck: Callable[[], GenerationBackend] | None
+) -> list[dict[str, Any]]:
+    """Score every reasoning response with its benchmark's scorer, one batch per benchmark; math
+    mismatches go to the LLM equivalence judge when one is configured (loaded once, on first use)."""
     rows = []
+    judge: GenerationBackend | None = None
     for es in eval_sets:
         items, bench = load_eval_set(es)
         by_id = {it.id: it for it in items}
@@ -58,7 +82,11 @@ def _score_reasoning(gens: list[dict[str, Any]], eval_sets: list[EvalSet]) -> li
         missing = {g["item_id"] for g in mine} - by_id.keys()
         if missing:
             raise ValueError(f"eval set {es.name!r}: {len(missing)} generated item id(s) not in its data, e.g. {sorted(missing)[:3]}")
-        scores = score_items(bench, [g["text"] for g in mine], [by_id[g["item_id"]] for g in mine])
+        mine_items = [by_id[g["item_id"]] for g in mine]
+        scores = score_items(bench, [g["text"] for g in mine], mine_items)
+        if recheck is not None and bench is not None and bench.name in MATH_BENCHMARKS:
+            judge = judge or recheck()
+            scores = llm_recheck(judge, [it.prompt for it in mine_items], [it.reference for it in mine_items], scores)
         rows += [{k: g[k] for k in KEYS} | asdict(s) for g, s in zip(mine, scores, strict=True)]
     return rows
 
