@@ -50,9 +50,6 @@ def run(generations_dir: Path, judgements_dir: Path, out_dir: Path, cfg: ScoreCo
     with timed("score"), atomic_dir(out_dir) as tmp:
         recheck = (lambda: make_backend(cfg.equivalence_backend, judge_model)) if judge_model else None
         sample_rows = _score_reasoning(gens, [es for es in eval_sets if es.kind == "reasoning"], recheck)
-        version = {(g["checkpoint"], g["benchmark"]): g.get("version", "file") for g in gens}
-        for r in sample_rows:
-            r["version"] = version[(r["checkpoint"], r["benchmark"])]
         by_ckpt: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in sample_rows:
             by_ckpt[r["checkpoint"]].append(r)
@@ -87,7 +84,7 @@ def _score_reasoning(
         if recheck is not None and bench is not None and bench.name in MATH_BENCHMARKS:
             judge = judge or recheck()
             scores = llm_recheck(judge, [it.prompt for it in mine_items], [it.reference for it in mine_items], scores)
-        rows += [{k: g[k] for k in KEYS} | asdict(s) for g, s in zip(mine, scores, strict=True)]
+        rows += [{k: g[k] for k in KEYS} | {"version": g.get("version", "file")} | asdict(s) for g, s in zip(mine, scores, strict=True)]
     return rows
 
 
