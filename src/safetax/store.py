@@ -37,6 +37,12 @@ def local_path(uri: str, what: str) -> Path:
     return path
 
 
+def is_hub_id(uri: str) -> bool:
+    """True for ``org/name`` that is not an existing local path (paths starting with /, ., ~ or
+    file:// never match the pattern)."""
+    return bool(HUB_ID.match(uri)) and not Path(uri).expanduser().exists()
+
+
 def resolve_model(uri: str, what: str = "model") -> str:
     """A model reference that ``from_pretrained`` accepts: an existing local directory or a hub id."""
     if uri.startswith("s3://"):
@@ -46,7 +52,7 @@ def resolve_model(uri: str, what: str = "model") -> str:
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise StoreError(f"{what}: {uri!r} is a directory without config.json or adapter_config.json")
         return str(path)
-    if uri.startswith(("/", ".", "~", "file://")) or not HUB_ID.match(uri):
+    if not is_hub_id(uri):
         raise StoreError(f"{what}: {uri!r} does not exist (expected a model directory or a hub id 'org/name')")
     return uri
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from safetax.records import Score
-from safetax.store import HUB_ID
+from safetax.store import is_hub_id
 
 KINDS = ("safety", "overrefusal", "reasoning")
 # Modules that register benchmarks when imported.
@@ -96,11 +96,11 @@ def resolve_data(uri: str | None, default_path: str, what: str) -> Path:
     hub: only when asked, and offline that fails at once with a clear error.
     """
     if uri:
-        path = Path(uri.removeprefix("file://")).expanduser()
-        if not path.is_file() and not uri.startswith(("/", ".", "~", "file://")) and HUB_ID.match(uri):
+        if is_hub_id(uri):
             from safetax.data.refusal_sets import fetch_hub_dataset
 
             return fetch_hub_dataset(uri, split="test")
+        path = Path(uri.removeprefix("file://")).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"{what}: {uri!r} does not exist")
         return path

@@ -94,12 +94,11 @@ def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None) -> in
     targets = targets_of(model_ref, train_dir)
     records: list[dict[str, Any]] = []
     with timed(f"generate for {len(targets)} model(s)"), atomic_dir(out_dir) as tmp:
-        backends: dict[str, GenerationBackend] = {}
+        current, backend = "", None  # one model in memory at a time; adapters share their base
         for t in targets:
-            if t.model not in backends:
-                # one model in memory at a time
-                backends = {t.model: make_backend(cfg.backend, t.model, cfg.batch_size, cfg.tensor_parallel_size)}
-            backend = backends[t.model]
+            if backend is None or t.model != current:
+                backend = None  # release the previous model before loading the next
+                current, backend = t.model, make_backend(cfg.backend, t.model, cfg.batch_size, cfg.tensor_parallel_size)
             with timed(f"generate {t.checkpoint}"):
                 for es in cfg.eval_sets:
                     items, bench = loaded[es.name]

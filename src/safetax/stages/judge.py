@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 JUDGEMENTS = "judgements.jsonl"
 JUDGES = ("refusal", "llama-guard")
 GUARD_MODES = ("logit", "generate")
-KEYS = ("checkpoint", "benchmark", "item_id", "sample")
+KEYS = ("checkpoint", "benchmark", "item_id", "sample")  # identifies one response across stages
 
 
 @dataclass(frozen=True)

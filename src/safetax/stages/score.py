@@ -16,14 +16,13 @@ from safetax.generation.base import GenerationBackend
 from safetax.records import CheckpointScores, read_jsonl, write_jsonl
 from safetax.scoring.llm_equivalence import llm_recheck
 from safetax.stages.generate import BACKENDS, CHECKPOINTS, EVAL_SETS, GENERATIONS, make_backend
-from safetax.stages.judge import JUDGEMENTS
+from safetax.stages.judge import JUDGEMENTS, KEYS
 from safetax.store import atomic_dir, read_json, require_complete, resolve_model, write_json
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
 SCORES = "scores.json"
 SAMPLE_SCORES = "sample_scores.jsonl"
-KEYS = ("checkpoint", "benchmark", "item_id", "sample")
 MATH_BENCHMARKS = ("aime24", "math500")  # answers an LLM can re-check for equivalence
 
 
