@@ -39,3 +39,20 @@ def refusal_file(tmp_path: Path) -> Path:
     rows = [{"prompt": f"Explain restricted task {i}.", "refusal": "I'm sorry, but I can't help with that."} for i in range(20)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 server (SeaweedFS) on free loopback ports for the whole session, stopped by PID."""
+    from safetax.testing.seaweedfs import seaweedfs
+
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture()
+def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch):
+    """SAFETAX_S3_* pointing at the test server, as the Helm chart sets them on a cluster."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server

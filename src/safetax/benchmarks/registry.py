@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from safetax.records import Score
-from safetax.store import is_hub_id
+from safetax.store import fetch, is_hub_id, is_s3
 
 KINDS = ("safety", "overrefusal", "reasoning")
 # Modules that register benchmarks when imported.
@@ -92,9 +92,12 @@ def get_benchmark(name: str) -> Benchmark:
 def resolve_data(uri: str | None, default_path: str, what: str) -> Path:
     """The local file of a benchmark: ``uri`` if given, else ``$SAFETAX_DATA_DIR/default_path``.
 
-    A ``uri`` that is no local file but a hub dataset id (``org/name``) is fetched from the
-    hub: only when asked, and offline that fails at once with a clear error.
+    An ``s3://`` uri is downloaded (and cached) through the artifact store. A ``uri`` that is
+    no local file but a hub dataset id (``org/name``) is fetched from the hub: only when
+    asked, and offline that fails at once with a clear error.
     """
+    if uri and is_s3(uri):
+        return fetch(uri, what)
     if uri:
         if is_hub_id(uri):
             from safetax.data.refusal_sets import fetch_hub_dataset

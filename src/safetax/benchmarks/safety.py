@@ -93,7 +93,7 @@ class _SafetySet:
         """Read and validate the benchmark file and build its items.
 
         Args:
-            uri: local path or ``file://`` URI; default ``$SAFETAX_DATA_DIR/<default_path>``.
+            uri: local path, ``file://`` or ``s3://`` URI, or a hub dataset id; default ``$SAFETAX_DATA_DIR/<default_path>``.
             limit: keep the first ``limit`` items after filtering; 0 keeps all.
 
         Returns:

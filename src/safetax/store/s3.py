@@ -1,0 +1,319 @@
+"""``s3://bucket/prefix`` on MinIO or any S3 API, through the ``minio`` client.
+
+Connection settings come from the environment (the Helm chart fills them from a
+Kubernetes Secret): ``SAFETAX_S3_ENDPOINT`` (``http://host:port``, ``https://...``
+or ``host:port``; default ``s3.amazonaws.com``), ``SAFETAX_S3_ACCESS_KEY``,
+``SAFETAX_S3_SECRET_KEY``, ``SAFETAX_S3_REGION`` and, for a self-signed endpoint,
+``SAFETAX_S3_INSECURE=1``. The ``AWS_*`` names are read as fallbacks.
+
+Publishing a directory to ``s3://b/p`` uploads every file under a fresh upload id
+(``p/<upload-id>/<path>``, large files in 8 MiB multipart parts) and then writes
+``p/MANIFEST.json`` with each file's key, sha256 and size. The manifest is the
+commit point: a reader lists and downloads only what it names, so a writer that
+dies half-way leaves nothing a reader can see, and a republish replaces the
+manifest in one PUT. Downloads resume from a partial file, are checked against
+the manifest, and are cached by digest. Transient errors are retried with
+exponential backoff; credentials never appear in logs or errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from safetax.store.local import COMPLETE, StoreError, atomic_dir
+from safetax.store.manifest import MANIFEST, Manifest, ManifestError, sha256_file
+from safetax.timing import progress_bar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+PART_SIZE = 8 << 20
+_RETRYABLE_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "ServerError", "OperationAborted"}
+_AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix").
+
+    >>> parse_uri("s3://runs/demo/train/")
+    ('runs', 'demo/train')
+    """
+    if not uri.startswith("s3://"):
+        raise StoreError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise StoreError(f"{uri!r} has no bucket (expected s3://bucket/prefix)")
+    return bucket, key.strip("/")
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint: str = "s3.amazonaws.com"
+    secure: bool = True
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    region: str | None = None
+    cert_check: bool = True
+
+    @classmethod
+    def from_env(cls) -> S3Settings:
+        raw = _env("SAFETAX_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL") or "https://s3.amazonaws.com"
+        secure = not raw.startswith("http://")
+        endpoint = raw.removeprefix("http://").removeprefix("https://").rstrip("/")
+        return cls(
+            endpoint=endpoint,
+            secure=secure,
+            access_key=_env("SAFETAX_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
+            secret_key=_env("SAFETAX_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
+            region=_env("SAFETAX_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+            cert_check=os.environ.get("SAFETAX_S3_INSECURE", "") not in ("1", "true"),
+        )
+
+    def redact(self, text: str) -> str:
+        """``text`` with the credentials blanked, for any message that could echo them."""
+        for secret in (self.secret_key, self.access_key):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+class _Progress:
+    """The progress protocol of the minio client (``set_meta``/``update``), forwarding byte counts."""
+
+    def __init__(self, on_bytes: Callable[[int], None]) -> None:
+        self.on_bytes = on_bytes
+
+    def set_meta(self, object_name: str, total_length: int) -> None:
+        pass
+
+    def update(self, size: int) -> None:
+        self.on_bytes(size)
+
+
+class S3Store:
+    """Publish and fetch directories and files under ``s3://`` URIs."""
+
+    def __init__(self, settings: S3Settings | None = None, retries: int = 5, backoff_s: float = 0.5, part_size: int = PART_SIZE) -> None:
+        import urllib3
+        from minio import Minio
+
+        self.settings = settings or S3Settings.from_env()
+        self.retries, self.backoff_s, self.part_size = retries, backoff_s, part_size
+        s = self.settings
+        # Our own retry loop (below) handles transient errors; the pool only times out.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=10, read=300), retries=urllib3.Retry(total=0, redirect=0), maxsize=8,
+            cert_reqs="CERT_REQUIRED" if s.cert_check else "CERT_NONE",
+        )
+        self.client = Minio(s.endpoint, access_key=s.access_key, secret_key=s.secret_key, secure=s.secure,
+                            region=s.region, http_client=http, cert_check=s.cert_check)
+
+    # -- errors and retries -------------------------------------------------------------
+    def _call(self, what: str, uri: str, fn: Callable[[], T]) -> T:
+        from minio.error import S3Error, ServerError
+        from urllib3.exceptions import HTTPError
+
+        for attempt in range(1, self.retries + 1):
+            try:
+                return fn()
+            except S3Error as e:
+                if e.code in _AUTH_CODES:
+                    raise StoreError(
+                        f"{what} {uri}: access denied by {self.settings.endpoint} ({e.code}); check the credentials in "
+                        "SAFETAX_S3_ACCESS_KEY / SAFETAX_S3_SECRET_KEY (values not shown)"
+                    ) from None
+                if e.code == "NoSuchBucket":
+                    raise StoreError(f"{what} {uri}: bucket does not exist on {self.settings.endpoint}") from None
+                if e.code not in _RETRYABLE_CODES or attempt == self.retries:
+                    raise StoreError(self.settings.redact(f"{what} {uri}: {e.code}: {e.message}")) from None
+                reason = e.code
+            except (ServerError, HTTPError, ConnectionError, TimeoutError) as e:
+                if attempt == self.retries:
+                    raise StoreError(self.settings.redact(
+                        f"{what} {uri}: {self.settings.endpoint} unreachable after {attempt} attempt(s): {type(e).__name__}: {e}"
+                    )) from None
+                reason = type(e).__name__
+            delay = self.backoff_s * 2 ** (attempt - 1)
+            log.warning("%s %s: %s, retry %d/%d in %.1fs", what, uri, reason, attempt, self.retries - 1, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # -- publishing -----------------------------------------------------------------------
+    def ensure_bucket(self, bucket: str) -> None:
+        uri = f"s3://{bucket}"
+        if not self._call("checking bucket", uri, lambda: self.client.bucket_exists(bucket)):
+            self._call("creating bucket", uri, lambda: self.client.make_bucket(bucket))
+
+    def publish(self, local_dir: Path, uri: str, on_bytes: Callable[[int], None] | None = None) -> Manifest:
+        """Upload every file of ``local_dir`` under ``uri``, then its manifest (the commit point)."""
+        bucket, prefix = parse_uri(uri)
+        if not Path(local_dir).is_dir():
+            raise StoreError(f"publish: {local_dir} is not a directory")
+        upload_id = f"u{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        manifest = Manifest.of_dir(Path(local_dir), upload_id)
+        self.ensure_bucket(bucket)
+        start = time.perf_counter()
+        with progress_bar(manifest.total_bytes, f"upload {uri}", unit="B") as bar:
+            def count(n: int) -> None:
+                bar.update(n)
+                if on_bytes is not None:
+                    on_bytes(n)
+
+            for f in manifest.files:
+                key = _join(prefix, f.key)
+                self._call("uploading", f"s3://{bucket}/{key}", lambda f=f, key=key: self.client.fput_object(
+                    bucket, key, str(Path(local_dir) / f.path), part_size=self.part_size, progress=_Progress(count)))
+        data = manifest.to_json().encode()
+        import io
+
+        self._call("publishing manifest", uri, lambda: self.client.put_object(
+            bucket, _join(prefix, MANIFEST), io.BytesIO(data), len(data), content_type="application/json"))
+        log.info("published %d file(s), %.1f MB to %s in %.2fs", len(manifest.files), manifest.total_bytes / 1e6, uri,
+                 time.perf_counter() - start)
+        return manifest
+
+    # -- reading --------------------------------------------------------------------------
+    def manifest(self, uri: str) -> Manifest | None:
+        """The manifest published at ``uri``, or None when there is none (nothing complete there)."""
+        from minio.error import S3Error
+
+        bucket, prefix = parse_uri(uri)
+        key = _join(prefix, MANIFEST)
+
+        def get() -> bytes | None:
+            try:
+                resp = self.client.get_object(bucket, key)
+            except S3Error as e:
+                if e.code in ("NoSuchKey", "NoSuchObject"):
+                    return None
+                raise
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        text = self._call("reading manifest", uri, get)
+        return None if text is None else Manifest.from_json(text, f"{uri}/{MANIFEST}")
+
+    def list(self, uri: str) -> list[str]:
+        """The paths a reader may see under ``uri``: those of its manifest (none while an upload is in flight)."""
+        m = self.manifest(uri)
+        return [f.path for f in m.files] if m else []
+
+    def fetch(self, uri: str, cache: Path, what: str = "input") -> Path:
+        """A local path for ``uri``: a published directory (by manifest) or a single object, cached by digest."""
+        m = self.manifest(uri)
+        if m is not None:
+            return self._fetch_dir(uri, m, cache)
+        return self._fetch_object(uri, cache, what)
+
+    def _fetch_dir(self, uri: str, m: Manifest, cache: Path) -> Path:
+        final = cache / "dirs" / m.digest
+        if (final / COMPLETE).is_file():
+            log.info("%s: cached at %s", uri, final)
+            return final
+        bucket, prefix = parse_uri(uri)
+        start = time.perf_counter()
+        with atomic_dir(final) as tmp:
+            for f in m.files:
+                blob = self._blob(f"s3://{bucket}/{_join(prefix, f.key)}", f.sha256, f.size, cache)
+                dest = tmp / f.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(blob, dest)
+                except OSError:
+                    shutil.copyfile(blob, dest)
+        log.info("fetched %s (%d files, %.1f MB) in %.2fs", uri, len(m.files), m.total_bytes / 1e6, time.perf_counter() - start)
+        return final
+
+    def _fetch_object(self, uri: str, cache: Path, what: str) -> Path:
+        from minio.error import S3Error
+
+        bucket, key = parse_uri(uri)
+
+        def stat() -> Any:
+            try:
+                return self.client.stat_object(bucket, key)
+            except S3Error as e:
+                if e.code in ("NoSuchKey", "NoSuchObject"):
+                    return None
+                raise
+
+        info = self._call("reading", uri, stat) if key else None
+        if info is None:
+            raise StoreError(f"{what}: {uri} is neither a published directory (no {MANIFEST}) nor an object")
+        # A plain object (a data file put there by a user) has no manifest: key its cache entry by ETag and size.
+        ident = hashlib.sha256(f"{uri}\n{info.etag}\n{info.size}".encode()).hexdigest()
+        final = cache / "objects" / ident / Path(key).name
+        if final.is_file() and final.stat().st_size == info.size:
+            return final
+        part = self._download(bucket, key, final.parent / f".{final.name}.part", info.size)
+        os.replace(part, final)
+        return final
+
+    def _blob(self, object_uri: str, sha256: str, size: int, cache: Path) -> Path:
+        """The content-addressed cache file of one manifest entry, downloaded (and resumed) if missing."""
+        final = cache / "blobs" / sha256[:2] / sha256
+        if final.is_file():
+            return final
+        bucket, key = parse_uri(object_uri)
+        part = final.parent / f".{sha256}.part"
+        for attempt in (1, 2):
+            self._download(bucket, key, part, size)
+            actual = sha256_file(part)
+            if actual == sha256:
+                os.replace(part, final)
+                return final
+            part.unlink()  # a corrupt partial file or a changed object: start over once
+            log.warning("%s: sha256 mismatch (attempt %d), downloading again", object_uri, attempt)
+        raise ManifestError(f"{object_uri}: content does not match its manifest (sha256 {actual[:12]}... != {sha256[:12]}...)")
+
+    def _download(self, bucket: str, key: str, part: Path, size: int) -> Path:
+        """Download into ``part``, resuming from its current length; the caller verifies the content."""
+        uri = f"s3://{bucket}/{key}"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        if part.exists() and part.stat().st_size > size:
+            part.unlink()
+        part.touch()
+        offset = part.stat().st_size
+        if offset:
+            log.info("%s: resuming download at byte %d of %d", uri, offset, size)
+
+        def get() -> None:
+            done = part.stat().st_size
+            if done >= size:
+                return
+            resp = self.client.get_object(bucket, key, offset=done)
+            try:
+                with part.open("ab") as out:
+                    for chunk in resp.stream(1 << 20):
+                        out.write(chunk)
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        self._call("downloading", uri, get)  # each retry resumes where the last attempt stopped
+        if part.stat().st_size != size:
+            raise StoreError(f"downloading {uri}: got {part.stat().st_size} bytes, expected {size}")
+        return part
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}/{key}" if prefix else key
