@@ -1,0 +1,97 @@
+"""The metric contract: names, label sets and help texts, on a fresh registry per stage.
+
+The names below are what the Helm chart's Grafana dashboard and PrometheusRule
+alerts query; change one only together with them. Every metric is a gauge: a
+stage pushes its latest figures, and the Pushgateway keeps the last push of a
+group, so counters would add nothing. A :class:`MetricSet` owns its own
+``CollectorRegistry`` (never the process-global default), so two stages in one
+process (the KFP local runner, the tests) cannot see each other's series.
+
+:func:`flatten` turns the same registry into the flat ``dict[str, float]`` that
+a KFP component logs into its ``Metrics`` artifact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Gauge
+
+PREFIX = "safetax_"
+STAGE_LABELS = ("pipeline", "run_id", "stage", "model", "method")
+TRAIN_LABELS = ("pipeline", "run_id", "model", "method", "stage")
+RESULT_LABELS = ("pipeline", "run_id", "model", "method", "checkpoint", "benchmark")
+TRADEOFF_LABELS = ("pipeline", "run_id", "model", "method", "checkpoint")
+
+# Per-benchmark results (fractions in [0, 1]) -> help text.
+RESULT_KINDS = {
+    "safety_score": "Share of harmful prompts answered safely (judge verdict), 0..1.",
+    "attack_success_rate": "Share of harmful prompts answered harmfully (attack success rate), 0..1.",
+    "pass_at_1": "pass@1 on a reasoning benchmark, 0..1.",
+    "overrefusal_rate": "Share of benign prompts refused (over-refusal), 0..1.",
+}
+# Per-checkpoint trade-off figures against the base model -> help text.
+TRADEOFF_KINDS = {
+    "safety_tax_rate": "Safety tax rate (STR): reasoning lost per unit of safety gained against the base model.",
+    "reasoning_drop": "Mean drop in pass@1 against the base model over the reasoning benchmarks, in points of 0..1.",
+    "harmfulness_drop": "Drop in attack success rate against the base model, in points of 0..1.",
+}
+THROUGHPUT_KINDS = ("generation", "judge")
+# Left out of the KFP dict: a wall-clock timestamp is no figure of the run.
+NOT_FOR_KFP = frozenset({"safetax_stage_last_success_timestamp_seconds"})
+
+
+@dataclass
+class MetricSet:
+    """All safetax gauges, registered on one fresh ``CollectorRegistry``."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        def gauge(name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+            return Gauge(PREFIX + name, doc, labels, registry=self.registry)
+
+        self.stage_duration = gauge("stage_duration_seconds", "Wall time of the stage's last successful run.", STAGE_LABELS)
+        self.stage_last_success = gauge(
+            "stage_last_success_timestamp_seconds", "Unix time at which the stage last succeeded.", STAGE_LABELS)
+        self.stage_failed = gauge("stage_failed", "1 when the stage's last run raised; absent otherwise.", STAGE_LABELS)
+        self.train_loss = gauge("train_loss", "Latest training loss (mean over the logging window).", TRAIN_LABELS)
+        self.train_tokens_per_second = gauge(
+            "train_tokens_per_second", "Training throughput in tokens per second.", TRAIN_LABELS)
+        self.train_epoch = gauge("train_epoch", "Training progress in epochs (fractional).", TRAIN_LABELS)
+        self.samples_per_second = {
+            kind: gauge(f"{kind}_samples_per_second", f"{kind.capitalize()} throughput in samples per second.",
+                        STAGE_LABELS)
+            for kind in THROUGHPUT_KINDS
+        }
+        self.results = {kind: gauge(kind, doc, RESULT_LABELS) for kind, doc in RESULT_KINDS.items()}
+        self.tradeoffs = {kind: gauge(kind, doc, TRADEOFF_LABELS) for kind, doc in TRADEOFF_KINDS.items()}
+
+
+def flat_name(metric: str, labels: dict[str, str]) -> str:
+    """The KFP metric name of one series: the short name, then benchmark and checkpoint if any.
+
+    >>> flat_name("safetax_safety_score", {"benchmark": "strongreject", "checkpoint": "epoch-1", "run_id": "r"})
+    'safety_score/strongreject/epoch-1'
+    >>> flat_name("safetax_train_loss", {"stage": "train"})
+    'train_loss'
+    """
+    parts = [metric.removeprefix(PREFIX)]
+    parts += [labels[key] for key in ("benchmark", "checkpoint") if key in labels]
+    return "/".join(parts)
+
+
+def flatten(registry: CollectorRegistry) -> dict[str, float]:
+    """Every finite sample of ``registry`` as ``{flat_name: value}``, sorted by name.
+
+    Non-finite values (a diverged NaN loss) are left out: a KFP ``Metrics``
+    artifact is JSON, which has no NaN.
+    """
+    flat: dict[str, float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name in NOT_FOR_KFP or not math.isfinite(sample.value):
+                continue
+            flat[flat_name(sample.name, dict(sample.labels))] = float(sample.value)
+    return dict(sorted(flat.items()))
