@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: demo test test-fast compile bench clean
+.PHONY: demo test test-fast compile bench images clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "safetax needs Python >= 3.11"'
@@ -29,6 +29,32 @@ compile: $(STAMP)  ## recompile the golden pipeline YAML
 
 bench: $(STAMP)  ## benchmarks that print ratios
 	for b in bench/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
+
+# Container images, one per dependency profile (images/*.Dockerfile, built from the repository root).
+# `python -m safetax.images` names them (standard library only, so no .venv is needed):
+# <registry>/safetax-<profile>:<package version>, registry from $SAFETAX_IMAGE_REGISTRY (default ghcr.io/safetax).
+#   make images [IMAGE_PROFILES="train vllm cpu"] [PUSH=1] [CONTAINER_ENGINE=podman]
+#               [IMAGE_BUILD_ARGS="--build-arg TORCH_VERSION=... --build-arg BASE_IMAGE=..."]
+CONTAINER_ENGINE ?= docker
+PUSH ?= 0
+IMAGE_PROFILES ?=
+IMAGE_BUILD_ARGS ?=
+comma := ,
+# One word per image: "profile,image,dockerfile".
+IMAGE_TABLE = $(shell $(if $(SAFETAX_IMAGE_REGISTRY),SAFETAX_IMAGE_REGISTRY=$(SAFETAX_IMAGE_REGISTRY)) PYTHONPATH=src \
+	$(PYTHON) -m safetax.images $(IMAGE_PROFILES) | tr ' ' ',')
+IMAGE_REVISION = $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# $(call image_recipe,PROFILE IMAGE DOCKERFILE): build, tag with the package version, push if PUSH=1.
+define image_recipe
+$(strip $(CONTAINER_ENGINE) build --file $(word 3,$(1)) --tag $(word 2,$(1)) --build-arg VERSION=$(lastword $(subst :, ,$(word 2,$(1)))) \
+	--build-arg REVISION=$(IMAGE_REVISION) $(IMAGE_BUILD_ARGS) .)
+$(if $(filter 1,$(PUSH)),$(CONTAINER_ENGINE) push $(word 2,$(1)))
+
+endef
+
+images:  ## build the train, vllm and cpu images (PUSH=1 also pushes them)
+	$(if $(IMAGE_TABLE),,$(error python -m safetax.images named no image (see its error above)))
+	$(foreach row,$(IMAGE_TABLE),$(call image_recipe,$(subst $(comma), ,$(row))))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,8 +1,11 @@
-"""The container images of the components; tags follow the package version (never :latest)."""
+"""The components' container images, from ``safetax.images`` (tags follow the package version, never :latest).
 
-from safetax import __version__
+Read when the components are imported (at pipeline compile time): set ``SAFETAX_IMAGE_REGISTRY``
+before compiling to point a pipeline at another registry.
+"""
 
-REGISTRY = "ghcr.io/safetax"
-# One image per dependency profile, not per stage (built from images/ in the platform issue).
-TRAIN_IMAGE = f"{REGISTRY}/safetax-train:{__version__}"  # CUDA torch, transformers, peft
-CPU_IMAGE = f"{REGISTRY}/safetax-cpu:{__version__}"  # data prep, scoring, analytics
+from safetax.images import image
+
+TRAIN_IMAGE = image("train")  # LoRA and full fine-tuning: CUDA torch, transformers, peft, accelerate
+VLLM_IMAGE = image("vllm")  # generation and judging: vLLM (and the transformers backend)
+CPU_IMAGE = image("cpu")  # data prep, scoring, code execution, analytics
