@@ -24,8 +24,9 @@ test: $(STAMP)  ## all tests, end-to-end ones included
 test-fast: $(STAMP)  ## unit tests only
 	$(VENV)/bin/python -m pytest -m "not e2e" $(ARGS)
 
-compile: $(STAMP)  ## recompile the golden pipeline YAML
+compile: $(STAMP)  ## recompile the golden pipeline YAML and the custom resources in k8s/pipelines
 	$(VENV)/bin/safetax compile --out pipelines/compiled
+	$(VENV)/bin/safetax compile --k8s-manifests --out k8s/pipelines
 
 bench: $(STAMP)  ## benchmarks that print ratios
 	for b in bench/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done

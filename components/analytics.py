@@ -1,19 +1,26 @@
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Output
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
 
 from components._image import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def analytics(base_scores: Input[Dataset], scores: Input[List[Dataset]], results: Output[Dataset], report: Output[Markdown]):
+def analytics(base_model: str, run_id: str, store_uri: str, base_scores: Input[Dataset], scores: Input[List[Dataset]],
+              results: Output[Dataset], report: Output[Markdown], metrics: Output[Metrics]):
     """Safety vs reasoning of every checkpoint: table, STR, Pareto front, plot, report."""
     from pathlib import Path
 
     from safetax.stages import analytics as stage
+    from safetax.stages.runtime import RunContext, stage_run
     from safetax.timing import setup_logging
 
     setup_logging()
-    stage.run([Path(base_scores.path)] + [Path(s.path) for s in scores], Path(results.path))
-    Path(report.path).write_text(stage.inline_report(Path(results.path)))
+    ctx = RunContext(run_id, store_uri, base_model)
+    with stage_run("analytics", ctx, Path(results.path)) as tel:
+        table = stage.run([Path(base_scores.path)] + [Path(s.path) for s in scores], Path(results.path))
+        Path(report.path).write_text(stage.inline_report(Path(results.path)))
+        tradeoffs = stage.push_tradeoffs(table, ctx, Path(results.path))
+    for name, value in {**tel.kfp_metrics(), **tradeoffs}.items():
+        metrics.log_metric(name, value)

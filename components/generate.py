@@ -1,12 +1,12 @@
 from typing import Optional
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components._image import TRAIN_IMAGE
+from components._image import VLLM_IMAGE
 
 
-@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=VLLM_IMAGE, install_kfp_package=False)
 def generate(
     model_uri: str,
     eval_sets: list,
@@ -19,15 +19,20 @@ def generate(
     backend: str,
     tensor_parallel_size: int,
     seed: int,
+    run_id: str,
+    store_uri: str,
     generations: Output[Dataset],
+    metrics: Output[Metrics],
     checkpoints: Optional[Input[Model]] = None,
 ):
     """Responses of the base model, or of every epoch checkpoint when `checkpoints` is given."""
+    import time
     from pathlib import Path
 
     from safetax.data.eval_sets import EvalSet
     from safetax.generation.base import SamplingConfig
     from safetax.stages import generate as stage
+    from safetax.stages.runtime import RunContext, stage_run
     from safetax.timing import setup_logging
 
     setup_logging()
@@ -43,4 +48,11 @@ def generate(
         backend=backend,
         tensor_parallel_size=tensor_parallel_size,
     )
-    stage.run(cfg, Path(generations.path), Path(checkpoints.path) if checkpoints is not None else None)
+    train_dir = Path(checkpoints.path) if checkpoints is not None else None
+    method = stage.targets_of(model_uri, train_dir)[0].method if train_dir is not None else "base"
+    with stage_run("generate", RunContext(run_id, store_uri, model_uri), Path(generations.path), method) as tel:
+        start = time.perf_counter()
+        n = stage.run(cfg, Path(generations.path), train_dir)
+        tel.samples_per_second("generation", n / (time.perf_counter() - start))
+    for name, value in tel.kfp_metrics().items():
+        metrics.log_metric(name, value)

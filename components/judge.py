@@ -1,16 +1,26 @@
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Output
+from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components._image import TRAIN_IMAGE
+from components._image import VLLM_IMAGE
 
 
-@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def judge(judge: str, judge_model: str, mode: str, generations: Input[Dataset], judgements: Output[Dataset]):
+@dsl.component(base_image=VLLM_IMAGE, install_kfp_package=False)
+def judge(judge: str, judge_model: str, mode: str, base_model: str, run_id: str, store_uri: str, generations: Input[Dataset],
+          judgements: Output[Dataset], metrics: Output[Metrics]):
     """Safety verdicts (safe / unsafe / unscored) for safety prompts; refusals for over-refusal prompts."""
+    import time
     from pathlib import Path
 
     from safetax.stages import judge as stage
+    from safetax.stages.runtime import RunContext, method_of_generations, stage_run
     from safetax.timing import setup_logging
 
     setup_logging()
-    stage.run(stage.JudgeConfig(judge=judge, judge_model=judge_model, mode=mode), Path(generations.path), Path(judgements.path))
+    cfg = stage.JudgeConfig(judge=judge, judge_model=judge_model, mode=mode)
+    method = method_of_generations(Path(generations.path))
+    with stage_run("judge", RunContext(run_id, store_uri, base_model), Path(judgements.path), method) as tel:
+        start = time.perf_counter()
+        counts = stage.run(cfg, Path(generations.path), Path(judgements.path))
+        tel.samples_per_second("judge", sum(counts.values()) / (time.perf_counter() - start))
+    for name, value in tel.kfp_metrics().items():
+        metrics.log_metric(name, value)

@@ -5,17 +5,19 @@ from components._image import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def score(
-    equivalence_model: str, generations: Input[Dataset], judgements: Input[Dataset], scores: Output[Dataset], metrics: Output[Metrics]
-):
+def score(equivalence_model: str, base_model: str, run_id: str, store_uri: str, generations: Input[Dataset],
+          judgements: Input[Dataset], scores: Output[Dataset], metrics: Output[Metrics]):
     """Reasoning accuracy, safety and over-refusal of every evaluated checkpoint."""
     from pathlib import Path
 
     from safetax.stages import score as stage
+    from safetax.stages.runtime import RunContext, method_of_generations, record_scores, stage_run
     from safetax.timing import setup_logging
 
     setup_logging()
     cfg = stage.ScoreConfig(equivalence_model=equivalence_model)
-    for r in stage.run(Path(generations.path), Path(judgements.path), Path(scores.path), cfg):
-        for bench, v in {**r.reasoning, **r.safety}.items():
-            metrics.log_metric(f"{r.checkpoint}:{bench}", round(v, 4))
+    method = method_of_generations(Path(generations.path))
+    with stage_run("score", RunContext(run_id, store_uri, base_model), Path(scores.path), method) as tel:
+        record_scores(tel, stage.run(Path(generations.path), Path(judgements.path), Path(scores.path), cfg))
+    for name, value in tel.kfp_metrics().items():
+        metrics.log_metric(name, value)

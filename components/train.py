@@ -1,19 +1,24 @@
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components._image import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def train(method: dict, model_uri: str, epochs: int, seed: int, sft: Input[Dataset], checkpoints: Output[Model]):
+def train(method: dict, model_uri: str, epochs: int, seed: int, run_id: str, store_uri: str, sft: Input[Dataset],
+          checkpoints: Output[Model], metrics: Output[Metrics]):
     """Refusal SFT (full or LoRA) with a checkpoint per epoch; `epochs`/`seed` apply unless the method sets them."""
     from pathlib import Path
 
     from safetax.stages import train as stage
+    from safetax.stages.runtime import RunContext, stage_run
     from safetax.timing import setup_logging
 
     setup_logging()
     defaults = {"seed": seed} | ({"epochs": epochs} if epochs else {})
     cfg = stage.TrainConfig.from_dict(defaults | dict(method))
     checkpoints.metadata["method"] = cfg.label
-    stage.run(cfg, model_uri, Path(sft.path), Path(checkpoints.path))
+    with stage_run("train", RunContext(run_id, store_uri, model_uri), Path(checkpoints.path), cfg.label) as tel:
+        stage.run(cfg, model_uri, Path(sft.path), Path(checkpoints.path), on_step=tel.train_progress)
+    for name, value in tel.kfp_metrics().items():
+        metrics.log_metric(name, value)

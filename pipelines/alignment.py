@@ -17,15 +17,20 @@ PLATFORM = load_platform()
 DEFAULT_METHODS = [{"method": "lora", "name": "lora-r4", "lora_rank": 4, "target_modules": "mlp"}, {"method": "full", "name": "full"}]
 
 
-def _evaluate(model_uri: str, eval_sets: list, gen_args: dict, judge_args: dict, equivalence_model: str, checkpoints=None) -> dsl.PipelineTask:
+def _evaluate(model_uri: str, eval_sets: list, gen_args: dict, judge_args: dict, equivalence_model: str, run: dict, checkpoints=None) -> dsl.PipelineTask:
     extra = {"checkpoints": checkpoints} if checkpoints is not None else {}
-    gen = place(generate(model_uri=model_uri, eval_sets=eval_sets, **gen_args, **extra), "generate", PLATFORM)
-    verdicts = place(judge(generations=gen.outputs["generations"], **judge_args), "judge", PLATFORM)
-    scored = score(equivalence_model=equivalence_model, generations=gen.outputs["generations"], judgements=verdicts.outputs["judgements"])
+    gen = place(generate(model_uri=model_uri, eval_sets=eval_sets, **gen_args, **run, **extra), "generate", PLATFORM)
+    verdicts = place(judge(generations=gen.outputs["generations"], base_model=model_uri, **judge_args, **run), "judge", PLATFORM)
+    scored = score(equivalence_model=equivalence_model, base_model=model_uri, generations=gen.outputs["generations"],
+                   judgements=verdicts.outputs["judgements"], **run)
     return place(scored, "score", PLATFORM)
 
 
-@dsl.pipeline(name="safetax-alignment", description="Safety SFT of a reasoning model per method config; safety vs reasoning of every epoch.")
+@dsl.pipeline(
+    name="safetax-alignment",
+    description="Safety SFT of a reasoning model per method config; safety vs reasoning of every epoch.",
+    pipeline_root=PLATFORM.pipeline_root or None,
+)
 def alignment_pipeline(
     base_model_uri: str,
     refusal_data_uri: str,
@@ -46,6 +51,7 @@ def alignment_pipeline(
     generation_batch_size: int = 32,
     generation_backend: str = "hf",
     tensor_parallel_size: int = 1,
+    store_uri: str = "",
 ) -> Dataset:
     """Align a reasoning model with refusal SFT and measure the safety tax of every checkpoint.
 
@@ -69,7 +75,9 @@ def alignment_pipeline(
         generation_batch_size: Prompts per batch in the transformers backend.
         generation_backend: hf (transformers) or vllm (one generate call per stage, LoRA adapters served without merging).
         tensor_parallel_size: GPUs per model for the vllm backend (set the platform's accelerator count to match).
+        store_uri: Run store, e.g. s3://safetax/runs: every stage also publishes its outputs (adapters, generations, judgements, scores, report) to <store_uri>/<run id>/<stage>/<method> with a manifest; empty = KFP's artifacts only.
     """
+    run = {"run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "store_uri": store_uri}
     gen_args = {
         "safety_max_new_tokens": safety_max_new_tokens,
         "reasoning_samples": reasoning_samples,
@@ -82,14 +90,15 @@ def alignment_pipeline(
         "seed": seed,
     }
     judge_args = {"judge": judge_name, "judge_model": judge_model, "mode": judge_mode}
-    data = place(prepare(refusal_uri=refusal_data_uri, model_uri=base_model_uri, max_length=max_length), "prepare", PLATFORM)
-    base = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model)
+    data = place(prepare(refusal_uri=refusal_data_uri, model_uri=base_model_uri, max_length=max_length, **run), "prepare", PLATFORM)
+    base = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run)
     with dsl.ParallelFor(methods) as method:
         trained = place(
-            train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"]), "train", PLATFORM
+            train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"], **run), "train", PLATFORM
         )
-        scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, checkpoints=trained.outputs["checkpoints"])
+        scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run, checkpoints=trained.outputs["checkpoints"])
     report = place(
-        analytics(base_scores=base.outputs["scores"], scores=dsl.Collected(scored.outputs["scores"])), "analytics", PLATFORM
+        analytics(base_model=base_model_uri, base_scores=base.outputs["scores"], scores=dsl.Collected(scored.outputs["scores"]), **run),
+        "analytics", PLATFORM,
     )
     return report.outputs["results"]

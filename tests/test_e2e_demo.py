@@ -15,13 +15,40 @@ from safetax.presets import DEMO_METHODS
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_pipeline_aligns_both_methods(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_demo_pipeline_aligns_both_methods(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo as a platform team runs it: outputs in a real S3 bucket, metrics through a real Pushgateway."""
     import builtins
+
+    from safetax.store.s3 import S3Store
+    from safetax.testing.prometheus import prometheus, pushgateway, query
 
     assets = build_demo()  # cached after the first build
     print_before = builtins.print
-    main(["demo", "--out", str(tmp_path), "--safety-limit", "16", "--reasoning-limit", "32", "--max-new-tokens", "64"])
-    out, err = capfd.readouterr()
+    monkeypatch.setenv("SAFETAX_PUSHGATEWAY", "")  # restored after the test; --pushgateway sets it for the run
+    with pushgateway(tmp_path / "pushgateway") as gateway, prometheus(tmp_path / "prometheus", [gateway]) as prom:
+        main(["demo", "--out", str(tmp_path / "runs"), "--safety-limit", "16", "--reasoning-limit", "32", "--max-new-tokens", "64",
+              "--store", "s3://safetax-e2e/runs", "--pushgateway", gateway])
+        out, err = capfd.readouterr()
+        # Every stage's metrics, read back through Prometheus' query API.
+        stages = {r["metric"]["stage"] for r in query(prom, "safetax_stage_duration_seconds", timeout=60)}
+        assert stages == {"prepare", "train", "generate", "judge", "score", "analytics"}
+        safety = query(prom, 'safetax_safety_score{benchmark="demo-harmful"}', timeout=30)
+        assert {r["metric"]["method"] for r in safety} == {"base", *(m["name"] for m in DEMO_METHODS)}
+        assert query(prom, "safetax_train_loss", timeout=30) and query(prom, "safetax_reasoning_drop", timeout=30)
+
+    # The run's outputs sit under one run prefix in the bucket, each with its manifest.
+    store = S3Store()
+    manifests = [o.object_name for o in store.client.list_objects("safetax-e2e", prefix="runs/", recursive=True)
+                 if o.object_name.endswith("/MANIFEST.json") and "/inputs/" not in o.object_name]
+    run_ids = {m.split("/")[1] for m in manifests}
+    assert len(run_ids) == 1, manifests
+    published = {tuple(m.split("/")[2:4]) for m in manifests}
+    assert {("train", m["name"]) for m in DEMO_METHODS} | {("analytics", "analytics"), ("score", "base")} <= published
+    [run_id] = run_ids
+    assert "results.csv" in store.list(f"s3://safetax-e2e/runs/{run_id}/analytics/analytics")
+    tmp_path = tmp_path / "runs"
     assert builtins.print is print_before  # the local runner's print indentation does not leak out
 
     [results] = list(tmp_path.glob("*/analytics/results"))

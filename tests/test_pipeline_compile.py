@@ -25,22 +25,75 @@ def test_compiled_pipeline_matches_golden(tmp_path: Path) -> None:
         assert fresh == stored, f"{golden} is stale: run `safetax compile --out pipelines/compiled`"
 
 
-def test_gpu_settings_only_on_gpu_stages() -> None:
+def test_kubernetes_settings_per_stage() -> None:
     spec, platform = yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text())
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert {_stage(e) for e in executors} == {"prepare", "train", "generate", "judge", "score", "analytics"}
     for name, ex in executors.items():
-        resources = ex["container"].get("resources", {})
+        resources = ex["container"]["resources"]
+        assert {"cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"} <= resources.keys()
         if _stage(name) in GPU_STAGES:
             assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
             assert resources["accelerator"]["resourceCount"] == "1"
             assert k8s[name]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
             assert k8s[name]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+            assert k8s[name]["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "16Gi"}]
         else:
             assert "accelerator" not in resources
-            assert name not in k8s
+            assert "nodeSelector" not in k8s.get(name, {}) and "emptyDirMounts" not in k8s.get(name, {})
+        labels = k8s.get(name, {}).get("podMetadata", {}).get("labels", {})
+        assert (labels.get("safetax.io/code-execution") == "true") == (_stage(name) == "score")
         assert ":latest" not in ex["container"]["image"] and ex["container"]["image"].endswith(":0.1.0")
+
+
+def test_platform_file_reaches_every_task(tmp_path: Path) -> None:
+    platform_file = tmp_path / "platform.yaml"
+    platform_file.write_text(yaml.safe_dump({
+        "defaults": {"image_pull_secrets": ["regcred"], "pod_labels": {"team": "safety"}, "s3_secret": "mlpipeline-minio-artifact",
+                     "env": {"SAFETAX_S3_ENDPOINT": "http://minio-service.kubeflow:9000"}, "pipeline_root": "minio://mlpipeline/v2/artifacts"},
+        "stages": {"train": {"accelerator_count": 4, "node_selector": {"pool": "h100"}, "memory_limit": "512Gi"},
+                   "judge": {"accelerator_count": 0}},
+    }))
+    [path] = compile_pipelines(tmp_path / "out", platform=str(platform_file))
+    spec, platform = yaml.safe_load_all(path.read_text())
+    assert spec["defaultPipelineRoot"] == "minio://mlpipeline/v2/artifacts"
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train = next(e for e in executors if _stage(e) == "train")
+    judge = next(e for e in executors if _stage(e) == "judge")
+    assert executors[train]["container"]["resources"]["accelerator"]["resourceCount"] == "4"
+    assert executors[train]["container"]["resources"]["memoryLimit"] == 512 * 2**30 / 1e9 or \
+        executors[train]["container"]["resources"]["resourceMemoryLimit"] == "512Gi"
+    assert k8s[train]["nodeSelector"]["labels"] == {"pool": "h100"}
+    assert "accelerator" not in executors[judge]["container"]["resources"] and "nodeSelector" not in k8s[judge]
+    for name, ex in executors.items():
+        assert {"name": "SAFETAX_S3_ENDPOINT", "value": "http://minio-service.kubeflow:9000"} in ex["container"]["env"]
+        assert [p["secretName"] for p in k8s[name]["imagePullSecret"]] == ["regcred"]
+        assert k8s[name]["podMetadata"]["labels"]["team"] == "safety"
+        secret = k8s[name]["secretAsEnv"][0]
+        assert secret["secretName"] == "mlpipeline-minio-artifact"
+        assert {m["envVar"] for m in secret["keyToEnv"]} == {"SAFETAX_S3_ACCESS_KEY", "SAFETAX_S3_SECRET_KEY"}
+
+
+def test_manifests_are_versioned_by_spec_digest(tmp_path: Path) -> None:
+    from safetax.runner import compile_manifests
+
+    def version(out: Path, platform: str | None = None) -> dict:
+        [path] = compile_manifests(out, platform, namespace="kubeflow")
+        pipeline, version = yaml.safe_load_all(path.read_text())
+        assert (pipeline["kind"], version["kind"]) == ("Pipeline", "PipelineVersion")
+        assert version["spec"]["pipelineName"] == pipeline["metadata"]["name"] == "safetax-alignment"
+        return version
+
+    a, b = version(tmp_path / "a"), version(tmp_path / "b")
+    assert a["metadata"]["name"] == b["metadata"]["name"] and a["metadata"]["name"].startswith("safetax-alignment-")
+    other = tmp_path / "platform.yaml"
+    other.write_text("stages: {train: {accelerator_count: 2}}\n")
+    assert version(tmp_path / "c", str(other))["metadata"]["name"] != a["metadata"]["name"]  # KFP rejects spec updates
+    stored = yaml.safe_load_all((REPO_ROOT / "k8s" / "pipelines" / "alignment.yaml").read_text())
+    assert list(stored)[1]["metadata"]["name"].removeprefix("safetax-alignment-") == a["metadata"]["name"].removeprefix("safetax-alignment-"), \
+        "k8s/pipelines/alignment.yaml is stale: run `make compile`"
 
 
 def test_pipeline_parameters_are_documented() -> None:
@@ -57,9 +110,16 @@ def test_platform_config_from_dict_and_errors() -> None:
 
     from safetax.config import ConfigError
 
-    cfg = PlatformConfig.from_dict({"gpu_stages": ["train"], "gpu": {"accelerator_count": 2, "node_selector": {"pool": "a100"},
-                                                                     "tolerations": [{"key": "gpu", "effect": "NoExecute"}]}})
-    assert cfg.placement("train") is not None and cfg.placement("train").accelerator_count == 2  # type: ignore[union-attr]
-    assert cfg.placement("generate") is None
-    with pytest.raises(ConfigError, match=r"`gpu_stages\[\]` must be one of 'prepare'"):
-        PlatformConfig.from_dict({"gpu_stages": ["training"]})
+    cfg = PlatformConfig.from_dict({"stages": {"train": {"accelerator_count": 2, "node_selector": {"pool": "a100"},
+                                                         "tolerations": [{"key": "gpu", "effect": "NoExecute"}]},
+                                               "score": {"accelerator_count": 1}}})
+    assert cfg.settings("train").accelerator_count == 2 and cfg.settings("train").shm_size == "16Gi"
+    assert cfg.settings("score").gpu and cfg.settings("score").pod_labels == {"safetax.io/code-execution": "true"}
+    assert not cfg.settings("prepare").gpu
+    with pytest.raises(ConfigError) as err:
+        PlatformConfig.from_dict({"stages": {"training": {}, "train": {"accelerator_count": "two", "memory_limit": "lots", "gpus": 1}},
+                                  "defaults": {"env": {"SAFETAX_S3_SECRET_KEY": "x"}}})
+    msg = str(err.value)
+    assert "`stages key` must be one of 'prepare'" in msg and "stages.train.gpus" in msg
+    assert "`stages.train.accelerator_count` must be an integer >= 0, got 'two'" in msg
+    assert "stages.train.memory_limit" in msg and "defaults.env.SAFETAX_S3_SECRET_KEY" in msg

@@ -27,16 +27,53 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--safety-limit", type=int, default=0, help="evaluate only the first N held-out harmful prompts (default 0: all)")
     d.add_argument("--reasoning-limit", type=int, default=0, help="evaluate only the first N arithmetic problems (default 0: all)")
     d.add_argument("--max-new-tokens", type=int, default=96, help="generation budget per response (default 96; demo answers are short)")
+    _platform_args(d)
 
-    c = sub.add_parser("compile", help="compile the KFP pipelines to YAML", description="Writes <pipeline>.yaml for every pipeline; upload them in the KFP UI.")
+    c = sub.add_parser("compile", help="compile the KFP pipelines to YAML",
+                       description="Writes <pipeline>.yaml for every pipeline: KFP IR to upload in the KFP UI, or with "
+                                   "--k8s-manifests the Pipeline/PipelineVersion custom resources of KFP's Kubernetes-native API.")
     c.add_argument("--out", type=Path, required=True, help="output directory")
+    c.add_argument("--platform", default=None, help="platform YAML (per-stage GPUs, node selectors, resources, secrets); "
+                                                     "default: $SAFETAX_PLATFORM, else the built-in defaults")
+    c.add_argument("--k8s-manifests", action="store_true", help="write custom resources (version named by the spec's digest) instead of KFP IR")
+    c.add_argument("--namespace", default=None, help="namespace of the custom resources (default: none, set by kustomize/kubectl)")
+
+    g = sub.add_parser("register", help="register the pipelines with a cluster's Kubeflow Pipelines (idempotent)",
+                       description="Compiles every pipeline with the platform file and registers a version named by the spec's "
+                                   "digest: an unchanged spec is not registered twice, a changed one becomes a new version. "
+                                   "This is what the Helm chart's registrar Job runs.")
+    g.add_argument("--mode", choices=("cr", "api"), required=True,
+                   help="cr: create Pipeline/PipelineVersion custom resources through the Kubernetes API (KFP in Kubernetes-native "
+                        "API mode); api: upload through the KFP REST API")
+    g.add_argument("--platform", default=None, help="platform YAML (default: $SAFETAX_PLATFORM, else the built-in defaults)")
+    g.add_argument("--namespace", default="kubeflow", help="KFP's namespace for --mode cr (default: kubeflow)")
+    g.add_argument("--host", default=None, help="KFP API endpoint for --mode api, e.g. http://ml-pipeline.kubeflow:8888")
 
     r = sub.add_parser("run", help="run a pipeline locally with parameters from a JSON/YAML file",
                        description="Runs a pipeline with KFP's local runner (no cluster needed).")
     r.add_argument("--pipeline", default="alignment", help="pipeline name (default: alignment)")
     r.add_argument("--params", type=Path, required=True, help="JSON or YAML file with the pipeline parameters")
     r.add_argument("--out", type=Path, default=Path("runs/local"), help="local pipeline root (default: runs/local)")
+    _platform_args(r)
     return p
+
+
+def _platform_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default="", metavar="URI",
+                   help="run store: every stage also publishes its outputs to <URI>/<run id>/<stage>/<method> with a manifest, "
+                        "e.g. s3://safetax/runs (endpoint and credentials from SAFETAX_S3_ENDPOINT, SAFETAX_S3_ACCESS_KEY, "
+                        "SAFETAX_S3_SECRET_KEY, SAFETAX_S3_REGION) or a local folder; for the demo, its inputs (model, data) "
+                        "are uploaded there first and read back from it (default: none)")
+    p.add_argument("--pushgateway", default=None, metavar="HOST:PORT",
+                   help="Prometheus Pushgateway for the stages' metrics (default: $SAFETAX_PUSHGATEWAY; with none, each "
+                        "stage writes metrics.prom beside its outputs)")
+
+
+def _apply_platform_args(args: argparse.Namespace) -> None:
+    import os
+
+    if args.pushgateway is not None:
+        os.environ["SAFETAX_PUSHGATEWAY"] = args.pushgateway  # the local runner's task subprocesses inherit it
 
 
 def _print_results(results_dir: Path) -> None:
@@ -58,6 +95,10 @@ def _demo(args: argparse.Namespace) -> None:
     params = demo_params(assets, safety_limit=args.safety_limit, reasoning_limit=args.reasoning_limit, max_new_tokens=args.max_new_tokens)
     if args.epochs:
         params["methods"] = [{**m, "epochs": args.epochs} for m in params["methods"]]
+    if args.store:
+        from safetax.presets import upload_demo_inputs
+
+        params = upload_demo_inputs(params, assets, args.store) | {"store_uri": args.store}
     results = run_local("alignment", params, args.out)
     log.info("demo finished in %.1fs", time.perf_counter() - start)
     _print_results(results)
@@ -69,6 +110,8 @@ def _run(args: argparse.Namespace) -> None:
     from safetax.runner import run_local
 
     params = yaml.safe_load(args.params.read_text()) if args.params.suffix in (".yaml", ".yml") else json.loads(args.params.read_text())
+    if args.store:
+        params["store_uri"] = args.store
     results = run_local(args.pipeline, params, args.out)
     if (results / "results.csv").is_file():
         _print_results(results)
@@ -79,12 +122,23 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     setup_logging()
+    if args.command in ("demo", "run"):
+        _apply_platform_args(args)
     if args.command == "demo":
         _demo(args)
     elif args.command == "compile":
-        from safetax.runner import compile_pipelines
+        from safetax.runner import compile_manifests, compile_pipelines
 
-        for path in compile_pipelines(args.out):
+        if args.k8s_manifests:
+            paths = compile_manifests(args.out, args.platform, args.namespace)
+        else:
+            paths = compile_pipelines(args.out, args.platform)
+        for path in paths:
             print(path)
+    elif args.command == "register":
+        from safetax.runner import register
+
+        for version in register(args.mode, args.platform, args.namespace, args.host):
+            print(version)
     else:
         _run(args)

@@ -1,22 +1,53 @@
-"""Where each pipeline stage runs on Kubernetes: accelerators, node selectors, tolerations.
+"""Where and how each pipeline stage runs on Kubernetes.
 
-Plain data, loaded at compile time (``SAFETAX_PLATFORM=platform.yaml``); the
-pipeline code applies it to tasks through ``kfp.kubernetes``. The local runner
-ignores all of it.
+Plain data, loaded at compile time (``SAFETAX_PLATFORM=platform.yaml``, or the
+Helm chart's ConfigMap for the registrar); ``pipelines/_k8s.py`` applies it to
+every task through ``kfp.kubernetes`` and the task's resource setters. The
+local runner ignores all of it.
+
+A platform file has ``defaults`` (applied to every stage) and ``stages``
+(per stage, merged over the built-in defaults of that stage)::
+
+    defaults:
+      image_pull_secrets: [regcred]
+      pod_labels: {team: safety}
+      env: {SAFETAX_S3_ENDPOINT: "http://minio.kubeflow:9000", SAFETAX_PUSHGATEWAY: "pushgateway.monitoring:9091"}
+      s3_secret: mlpipeline-minio-artifact          # existing Secret with the S3 credentials
+      s3_secret_keys: {access_key: accesskey, secret_key: secretkey}
+      pipeline_root: minio://mlpipeline/v2/artifacts  # KFP's artifact root ("" = the deployment's default)
+    stages:
+      train:
+        accelerator_count: 2
+        node_selector: {cloud.google.com/gke-accelerator: nvidia-h100-80gb}
+        memory_limit: 200Gi
+
+Every GPU stage (``accelerator_count > 0``) gets an in-memory emptyDir at
+``/dev/shm`` (PyTorch data loaders and NCCL need more than the 64 MB default).
+The score stage, which runs model-generated code, carries the label
+``safetax.io/code-execution: "true"``: the chart's NetworkPolicy denies all
+egress to pods with it.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from safetax.config import Checks
+from safetax.config import Checks, ConfigError
 
 STAGES = ("prepare", "fisher", "train", "merge", "generate", "judge", "score", "analytics")
+GPU_STAGES = ("fisher", "train", "merge", "generate", "judge")
 OPERATORS = ("Exists", "Equal")
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute", "")
+CODE_EXECUTION_LABEL = ("safetax.io/code-execution", "true")
+# Environment variables the stages read; the S3 credentials come from a Secret, never from the platform file.
+S3_ACCESS_KEY_ENV = "SAFETAX_S3_ACCESS_KEY"
+S3_SECRET_KEY_ENV = "SAFETAX_S3_SECRET_KEY"
+_QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_LABEL = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -33,50 +64,157 @@ class Toleration:
         c.raise_if_any()
 
 
+GPU_TOLERATIONS = (Toleration("nvidia.com/gpu"),)
+
+
 @dataclass(frozen=True)
-class Placement:
-    # The NVIDIA device plugin's resource name and the GPU operator's node label (GPU feature discovery).
+class StageSettings:
+    """Kubernetes settings of one stage's pods. Quantities are Kubernetes strings ("8", "500m", "64Gi")."""
+
+    # The NVIDIA device plugin's resource name; 0 GPUs makes a CPU stage.
     accelerator_type: str = "nvidia.com/gpu"
-    accelerator_count: int = 1
-    node_selector: dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
-    tolerations: tuple[Toleration, ...] = (Toleration("nvidia.com/gpu"),)
+    accelerator_count: int = 0
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    cpu_request: str = "1"
+    cpu_limit: str = "4"
+    memory_request: str = "4Gi"
+    memory_limit: str = "16Gi"
+    shm_size: str = ""  # "" = no /dev/shm volume (CPU stages); GPU stages default to 16Gi
+    pod_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gpu(self) -> bool:
+        return self.accelerator_count > 0
+
+    def check(self, c: Checks, where: str) -> None:
+        if isinstance(self.accelerator_count, bool) or not isinstance(self.accelerator_count, int) or self.accelerator_count < 0:
+            c.fail(f"{where}.accelerator_count", self.accelerator_count, "an integer >= 0")
+        for name in ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size"):
+            value = getattr(self, name)
+            if not (value == "" and name == "shm_size") and not (isinstance(value, str) and _QUANTITY.match(value)):
+                c.fail(f"{where}.{name}", value, 'a Kubernetes quantity string such as "4", "500m" or "16Gi"')
+        for key, value in {**self.node_selector, **self.pod_labels}.items():
+            if not _LABEL.match(str(key)) or not isinstance(value, str) or len(value) > 63:
+                c.fail(f"{where} label/selector {key!r}", value, "a valid Kubernetes label key with a string value (<= 63 chars)")
+
+
+_GPU_DEFAULTS = StageSettings(
+    accelerator_count=1,
+    node_selector={"nvidia.com/gpu.present": "true"},  # the GPU operator's feature-discovery label
+    tolerations=GPU_TOLERATIONS,
+    cpu_request="8",
+    cpu_limit="16",
+    memory_request="64Gi",
+    memory_limit="128Gi",
+    shm_size="16Gi",
+)
+_CPU_DEFAULTS = StageSettings()
+BUILTIN: dict[str, StageSettings] = {s: (_GPU_DEFAULTS if s in GPU_STAGES else _CPU_DEFAULTS) for s in STAGES}
+# Scoring runs model-written code in a sandbox subprocess: more cores, and the egress-deny label.
+BUILTIN["score"] = replace(_CPU_DEFAULTS, cpu_request="4", cpu_limit="8", pod_labels=dict([CODE_EXECUTION_LABEL]))
+BUILTIN["analytics"] = replace(_CPU_DEFAULTS, memory_request="2Gi", memory_limit="8Gi")
 
 
 @dataclass(frozen=True)
 class PlatformConfig:
-    # judge is here for Llama-Guard-3; with only the refusal-pattern judge, a platform file can drop it.
-    gpu_stages: tuple[str, ...] = ("fisher", "train", "merge", "generate", "judge")
-    gpu: Placement = field(default_factory=Placement)
+    stages: dict[str, StageSettings] = field(default_factory=lambda: dict(BUILTIN))
+    image_pull_secrets: tuple[str, ...] = ()
+    pod_labels: dict[str, str] = field(default_factory=dict)  # on every stage's pods
+    env: dict[str, str] = field(default_factory=dict)  # plain environment variables of every stage
+    s3_secret: str = ""  # an existing Secret with the S3 credentials ("" = none)
+    s3_secret_keys: dict[str, str] = field(default_factory=lambda: {"access_key": "accesskey", "secret_key": "secretkey"})
+    # KFP's pipeline_root for the compiled pipeline, e.g. minio://mlpipeline/v2/artifacts or s3://bucket/kfp;
+    # "" = the KFP deployment's default. The local runner takes a local folder instead (safetax demo/run --out).
+    pipeline_root: str = ""
 
     def __post_init__(self) -> None:
-        c = Checks("PlatformConfig")
-        for s in self.gpu_stages:
-            c.one_of("gpu_stages[]", s, STAGES)
-        c.positive("gpu.accelerator_count", self.gpu.accelerator_count)
+        c = Checks("platform config")
+        for name, s in self.stages.items():
+            c.one_of("stages key", name, STAGES)
+            s.check(c, f"stages.{name}")
+        if self.pipeline_root and not self.pipeline_root.startswith(("minio://", "s3://", "gs://")):
+            c.fail("defaults.pipeline_root", self.pipeline_root, "a minio://, s3:// or gs:// URI, or empty")
+        if set(self.s3_secret_keys) != {"access_key", "secret_key"}:
+            c.fail("defaults.s3_secret_keys", self.s3_secret_keys, "a mapping with exactly the keys access_key and secret_key")
+        for key in self.env:
+            if key in (S3_ACCESS_KEY_ENV, S3_SECRET_KEY_ENV):
+                c.fail(f"defaults.env.{key}", "<hidden>", "absent: credentials come from `s3_secret`, never from the platform file")
         c.raise_if_any()
 
-    def placement(self, stage: str) -> Placement | None:
-        """The GPU placement of a stage, or None for a CPU stage."""
+    def settings(self, stage: str) -> StageSettings:
+        """The settings of a stage; an unknown stage is an error naming the known ones."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-        return self.gpu if stage in self.gpu_stages else None
+        return self.stages.get(stage, BUILTIN[stage])
+
+    def secret_env(self) -> dict[str, str]:
+        """Secret key -> environment variable, for ``kfp.kubernetes.use_secret_as_env``."""
+        if not self.s3_secret:
+            return {}
+        keys = self.s3_secret_keys
+        return {keys["access_key"]: S3_ACCESS_KEY_ENV, keys["secret_key"]: S3_SECRET_KEY_ENV}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PlatformConfig:
-        gpu = dict(d.get("gpu", {}))
-        if "tolerations" in gpu:
-            gpu["tolerations"] = tuple(Toleration(**t) for t in gpu["tolerations"])
-        kw: dict[str, Any] = {"gpu": Placement(**gpu)}
-        if "gpu_stages" in d:
-            kw["gpu_stages"] = tuple(d["gpu_stages"])
-        return cls(**kw)
+    def from_dict(cls, d: dict[str, Any], source: str = "platform config") -> PlatformConfig:
+        """Build from the YAML structure in the module docstring; unknown keys are errors."""
+        c = Checks(source)
+        _unknown(c, "", d, {"defaults", "stages"})
+        defaults = dict(d.get("defaults") or {})
+        _unknown(c, "defaults.", defaults, {"image_pull_secrets", "pod_labels", "env", "s3_secret", "s3_secret_keys", "pipeline_root"})
+        allowed = {f.name for f in fields(StageSettings)}
+        stages = dict(BUILTIN)
+        for name, raw in (d.get("stages") or {}).items():
+            if name not in STAGES:
+                c.one_of("stages key", name, STAGES)
+                continue
+            raw = dict(raw or {})
+            _unknown(c, f"stages.{name}.", raw, allowed)
+            raw = {k: v for k, v in raw.items() if k in allowed}
+            if "tolerations" in raw:
+                try:
+                    raw["tolerations"] = tuple(Toleration(**t) for t in raw["tolerations"])
+                except (TypeError, ConfigError) as e:
+                    c.fail(f"stages.{name}.tolerations", raw["tolerations"], f"a list of {{key, operator, value, effect}} ({e})")
+                    continue
+            for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size"):
+                if isinstance(raw.get(key), (int, float)) and not isinstance(raw.get(key), bool):
+                    raw[key] = str(raw[key])  # YAML `cpu_limit: 8`
+            base = BUILTIN[name]
+            gpu_now = raw.get("accelerator_count", base.accelerator_count)
+            if base.gpu and gpu_now == 0:  # a GPU stage moved to CPU drops its GPU placement defaults
+                base = replace(_CPU_DEFAULTS, pod_labels=base.pod_labels)
+            elif not base.gpu and isinstance(gpu_now, int) and gpu_now > 0:
+                base = replace(_GPU_DEFAULTS, pod_labels=base.pod_labels)
+            stages[name] = replace(base, **raw)
+        kw: dict[str, Any] = {"stages": stages}
+        for key in ("pod_labels", "env", "s3_secret", "s3_secret_keys", "pipeline_root"):
+            if key in defaults:
+                kw[key] = defaults[key]
+        if "image_pull_secrets" in defaults:
+            kw["image_pull_secrets"] = tuple(defaults["image_pull_secrets"])
+        try:
+            config = cls(**kw)
+        except ConfigError as e:  # report value problems together with unknown keys
+            c.errors += e.errors
+        c.raise_if_any()
+        return config
+
+
+def _unknown(c: Checks, prefix: str, d: dict[str, Any], allowed: set[str]) -> None:
+    for key in d:
+        if key not in allowed:
+            c.fail(f"{prefix}{key}", "(unknown key)", "one of " + ", ".join(sorted(allowed)))
 
 
 def load_platform(path: str | None = None) -> PlatformConfig:
-    """From a YAML file (argument or ``SAFETAX_PLATFORM``), else the defaults."""
+    """From a YAML file (argument or ``SAFETAX_PLATFORM``), else the built-in defaults."""
     import yaml
 
     path = path or os.environ.get("SAFETAX_PLATFORM")
     if not path:
         return PlatformConfig()
-    return PlatformConfig.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"platform config {path!r} (SAFETAX_PLATFORM) does not exist")
+    return PlatformConfig.from_dict(yaml.safe_load(p.read_text()) or {}, source=f"platform config {path}")

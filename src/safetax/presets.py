@@ -40,3 +40,30 @@ def demo_params(
         "reasoning_max_new_tokens": max_new_tokens,
         "generation_batch_size": 64,
     }
+
+
+def upload_demo_inputs(params: dict[str, Any], assets: DemoAssets, store: str) -> dict[str, Any]:
+    """Publish the demo's model and data under ``<store>/inputs/demo-<version>/`` and point the parameters there,
+    so the run reads its inputs through the store as a cluster run would."""
+    from safetax.demo import DEMO_VERSION
+    from safetax.store import publish
+
+    root = f"{store.rstrip('/')}/inputs/demo-{DEMO_VERSION}"
+    publish(assets.model_dir, f"{root}/model")
+    data = assets.root / "data"
+    if not data.is_dir():  # the data files as one published directory
+        import shutil
+
+        tmp = assets.root / ".data-tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for path in (assets.refusal_path, assets.safety_eval_path, assets.reasoning_eval_path):
+            shutil.copy(path, tmp / path.name)
+        tmp.rename(data)
+    publish(data, f"{root}/data")
+    uri = {str(p): f"{root}/data/{p.name}" for p in (assets.refusal_path, assets.safety_eval_path, assets.reasoning_eval_path)}
+    return params | {
+        "base_model_uri": f"{root}/model",
+        "refusal_data_uri": uri[params["refusal_data_uri"]],
+        "eval_sets": [e | {"uri": uri[e["uri"]]} for e in params["eval_sets"]],
+    }

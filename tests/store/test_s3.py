@@ -208,3 +208,15 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "fallback" not in repr(s)
     with pytest.raises(StoreError, match="has no bucket"):
         parse_uri("s3:///key")
+
+
+def test_a_file_of_a_published_directory(s3_server, tmp_path: Path) -> None:
+    store = _store(s3_server)
+    src = tmp_path / "data"
+    (src / "evals").mkdir(parents=True)
+    (src / "evals" / "arith.jsonl").write_text('{"q": 1}\n')
+    store.publish(src, uri := _uri())
+    got = store.fetch(f"{uri}/evals/arith.jsonl", tmp_path / "cache")
+    assert got.name == "arith.jsonl" and got.read_text() == '{"q": 1}\n'
+    with pytest.raises(StoreError, match="neither"):
+        store.fetch(f"{uri}/evals/other.jsonl", tmp_path / "cache")

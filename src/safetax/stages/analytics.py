@@ -10,6 +10,7 @@ import pandas as pd
 
 from safetax.analysis.report import write_report
 from safetax.analysis.summary import summarize
+from safetax.stages.runtime import RunContext
 from safetax.stages.score import load_scores
 from safetax.store import atomic_dir
 from safetax.timing import timed
@@ -29,6 +30,35 @@ def run(score_dirs: Sequence[Path], out_dir: Path, notes: Sequence[str] = ()) ->
         write_report(table, tmp, notes=notes)
     log.info("report of %d checkpoints written to %s", len(table), out_dir / REPORT)
     return table
+
+
+def push_tradeoffs(table: pd.DataFrame, ctx: RunContext, out_dir: Path) -> dict[str, float]:
+    """STR, reasoning drop and harmfulness drop of every checkpoint against the base model, as metrics.
+
+    One telemetry group per method (the Pushgateway keys groups by method); without a
+    gateway each lands in ``telemetry/<method>/metrics.prom`` under ``out_dir``. Drops are
+    in points of 0..1. Returns the figures for the KFP Metrics artifact.
+    """
+    import math
+
+    from safetax.telemetry import StageTelemetry
+
+    base = table[table["method"] == "base"].iloc[0]
+    figures: dict[str, float] = {}
+    for method, rows in table[table["method"] != "base"].groupby("method", sort=True):
+        tel = StageTelemetry("analytics", pipeline=ctx.pipeline, run_id=ctx.run_id or "local", model=ctx.model,
+                             method=str(method), out_dir=out_dir / "telemetry" / str(method))
+        for _, row in rows.iterrows():
+            str_value = float(row["str"])
+            tel.tradeoff(
+                checkpoint=f"epoch-{int(row['epoch'])}",
+                safety_tax_rate=str_value if math.isfinite(str_value) else None,
+                reasoning_drop=(float(base["reasoning_mean"]) - float(row["reasoning_mean"])) / 100,
+                harmfulness_drop=(float(row["safety_mean"]) - float(base["safety_mean"])) / 100,
+            )
+        tel.publish()
+        figures |= {f"{name}/{method}": v for name, v in tel.kfp_metrics().items()}
+    return figures
 
 
 def inline_report(results_dir: Path) -> str:

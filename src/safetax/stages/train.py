@@ -15,7 +15,7 @@ from safetax.records import read_jsonl
 from safetax.stages.prepare import SFT_FILE
 from safetax.store import atomic_dir, require_complete, resolve_model, write_json
 from safetax.timing import timed
-from safetax.training.sft import LoopConfig, train_loop
+from safetax.training.sft import StepCallback, LoopConfig, train_loop
 from safetax.training.targets import check_against_model, parse_layers, resolve_targets
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,11 @@ def _attach_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     return get_peft_model(model, lcfg)
 
 
-def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path) -> TrainResult:
-    """Train and write ``epoch-<k>/`` per epoch (adapter only for LoRA) plus ``checkpoints.json``."""
+def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step: StepCallback | None = None) -> TrainResult:
+    """Train and write ``epoch-<k>/`` per epoch (adapter only for LoRA) plus ``checkpoints.json``.
+
+    ``on_step(loss, tokens_per_second, epoch)`` sees every batch (telemetry; ``epoch`` is fractional).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_ref = resolve_model(model_uri, "model_uri")
@@ -166,7 +169,7 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path) -> Train
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         loop = LoopConfig(cfg.num_epochs, cfg.learning_rate, cfg.weight_decay, cfg.batch_size, cfg.grad_accum,
                           cfg.warmup_ratio, cfg.grad_clip, cfg.seed, bf16)
-        losses = train_loop(model, examples, pad_id, loop, save)
+        losses = train_loop(model, examples, pad_id, loop, save, on_step)
         write_json(tmp / MANIFEST, {
             "method": cfg.method, "label": cfg.label, "base_model": model_uri,
             "kind": "adapter" if cfg.method == "lora" else "full",

@@ -224,6 +224,31 @@ class S3Store:
             return self._fetch_dir(uri, m, cache)
         return self._fetch_object(uri, cache, what)
 
+    def _fetch_published_file(self, uri: str, cache: Path) -> Path | None:
+        """A file inside a published directory (``s3://b/run/data/x.jsonl`` with ``s3://b/run/data/MANIFEST.json``)."""
+        bucket, key = parse_uri(uri)
+        parts = key.split("/")
+        for cut in range(len(parts) - 1, 0, -1):
+            parent, rel = "/".join(parts[:cut]), "/".join(parts[cut:])
+            m = self.manifest(f"s3://{bucket}/{parent}")
+            if m is None:
+                continue
+            entry = next((f for f in m.files if f.path == rel), None)
+            if entry is None:
+                return None
+            blob = self._blob(f"s3://{bucket}/{_join(parent, entry.key)}", entry.sha256, entry.size, cache)
+            final = cache / "files" / entry.sha256 / Path(rel).name  # keeps the name: loaders go by suffix
+            if not final.exists():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(blob, final)
+                except FileExistsError:
+                    pass
+                except OSError:
+                    shutil.copyfile(blob, final)
+            return final
+        return None
+
     def _fetch_dir(self, uri: str, m: Manifest, cache: Path) -> Path:
         final = cache / "dirs" / m.digest
         if (final / COMPLETE).is_file():
@@ -257,6 +282,8 @@ class S3Store:
                 raise
 
         info = self._call("reading", uri, stat) if key else None
+        if info is None and (published := self._fetch_published_file(uri, cache)) is not None:
+            return published
         if info is None:
             raise StoreError(f"{what}: {uri} is neither a published directory (no {MANIFEST}) nor an object")
         # A plain object (a data file put there by a user) has no manifest: key its cache entry by ETag and size.

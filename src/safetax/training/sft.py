@@ -13,6 +13,9 @@ import torch
 from safetax.data.chat import IGNORE_INDEX
 from safetax.timing import progress_bar
 
+# on_step(loss, tokens_per_second, fractional_epoch)
+StepCallback = Callable[[float, float, float], object]
+
 log = logging.getLogger(__name__)
 
 
@@ -56,11 +59,13 @@ def train_loop(
     pad_id: int,
     cfg: LoopConfig,
     on_epoch_end: Callable[[int, float], None],
+    on_step: StepCallback | None = None,
 ) -> list[float]:
     """Train the parameters with ``requires_grad``; return the mean loss of each epoch.
 
     Deterministic on CPU for a fixed ``seed``: data order comes from a seeded generator.
-    ``on_epoch_end(epoch, mean_loss)`` writes the epoch's checkpoint.
+    ``on_epoch_end(epoch, mean_loss)`` writes the epoch's checkpoint; ``on_step(loss,
+    tokens_per_second, fractional_epoch)`` sees every batch (for telemetry).
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -72,6 +77,7 @@ def train_loop(
     bar = progress_bar(cfg.epochs * batches_per_epoch, desc="train", unit="batch")
     losses: list[float] = []
     start = time.perf_counter()
+    seen_tokens = 0
     model.train()
     for epoch in range(1, cfg.epochs + 1):
         order = torch.randperm(len(examples), generator=gen).tolist()
@@ -93,6 +99,9 @@ def train_loop(
             n_tokens += tokens
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
+            seen_tokens += int(batch["attention_mask"].sum())
+            if on_step is not None:
+                on_step(loss.item(), seen_tokens / max(1e-9, time.perf_counter() - start), epoch - 1 + (b + 1) / batches_per_epoch)
         losses.append(epoch_loss / max(1, n_tokens))
         log.info("epoch %d/%d: loss %.4f (%.1fs elapsed)", epoch, cfg.epochs, losses[-1], time.perf_counter() - start)
         on_epoch_end(epoch, losses[-1])
