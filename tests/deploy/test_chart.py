@@ -1,0 +1,312 @@
+"""The Helm chart, rendered by real Helm for its defaults and every ci/*-values.yaml: lint, schema,
+every object valid for Kubernetes, and the values reaching the platform config the registrar compiles with."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from safetax.platform import BUILTIN, CODE_EXECUTION_LABEL, PlatformConfig, Toleration
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "safetax"
+STANDARD_LABELS = ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
+                   "app.kubernetes.io/managed-by", "app.kubernetes.io/version")
+
+
+def platform_of(rendered: Any) -> PlatformConfig:
+    """The platform.yaml of the rendered ConfigMap, parsed by the compiler's own loader."""
+    data = rendered.one("ConfigMap", "platform")["data"]["platform.yaml"]
+    return PlatformConfig.from_dict(yaml.safe_load(data), source="rendered platform ConfigMap")
+
+
+def helm_error(render: Any, values: dict[str, Any]) -> str:
+    helm = pytest.importorskip("helm_python")
+    with pytest.raises(helm.HelmError) as info:
+        render(values)
+    return str(info.value)
+
+
+def test_lint_is_clean(values: dict[str, Any]) -> None:
+    helm = pytest.importorskip("helm_python")
+    report = helm.lint(str(CHART), values, strict=True, kube_version="v1.30.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # 2 warning, 3 error
+    assert not problems and not report["errors"], problems or report["errors"]
+
+
+def test_values_file_passes_the_schema(chart: Any, values: dict[str, Any]) -> None:
+    chart.validate_schema(values)
+
+
+def test_every_rendered_object_validates(render: Any, validate: Any, values: dict[str, Any]) -> None:
+    rendered = render(values)
+    assert rendered.objects
+    for template, doc in rendered.objects:
+        validate(doc)
+        labels = doc["metadata"].get("labels", {})
+        missing = [key for key in STANDARD_LABELS if key not in labels]
+        assert not missing, f"{template}: {doc['kind']} lacks the labels {missing}"
+    names = [(doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"]) for _, doc in rendered.objects]
+    assert len(names) == len(set(names)), f"duplicate objects: {names}"
+    assert "safetax" in rendered.notes
+
+
+def test_platform_configmap_is_a_valid_platform_config(render: Any, values: dict[str, Any]) -> None:
+    rendered = render(values)
+    platform = platform_of(rendered)
+    assert platform.env["SAFETAX_S3_ENDPOINT"] == values.get("s3", {}).get("endpoint", "http://minio-service.kubeflow:9000")
+    assert re.fullmatch(r"[a-z0-9.-]+:[0-9]+", platform.env["SAFETAX_PUSHGATEWAY"])
+    assert platform.settings("score").pod_labels[CODE_EXECUTION_LABEL[0]] == CODE_EXECUTION_LABEL[1]
+
+
+def test_defaults_fit_a_standard_kubeflow_pipelines(render: Any) -> None:
+    rendered = render({}, namespace="kubeflow")
+    platform = platform_of(rendered)
+    assert platform.env == {"SAFETAX_S3_ENDPOINT": "http://minio-service.kubeflow:9000", "SAFETAX_S3_REGION": "us-east-1",
+                            "SAFETAX_PUSHGATEWAY": "safetax-pushgateway.kubeflow:9091"}
+    assert platform.s3_secret == "mlpipeline-minio-artifact"
+    assert platform.secret_env() == {"accesskey": "SAFETAX_S3_ACCESS_KEY", "secretkey": "SAFETAX_S3_SECRET_KEY"}
+    assert platform.stages == BUILTIN  # no stage overridden: the compiler's own placement
+    # The address the stages push to is the bundled Pushgateway's Service.
+    service = rendered.one("Service", "pushgateway")
+    host, port = platform.env["SAFETAX_PUSHGATEWAY"].split(":")
+    assert host == f"{service['metadata']['name']}.{service['metadata']['namespace']}"
+    assert int(port) == service["spec"]["ports"][0]["port"]
+    job = rendered.one("Job", "registrar")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/safetax/safetax-cpu:0.1.0"
+    assert container["command"] + container["args"] == [
+        "safetax", "register", "--mode", "api", "--platform", "/etc/safetax/platform.yaml",
+        "--host", "http://ml-pipeline.kubeflow:8888"]
+    assert rendered.one("NetworkPolicy")["metadata"]["namespace"] == "kubeflow"
+    # Optional features that need the Prometheus Operator or Grafana are off by default.
+    assert not rendered.kinds() & {"ServiceMonitor", "PrometheusRule"}
+    assert not [c for c in rendered.of_kind("ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]]
+
+
+def test_custom_node_pools_reach_the_platform_config(render: Any) -> None:
+    platform = platform_of(render(yaml.safe_load((CHART / "ci" / "custom-node-pools-values.yaml").read_text())))
+    train = platform.settings("train")
+    assert train.accelerator_count == 4 and train.accelerator_type == "nvidia.com/gpu"
+    assert train.node_selector == {"cloud.google.com/gke-nodepool": "h100-train",
+                                   "cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+    assert train.tolerations == (Toleration("nvidia.com/gpu", "Exists", "", "NoSchedule"),
+                                 Toleration("dedicated", "Equal", "training", "NoSchedule"))
+    assert (train.cpu_request, train.cpu_limit, train.memory_request, train.memory_limit, train.shm_size) == (
+        "32", "48", "400Gi", "600Gi", "64Gi")
+    generate = platform.settings("generate")
+    assert generate.accelerator_count == 2 and generate.node_selector == {"cloud.google.com/gke-nodepool": "l4-inference"}
+    assert generate.memory_limit == BUILTIN["generate"].memory_limit  # unset keys keep the built-in default
+    fisher = platform.settings("fisher")
+    assert not fisher.gpu and fisher.node_selector == {} and fisher.tolerations == () and fisher.shm_size == ""
+    score = platform.settings("score")
+    assert (score.cpu_request, score.cpu_limit, score.memory_limit) == ("8", "16", "32Gi")
+    # A stage's own pod labels replace the built-in ones: the chart keeps the code-execution label.
+    assert score.pod_labels == {"sandbox": "true", CODE_EXECUTION_LABEL[0]: CODE_EXECUTION_LABEL[1]}
+    assert platform.pod_labels == {"team": "safety"}
+    assert platform.env["HF_HUB_OFFLINE"] == "1"
+    assert platform.settings("prepare") == BUILTIN["prepare"]
+
+
+@pytest.mark.parametrize(("mode", "namespace"), [("customResources", "safetax"), ("customResources", "kubeflow"),
+                                                 ("api", "kubeflow"), ("none", "kubeflow")])
+def test_registration_modes(render: Any, validate: Any, mode: str, namespace: str) -> None:
+    rendered = render({"registration": {"mode": mode}}, namespace=namespace)
+    if mode == "none":
+        assert not rendered.kinds() & {"Job", "ServiceAccount", "Role", "RoleBinding"}
+        return
+    job = rendered.one("Job", "registrar")
+    pod = job["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    sa = rendered.one("ServiceAccount")
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    if mode == "api":
+        assert args[args.index("--mode") + 1] == "api" and args[args.index("--host") + 1] == "http://ml-pipeline.kubeflow:8888"
+        assert not rendered.kinds() & {"Role", "RoleBinding"}
+        assert pod["automountServiceAccountToken"] is False and sa["automountServiceAccountToken"] is False
+        return
+    assert args[args.index("--mode") + 1] == "cr" and args[args.index("--namespace") + 1] == "kubeflow"
+    assert pod["automountServiceAccountToken"] is True
+    role, binding = rendered.one("Role"), rendered.one("RoleBinding")
+    # The custom resources live in KFP's namespace, whatever the release's namespace.
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "kubeflow"
+    assert role["rules"] == [{"apiGroups": ["pipelines.kubeflow.org"], "resources": ["pipelines", "pipelineversions"],
+                              "verbs": ["get", "list", "create"]}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": namespace}]
+    for _, doc in rendered.objects:
+        validate(doc)
+
+
+def test_registrar_is_a_well_behaved_hook_job(render: Any, values: dict[str, Any]) -> None:
+    rendered = render(values)
+    jobs = rendered.of_kind("Job")
+    if values.get("registration", {}).get("mode") == "none":
+        assert not jobs
+        return
+    (job,) = jobs
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    assert spec["backoffLimit"] >= 0 and spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] > 0
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    # --platform is the rendered ConfigMap's key, mounted read-only.
+    args = container["args"]
+    platform_path = Path(args[args.index("--platform") + 1])
+    mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == platform_path.parent)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    configmap = rendered.one("ConfigMap", "platform")
+    assert mount["readOnly"] is True and volume["configMap"]["name"] == configmap["metadata"]["name"]
+    assert platform_path.name in configmap["data"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    registry = values.get("image", {}).get("registry", "ghcr.io/safetax")
+    assert env["SAFETAX_IMAGE_REGISTRY"] == registry
+    assert container["image"] == f"{registry}/safetax-cpu:{values.get('image', {}).get('tag') or '0.1.0'}"
+    # A changed platform config changes the pod template (the checksum annotation).
+    other = render({**values, "podLabels": {"changed": "yes"}}).one("Job", "registrar")
+    assert other["spec"]["template"]["metadata"]["annotations"] != job["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_pushgateway_and_its_servicemonitor(render: Any) -> None:
+    rendered = render({"serviceMonitor": {"enabled": True}})
+    deployment, service = rendered.one("Deployment", "pushgateway"), rendered.one("Service", "pushgateway")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert re.fullmatch(r"docker\.io/prom/pushgateway:v\d+\.\d+\.\d+", container["image"])
+    assert pod["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    assert set(container["resources"]) == {"requests", "limits"}
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["selector"] == selector
+    monitor = rendered.one("ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["honorLabels"] is True
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_external_pushgateway(render: Any) -> None:
+    rendered = render({"pushgateway": {"enabled": False, "address": "pushgateway.monitoring:9091"},
+                       "serviceMonitor": {"enabled": True}})
+    assert not rendered.of_kind("Deployment") and not rendered.of_kind("Service") and not rendered.of_kind("ServiceMonitor")
+    assert platform_of(rendered).env["SAFETAX_PUSHGATEWAY"] == "pushgateway.monitoring:9091"
+    message = helm_error(render, {"pushgateway": {"enabled": False}})
+    assert "/pushgateway" in message and "address" in message
+
+
+def test_code_execution_networkpolicy(render: Any) -> None:
+    policy = render({}).one("NetworkPolicy")
+    assert policy["spec"]["podSelector"] == {"matchLabels": dict([CODE_EXECUTION_LABEL])}
+    assert policy["spec"]["policyTypes"] == ["Egress"] and policy["spec"]["egress"] == []  # deny all egress
+    allowed = [{"to": [{"podSelector": {"matchLabels": {"app": "minio"}}}], "ports": [{"port": 9000, "protocol": "TCP"}]}]
+    policies = render({"networkPolicy": {"namespaces": ["team-a", "team-b"], "allowedEgress": allowed}}).of_kind("NetworkPolicy")
+    assert [p["metadata"]["namespace"] for p in policies] == ["team-a", "team-b"]
+    assert all(p["spec"]["egress"] == allowed for p in policies)
+    assert not render({"networkPolicy": {"enabled": False}}).of_kind("NetworkPolicy")
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"stages": {"train": {"gpus": "two"}}}, ["/stages/train/gpus", "integer"]),
+    ({"stages": {"generate": {"gpus": -1}}}, ["/stages/generate/gpus", "minimum"]),
+    ({"stages": {"train": {"gpus": 1.5}}}, ["/stages/train/gpus", "integer"]),
+    ({"stages": {"train": {"gpu": 2}}}, ["/stages/train", "'gpu'"]),
+    ({"stages": {"trian": {"gpus": 2}}}, ["/stages", "'trian'"]),
+    ({"stages": {"train": {"resources": {"limits": {"memory": "lots"}}}}}, ["/stages/train/resources/limits/memory"]),
+    ({"stages": {"train": {"tolerations": [{"key": "k", "operator": "Maybe"}]}}}, ["/stages/train/tolerations/0/operator"]),
+    ({"registration": {"mode": "kubectl"}}, ["/registration/mode", "customResources"]),
+    ({"extraEnv": {"SAFETAX_S3_SECRET_KEY": "x"}}, ["/extraEnv"]),
+    ({"image": {"registry": "https://ghcr.io/safetax"}}, ["/image/registry"]),
+    ({"prometheusRule": {"safetyScore": {"threshold": 80, "for": "5m", "severity": "warning"}}},
+     ["/prometheusRule/safetyScore/threshold", "maximum"]),
+    ({"prometheusRule": {"reasoningDrop": {"threshold": 0.1, "for": "five minutes", "severity": "warning"}}},
+     ["/prometheusRule/reasoningDrop/for"]),
+    ({"pushgateway": {"image": {"tag": "latest"}}}, ["/pushgateway/image/tag"]),
+    ({"unknownTopLevel": True}, ["'unknownTopLevel'"]),
+])
+def test_bad_values_are_rejected_naming_the_value(chart: Any, render: Any, values: dict[str, Any], expected: list[str]) -> None:
+    helm = pytest.importorskip("helm_python")
+    with pytest.raises(helm.HelmValuesError) as info:
+        chart.validate_schema(values)
+    for text in expected:
+        assert text in str(info.value), str(info.value)
+    assert all(text in helm_error(render, values) for text in expected)  # an install fails the same way
+
+
+def test_dashboard_configmap(render: Any) -> None:
+    rendered = render({"dashboard": {"enabled": True, "namespace": "monitoring", "additionalLabels": {"grafana_dashboard": "0"}}})
+    configmap = next(c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"].endswith("-dashboard"))
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"  # the sidecar's label cannot be overridden
+    (body,) = configmap["data"].values()
+    assert body == (CHART / "dashboards" / "safetax.json").read_text().rstrip("\n")
+
+
+def _values_lines() -> list[tuple[int, int, str, str]]:
+    """(line number, indent, key, comment above) for every key of values.yaml."""
+    rows, comment = [], ""
+    for number, line in enumerate((CHART / "values.yaml").read_text().splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment = comment + stripped + "\n" if comment or stripped.startswith("# --") else ""
+            continue
+        match = re.match(r"^(\s*)([A-Za-z_][\w.-]*):", line)
+        if match:
+            rows.append((number, len(match.group(1)), match.group(2), comment))
+        if stripped:
+            comment = ""
+    return rows
+
+
+def test_every_value_is_documented() -> None:
+    """helm-docs style: every key has a `# --` comment, lies inside a documented block, or only groups such keys."""
+    rows = _values_lines()
+    inside = _documented_blocks(rows)
+    undocumented = []
+    for i, (number, indent, key, comment) in enumerate(rows):
+        groups = i + 1 < len(rows) and rows[i + 1][1] > indent
+        if not (comment.startswith("# --") or number in inside or groups):
+            undocumented.append(f"values.yaml:{number}: {key}")
+    assert not undocumented, "values without a `# --` comment:\n" + "\n".join(undocumented)
+
+
+def _documented_blocks(rows: list[tuple[int, int, str, str]]) -> set[int]:
+    """Line numbers of keys nested under a key that has a `# --` comment."""
+    inside: set[int] = set()
+    for i, (_, indent, _, comment) in enumerate(rows):
+        if not comment.startswith("# --"):
+            continue
+        for number, child_indent, _, _ in rows[i + 1:]:
+            if child_indent <= indent:
+                break
+            inside.add(number)
+    return inside
+
+
+@pytest.mark.parametrize(("kind", "mutate", "expected"), [
+    ("Deployment", lambda d: d["spec"]["template"]["spec"]["containers"][0].update(imagePullpolicy="Always"), "imagePullpolicy"),
+    ("Job", lambda d: d["spec"].update(backoffLimit="2"), "backoffLimit"),
+    ("ServiceMonitor", lambda d: d["spec"]["endpoints"][0].update(honorlabels=True), "honorlabels"),
+    ("PrometheusRule", lambda d: d["spec"]["groups"][0]["rules"][0].pop("expr"), "expr"),
+    ("PrometheusRule", lambda d: d["spec"]["groups"][0]["rules"][0].update({"for": "5 minutes"}), "for"),
+    ("ConfigMap", lambda d: d.update(kind="Widget", apiVersion="example.com/v1"), "no schema"),
+])
+def test_validator_rejects_bad_objects(render: Any, validate: Any, kind: str, mutate: Any, expected: str) -> None:
+    """The validation above can fail: a typo, a wrong type, a missing field or an unknown kind is an error."""
+    rendered = render({"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}})
+    doc = rendered.one(kind, "platform" if kind == "ConfigMap" else None)
+    validate(doc)
+    mutate(doc)
+    with pytest.raises(AssertionError, match=expected):
+        validate(doc)

@@ -1,0 +1,62 @@
+"""End to end from values to the compiled pipeline: the registrar's platform ConfigMap and environment,
+rendered from a ci values file, given to `safetax compile` as the hook Job gives them to `safetax register`:
+KFP IR (what `--mode api` uploads) and the Pipeline/PipelineVersion custom resources (what `--mode cr` creates)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import pytest
+
+from safetax.platform import CODE_EXECUTION_LABEL
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "safetax"
+
+
+@pytest.mark.parametrize("output", ["ir", "custom-resources"])
+def test_values_reach_the_compiled_pipeline(render: Any, validate: Any, tmp_path: Path, output: str) -> None:
+    values = yaml.safe_load((CHART / "ci" / "custom-node-pools-values.yaml").read_text())
+    values["image"] = {"registry": "registry.example.com/mirror/safetax"}
+    rendered = render(values)
+    (tmp_path / "platform.yaml").write_text(rendered.one("ConfigMap", "platform")["data"]["platform.yaml"])
+    container = rendered.one("Job", "registrar")["spec"]["template"]["spec"]["containers"][0]
+    env = {**os.environ, **{e["name"]: e["value"] for e in container["env"] if e["name"] != "HOME"}}
+    env.pop("SAFETAX_PLATFORM", None)
+    extra = ["--k8s-manifests", "--namespace", "kubeflow"] if output == "custom-resources" else []
+    out = subprocess.run([sys.executable, "-m", "safetax", "compile", *extra, "--platform", "platform.yaml", "--out", "compiled"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    docs = list(yaml.safe_load_all((tmp_path / "compiled" / "alignment.yaml").read_text()))
+    if output == "custom-resources":
+        for doc in docs:
+            validate(doc)
+        version = next(d for d in docs if d["kind"] == "PipelineVersion")
+        pipeline_spec, platform_spec = version["spec"]["pipelineSpec"], version["spec"]["platformSpec"]
+    else:
+        pipeline_spec, platform_spec = docs
+    executors = pipeline_spec["deploymentSpec"]["executors"]
+    placement = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+    train = executors["exec-train"]["container"]
+    assert train["image"] == "registry.example.com/mirror/safetax/safetax-train:0.1.0"
+    assert train["resources"]["accelerator"]["resourceCount"] == "4"
+    assert train["resources"]["resourceMemoryLimit"] == "600Gi"
+    train_env = {e["name"]: e["value"] for e in train["env"]}
+    assert train_env["SAFETAX_PUSHGATEWAY"] == "safetax-pushgateway.kubeflow:9091"
+    assert train_env["SAFETAX_S3_ENDPOINT"] == "http://minio-service.kubeflow:9000"
+    assert train_env["HF_HUB_OFFLINE"] == "1"
+    assert placement["exec-train"]["nodeSelector"]["labels"]["cloud.google.com/gke-nodepool"] == "h100-train"
+    assert {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"} in placement["exec-train"]["tolerations"]
+    assert placement["exec-train"]["emptyDirMounts"][0]["sizeLimit"] == "64Gi"
+    assert placement["exec-train"]["secretAsEnv"][0]["secretName"] == "mlpipeline-minio-artifact"
+    assert placement["exec-generate"]["nodeSelector"]["labels"] == {"cloud.google.com/gke-nodepool": "l4-inference"}
+    score_labels = placement["exec-score"]["podMetadata"]["labels"]
+    assert score_labels[CODE_EXECUTION_LABEL[0]] == CODE_EXECUTION_LABEL[1] and score_labels["team"] == "safety"
+    assert executors["exec-score"]["container"]["image"] == "registry.example.com/mirror/safetax/safetax-cpu:0.1.0"
