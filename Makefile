@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the alignment pipeline locally on the tiny demo model
 	$(VENV)/bin/safetax demo $(ARGS)
 
-test: $(STAMP)  ## all tests, end-to-end ones included
+test: $(STAMP)  ## all tests, end-to-end ones included (installs missing Debian packages: prometheus, pushgateway, kubectl)
+	scripts/system-deps.sh
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 test-fast: $(STAMP)  ## unit tests only
+	scripts/system-deps.sh
 	$(VENV)/bin/python -m pytest -m "not e2e" $(ARGS)
 
 compile: $(STAMP)  ## recompile the golden pipeline YAML and the custom resources in k8s/pipelines

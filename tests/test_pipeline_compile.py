@@ -112,9 +112,9 @@ def test_platform_config_from_dict_and_errors() -> None:
 
     cfg = PlatformConfig.from_dict({"stages": {"train": {"accelerator_count": 2, "node_selector": {"pool": "a100"},
                                                          "tolerations": [{"key": "gpu", "effect": "NoExecute"}]},
-                                               "score": {"accelerator_count": 1}}})
+                                               "score": {"accelerator_count": 1, "pod_labels": {"team": "x"}}}})
     assert cfg.settings("train").accelerator_count == 2 and cfg.settings("train").shm_size == "16Gi"
-    assert cfg.settings("score").gpu and cfg.settings("score").pod_labels == {"safetax.io/code-execution": "true"}
+    assert cfg.settings("score").gpu and cfg.settings("score").pod_labels == {"safetax.io/code-execution": "true", "team": "x"}
     assert not cfg.settings("prepare").gpu
     with pytest.raises(ConfigError) as err:
         PlatformConfig.from_dict({"stages": {"training": {}, "train": {"accelerator_count": "two", "memory_limit": "lots", "gpus": 1}},

@@ -186,6 +186,8 @@ class PlatformConfig:
                 base = replace(_CPU_DEFAULTS, pod_labels=base.pod_labels)
             elif not base.gpu and isinstance(gpu_now, int) and gpu_now > 0:
                 base = replace(_GPU_DEFAULTS, pod_labels=base.pod_labels)
+            if isinstance(raw.get("pod_labels"), dict):  # added to the built-in labels (the code-execution one stays)
+                raw["pod_labels"] = {**base.pod_labels, **raw["pod_labels"]}
             stages[name] = replace(base, **raw)
         kw: dict[str, Any] = {"stages": stages}
         for key in ("pod_labels", "env", "s3_secret", "s3_secret_keys", "pipeline_root"):
