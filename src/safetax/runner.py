@@ -172,6 +172,8 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path) -> Path:
 
     # Kubernetes settings (resources, GPUs) mean nothing to the local runner, which warns per task.
     warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner.*")
+    # The components name their cluster images; the local runner runs them in this environment, as intended.
+    warnings.filterwarnings("ignore", message=r".*uses custom or non-Python base image.*")
     # Parallel branches run as concurrent subprocesses; one BLAS thread pool per core each
     # oversubscribes the CPU and slows every task several-fold. Users may set their own.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
