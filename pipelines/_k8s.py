@@ -6,13 +6,17 @@ from kfp.dsl import PipelineTask
 from safetax.platform import PlatformConfig
 
 
-def place(task: PipelineTask, stage: str, platform: PlatformConfig) -> PipelineTask:
-    """Resources, GPUs, node selector, tolerations, /dev/shm, pod labels, env, S3 Secret and pull secrets of a stage."""
+def place(task: PipelineTask, stage: str, platform: PlatformConfig, gpus=None) -> PipelineTask:
+    """Resources, GPUs, node selector, tolerations, /dev/shm, pod labels, env, S3 Secret and pull secrets of a stage.
+
+    ``gpus`` may be a pipeline parameter: a per-run override of a GPU stage's GPU count, which KFP
+    resolves at run time (node selectors and tolerations stay as compiled).
+    """
     s = platform.settings(stage)
     task.set_cpu_request(s.cpu_request).set_cpu_limit(s.cpu_limit)
     task.set_memory_request(s.memory_request).set_memory_limit(s.memory_limit)
     if s.gpu:
-        task.set_accelerator_type(s.accelerator_type).set_accelerator_limit(s.accelerator_count)
+        task.set_accelerator_type(s.accelerator_type).set_accelerator_limit(s.accelerator_count if gpus is None else gpus)
     for key, value in s.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for t in s.tolerations:

@@ -17,10 +17,12 @@ PLATFORM = load_platform()
 DEFAULT_METHODS = [{"method": "lora", "name": "lora-r4", "lora_rank": 4, "target_modules": "mlp"}, {"method": "full", "name": "full"}]
 
 
-def _evaluate(model_uri: str, eval_sets: list, gen_args: dict, judge_args: dict, equivalence_model: str, run: dict, checkpoints=None) -> dsl.PipelineTask:
+def _evaluate(model_uri: str, eval_sets: list, gen_args: dict, judge_args: dict, equivalence_model: str, run: dict, gpus: dict,
+              checkpoints=None) -> dsl.PipelineTask:
     extra = {"checkpoints": checkpoints} if checkpoints is not None else {}
-    gen = place(generate(model_uri=model_uri, eval_sets=eval_sets, **gen_args, **run, **extra), "generate", PLATFORM)
-    verdicts = place(judge(generations=gen.outputs["generations"], base_model=model_uri, **judge_args, **run), "judge", PLATFORM)
+    gen = place(generate(model_uri=model_uri, eval_sets=eval_sets, **gen_args, **run, **extra), "generate", PLATFORM, gpus["generate"])
+    verdicts = place(judge(generations=gen.outputs["generations"], base_model=model_uri, **judge_args, **run), "judge", PLATFORM,
+                     gpus["judge"])
     scored = score(equivalence_model=equivalence_model, base_model=model_uri, generations=gen.outputs["generations"],
                    judgements=verdicts.outputs["judgements"], **run)
     return place(scored, "score", PLATFORM)
@@ -52,6 +54,9 @@ def alignment_pipeline(
     generation_backend: str = "hf",
     tensor_parallel_size: int = 1,
     store_uri: str = "",
+    train_gpus: int = PLATFORM.settings("train").accelerator_count,
+    generate_gpus: int = PLATFORM.settings("generate").accelerator_count,
+    judge_gpus: int = PLATFORM.settings("judge").accelerator_count,
 ) -> Dataset:
     """Align a reasoning model with refusal SFT and measure the safety tax of every checkpoint.
 
@@ -76,8 +81,12 @@ def alignment_pipeline(
         generation_backend: hf (transformers) or vllm (one generate call per stage, LoRA adapters served without merging).
         tensor_parallel_size: GPUs per model for the vllm backend (set the platform's accelerator count to match).
         store_uri: Run store, e.g. s3://safetax/runs: every stage also publishes its outputs (adapters, generations, judgements, scores, report) to <store_uri>/<run id>/<stage>/<method> with a manifest; empty = KFP's artifacts only.
+        train_gpus: GPUs per training task for this run (default: the platform file's; applies when train is a GPU stage).
+        generate_gpus: GPUs per generation task for this run (match tensor_parallel_size with vllm).
+        judge_gpus: GPUs per judge task for this run (Llama-Guard-3-8B fits on one).
     """
     run = {"run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "store_uri": store_uri}
+    gpus = {"generate": generate_gpus, "judge": judge_gpus}
     gen_args = {
         "safety_max_new_tokens": safety_max_new_tokens,
         "reasoning_samples": reasoning_samples,
@@ -91,12 +100,12 @@ def alignment_pipeline(
     }
     judge_args = {"judge": judge_name, "judge_model": judge_model, "mode": judge_mode}
     data = place(prepare(refusal_uri=refusal_data_uri, model_uri=base_model_uri, max_length=max_length, **run), "prepare", PLATFORM)
-    base = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run)
+    base = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run, gpus)
     with dsl.ParallelFor(methods) as method:
         trained = place(
-            train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"], **run), "train", PLATFORM
+            train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"], **run), "train", PLATFORM, train_gpus
         )
-        scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run, checkpoints=trained.outputs["checkpoints"])
+        scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run, gpus, checkpoints=trained.outputs["checkpoints"])
     report = place(
         analytics(base_model=base_model_uri, base_scores=base.outputs["scores"], scores=dsl.Collected(scored.outputs["scores"]), **run),
         "analytics", PLATFORM,

@@ -35,7 +35,10 @@ def test_kubernetes_settings_per_stage() -> None:
         assert {"cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"} <= resources.keys()
         if _stage(name) in GPU_STAGES:
             assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
-            assert resources["accelerator"]["resourceCount"] == "1"
+            # Per-run GPU counts: a pipeline parameter per GPU stage, defaulting to the platform's count.
+            param = f"{_stage(name)}_gpus"
+            assert resources["accelerator"]["resourceCount"] == f"{{{{$.inputs.parameters['pipelinechannel--{param}']}}}}"
+            assert spec["root"]["inputDefinitions"]["parameters"][param]["defaultValue"] == 1
             assert k8s[name]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
             assert k8s[name]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
             assert k8s[name]["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "16Gi"}]
@@ -62,7 +65,7 @@ def test_platform_file_reaches_every_task(tmp_path: Path) -> None:
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     train = next(e for e in executors if _stage(e) == "train")
     judge = next(e for e in executors if _stage(e) == "judge")
-    assert executors[train]["container"]["resources"]["accelerator"]["resourceCount"] == "4"
+    assert spec["root"]["inputDefinitions"]["parameters"]["train_gpus"]["defaultValue"] == 4
     assert executors[train]["container"]["resources"]["memoryLimit"] == 512 * 2**30 / 1e9 or \
         executors[train]["container"]["resources"]["resourceMemoryLimit"] == "512Gi"
     assert k8s[train]["nodeSelector"]["labels"] == {"pool": "h100"}

@@ -46,7 +46,9 @@ def test_values_reach_the_compiled_pipeline(render: Any, validate: Any, tmp_path
 
     train = executors["exec-train"]["container"]
     assert train["image"] == "registry.example.com/mirror/safetax/safetax-train:0.1.0"
-    assert train["resources"]["accelerator"]["resourceCount"] == "4"
+    # The GPU count is a per-run pipeline parameter whose default is the chart's value.
+    assert train["resources"]["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--train_gpus']}}"
+    assert pipeline_spec["root"]["inputDefinitions"]["parameters"]["train_gpus"]["defaultValue"] == 4
     assert train["resources"]["resourceMemoryLimit"] == "600Gi"
     train_env = {e["name"]: e["value"] for e in train["env"]}
     assert train_env["SAFETAX_PUSHGATEWAY"] == "safetax-pushgateway.kubeflow:9091"
