@@ -18,7 +18,7 @@ from safetax.config import Checks, ConfigError, as_int
 from safetax.data.tables import read_rows, require_columns
 from safetax.records import Score
 from safetax.scoring.math import score_boxed
-from safetax.store import local_path
+from safetax.store import fetch
 
 COLUMNS = {"safety": ("prompt",), "overrefusal": ("prompt",), "reasoning": ("problem", "answer")}
 TEXT_FIELD = {"safety": "prompt", "overrefusal": "prompt", "reasoning": "problem"}
@@ -77,7 +77,7 @@ def load_eval_set(es: EvalSet) -> tuple[list[Item], Benchmark | None]:
     if es.benchmark:
         bench = get_benchmark(es.benchmark)
         return bench.load(es.uri or None, es.limit), bench
-    path = local_path(es.uri, f"eval set {es.name!r} uri")
+    path = fetch(es.uri, f"eval set {es.name!r} uri")
     rows = read_rows(path)
     require_columns(path, rows, COLUMNS[es.kind])
     if es.limit:

@@ -10,7 +10,7 @@ from safetax.config import Checks
 from safetax.data.chat import build_sft_example
 from safetax.data.refusal_sets import fetch_hub_dataset, load_refusal_rows
 from safetax.records import write_jsonl
-from safetax.store import atomic_dir, is_hub_id, local_path, resolve_model, write_json
+from safetax.store import atomic_dir, fetch, is_hub_id, resolve_model, write_json
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _refusal_file(uri: str) -> Path:
     """A local file, or a hub dataset (e.g. TianshengHuang/DirectRefusal) fetched on an online cluster."""
     if is_hub_id(uri):
         return fetch_hub_dataset(uri)
-    return local_path(uri, "refusal_uri")
+    return fetch(uri, "refusal_uri")
 
 
 def run(cfg: PrepareConfig, out_dir: Path) -> PrepareResult:

@@ -31,7 +31,7 @@ from safetax.store.manifest import MANIFEST, Manifest
 
 __all__ = [
     "COMPLETE", "HUB_ID", "MANIFEST", "Manifest", "StoreError", "atomic_dir", "cache_root", "fetch", "is_complete",
-    "is_hub_id", "is_s3", "local_path", "publish", "read_json", "require_complete", "resolve_model", "write_json",
+    "is_hub_id", "is_s3", "publish", "read_json", "require_complete", "resolve_model", "write_json",
 ]
 
 
@@ -56,8 +56,6 @@ def fetch(uri: str, what: str) -> Path:
         raise StoreError(f"{what}: {uri!r} does not exist")
     return path
 
-
-local_path = fetch  # the name the data loaders use
 
 
 def publish(local_dir: Path, uri: str) -> Manifest:

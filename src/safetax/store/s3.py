@@ -19,6 +19,7 @@ exponential backoff; credentials never appear in logs or errors.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -180,8 +181,6 @@ class S3Store:
                 self._call("uploading", f"s3://{bucket}/{key}", lambda f=f, key=key: self.client.fput_object(
                     bucket, key, str(Path(local_dir) / f.path), part_size=self.part_size, progress=_Progress(count)))
         data = manifest.to_json().encode()
-        import io
-
         self._call("publishing manifest", uri, lambda: self.client.put_object(
             bucket, _join(prefix, MANIFEST), io.BytesIO(data), len(data), content_type="application/json"))
         log.info("published %d file(s), %.1f MB to %s in %.2fs", len(manifest.files), manifest.total_bytes / 1e6, uri,
