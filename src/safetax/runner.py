@@ -179,7 +179,7 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path) -> Path:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()), raise_on_error=True)
-    func = getattr(pipeline_module(name, platform), PIPELINES[name])
+    func = getattr(pipeline_module(name), PIPELINES[name])
     # The local runner indents print() per task by swapping builtins.print; concurrent
     # ParallelFor tasks restore it out of order and can leave it indented for good.
     original_print = builtins.print
