@@ -19,6 +19,7 @@ def generate(
     backend: str,
     tensor_parallel_size: int,
     seed: int,
+    gpus: int,
     run_id: str,
     store_uri: str,
     generations: Output[Dataset],
@@ -32,10 +33,11 @@ def generate(
     from safetax.data.eval_sets import EvalSet
     from safetax.generation.base import SamplingConfig
     from safetax.stages import generate as stage
-    from safetax.stages.runtime import RunContext, stage_run
+    from safetax.stages.runtime import RunContext, check_gpus, stage_run
     from safetax.timing import setup_logging
 
     setup_logging()
+    check_gpus("generate", gpus)
     cfg = stage.GenerateConfig(
         model_uri=model_uri,
         eval_sets=tuple(EvalSet.from_dict(e) for e in eval_sets),

@@ -5,17 +5,18 @@ from components._image import VLLM_IMAGE
 
 
 @dsl.component(base_image=VLLM_IMAGE, install_kfp_package=False)
-def judge(judge: str, judge_model: str, mode: str, base_model: str, run_id: str, store_uri: str, generations: Input[Dataset],
+def judge(judge: str, judge_model: str, mode: str, base_model: str, gpus: int, run_id: str, store_uri: str, generations: Input[Dataset],
           judgements: Output[Dataset], metrics: Output[Metrics]):
     """Safety verdicts (safe / unsafe / unscored) for safety prompts; refusals for over-refusal prompts."""
     import time
     from pathlib import Path
 
     from safetax.stages import judge as stage
-    from safetax.stages.runtime import RunContext, method_of_generations, stage_run
+    from safetax.stages.runtime import RunContext, check_gpus, method_of_generations, stage_run
     from safetax.timing import setup_logging
 
     setup_logging()
+    check_gpus("judge", gpus)
     cfg = stage.JudgeConfig(judge=judge, judge_model=judge_model, mode=mode)
     method = method_of_generations(Path(generations.path))
     with stage_run("judge", RunContext(run_id, store_uri, base_model), Path(judgements.path), method) as tel:

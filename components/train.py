@@ -5,16 +5,17 @@ from components._image import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def train(method: dict, model_uri: str, epochs: int, seed: int, run_id: str, store_uri: str, sft: Input[Dataset],
+def train(method: dict, model_uri: str, epochs: int, seed: int, gpus: int, run_id: str, store_uri: str, sft: Input[Dataset],
           checkpoints: Output[Model], metrics: Output[Metrics]):
     """Refusal SFT (full or LoRA) with a checkpoint per epoch; `epochs`/`seed` apply unless the method sets them."""
     from pathlib import Path
 
     from safetax.stages import train as stage
-    from safetax.stages.runtime import RunContext, stage_run
+    from safetax.stages.runtime import RunContext, check_gpus, stage_run
     from safetax.timing import setup_logging
 
     setup_logging()
+    check_gpus("train", gpus)
     defaults = {"seed": seed} | ({"epochs": epochs} if epochs else {})
     cfg = stage.TrainConfig.from_dict(defaults | dict(method))
     checkpoints.metadata["method"] = cfg.label

@@ -20,9 +20,12 @@ DEFAULT_METHODS = [{"method": "lora", "name": "lora-r4", "lora_rank": 4, "target
 def _evaluate(model_uri: str, eval_sets: list, gen_args: dict, judge_args: dict, equivalence_model: str, run: dict, gpus: dict,
               checkpoints=None) -> dsl.PipelineTask:
     extra = {"checkpoints": checkpoints} if checkpoints is not None else {}
-    gen = place(generate(model_uri=model_uri, eval_sets=eval_sets, **gen_args, **run, **extra), "generate", PLATFORM, gpus["generate"])
-    verdicts = place(judge(generations=gen.outputs["generations"], base_model=model_uri, **judge_args, **run), "judge", PLATFORM,
-                     gpus["judge"])
+    # The GPU counts are also task arguments: KFP wires a loop's inputs only from task arguments,
+    # not from resource settings, so without them a per-run count inside ParallelFor is unresolved.
+    gen = place(generate(model_uri=model_uri, eval_sets=eval_sets, gpus=gpus["generate"], **gen_args, **run, **extra), "generate", PLATFORM,
+                gpus["generate"])
+    verdicts = place(judge(generations=gen.outputs["generations"], base_model=model_uri, gpus=gpus["judge"], **judge_args, **run), "judge",
+                     PLATFORM, gpus["judge"])
     scored = score(equivalence_model=equivalence_model, base_model=model_uri, generations=gen.outputs["generations"],
                    judgements=verdicts.outputs["judgements"], **run)
     return place(scored, "score", PLATFORM)
@@ -103,7 +106,8 @@ def alignment_pipeline(
     base = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run, gpus)
     with dsl.ParallelFor(methods) as method:
         trained = place(
-            train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"], **run), "train", PLATFORM, train_gpus
+            train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"], gpus=train_gpus, **run), "train", PLATFORM,
+            train_gpus
         )
         scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run, gpus, checkpoints=trained.outputs["checkpoints"])
     report = place(

@@ -126,3 +126,16 @@ def test_platform_config_from_dict_and_errors() -> None:
     assert "`stages key` must be one of 'prepare'" in msg and "stages.train.gpus" in msg
     assert "`stages.train.accelerator_count` must be an integer >= 0, got 'two'" in msg
     assert "stages.train.memory_limit" in msg and "defaults.env.SAFETAX_S3_SECRET_KEY" in msg
+
+
+def test_every_dag_input_a_task_reads_is_wired() -> None:
+    """KFP wires a ParallelFor's inputs from task arguments only: a per-run setting used just in a
+    resource setter would reach the loop unresolved (on a cluster as in the local runner)."""
+    spec = next(yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text()))
+    dags = {"root": spec["root"], **{k: v for k, v in spec["components"].items() if "dag" in v}}
+    for name, comp in dags.items():
+        defined = set(comp.get("inputDefinitions", {}).get("parameters", {}))
+        for task_name, task in comp["dag"]["tasks"].items():
+            for param in task.get("inputs", {}).get("parameters", {}).values():
+                ref = param.get("componentInputParameter")
+                assert ref is None or ref in defined, f"{name}/{task_name} reads {ref}, which {name} does not define"

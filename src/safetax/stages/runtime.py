@@ -56,6 +56,19 @@ def stage_run(stage: str, ctx: RunContext, out_dir: Path, method: str = "") -> I
     log.info("stage %s finished in %.2fs", stage, time.perf_counter() - start)
 
 
+def check_gpus(stage: str, requested: int) -> int:
+    """Log the GPUs a stage asked for against those it sees. Without CUDA (the local runner) the stage
+    runs on the CPU; a GPU pod that sees another count than it asked for gets a warning."""
+    import torch
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found == 0:
+        log.info("%s: no CUDA device visible, running on the CPU", stage)
+    elif found != requested:
+        log.warning("%s: %d GPU(s) requested, %d visible", stage, requested, found)
+    return found
+
+
 def method_of_generations(generations_dir: Path) -> str:
     """The method whose checkpoints a generations directory holds ("base" for the base model)."""
     targets = read_json(generations_dir / "checkpoints.json")
