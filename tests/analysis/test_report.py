@@ -62,7 +62,7 @@ def test_report_content(table: pd.DataFrame, tmp_path: Path) -> None:
     base_row = next(r for r in rows if r.startswith("| base "))
     # base: gsm8k 80.0, math500 70.0, safety 30.0, ASR 70.0, means 75.0 / 30.0, STR n/a,
     # on the front as the most accurate checkpoint
-    assert base_row == "| base | base | 0 | 80.0 | 70.0 | 30.0 | 70.0 | 75.0 | 30.0 | 0 | n/a | yes |"
+    assert base_row == "| base | base | 0 | 80.0 | 70.0 | 30.0 | 70.0 | 75.0 | 30.0 | 0 | n/a | yes | yes | yes |"
     lora1 = next(r for r in rows if r.startswith("| lora/epoch-1 "))
     # reasoning drop 6, ASR drop 55 -> 0.109...
     assert "| 0.11 | yes |" in lora1
@@ -89,7 +89,7 @@ def test_format_table_fixed_width(table: pd.DataFrame) -> None:
     assert len(lines) == 2 + len(table)
     assert lines[0].split() == [str(c) for c in table.columns]
     assert set(lines[1].replace(" ", "")) == {"-"}
-    assert lines[2].split() == ["base", "base", "0", "80.0", "70.0", "30.0", "70.0", "75.0", "30.0", "0", "n/a", "yes"]
+    assert lines[2].split() == ["base", "base", "0", "80.0", "70.0", "30.0", "70.0", "75.0", "30.0", "0", "n/a", "yes", "yes", "yes"]
     # columns line up under the dashes; numbers are right-aligned, text left-aligned
     spans = [(m.start(), m.end()) for m in re.finditer("-+", lines[1])]
     assert len(spans) == len(table.columns)
@@ -105,3 +105,27 @@ def test_plot_tradeoff_recomputes_front_and_validates(table: pd.DataFrame, tmp_p
     assert path.read_bytes().startswith(PNG_MAGIC)
     with pytest.raises(ValueError, match="missing \\['safety_mean'\\]"):
         plot_tradeoff(table.drop(columns=["safety_mean"]), tmp_path / "q.png")
+
+
+def test_pareto_front_per_reasoning_benchmark(tmp_path: Path) -> None:
+    """With two reasoning benchmarks, each gets its own front, plot and list (LoRA paper, Figures 2 and 5)."""
+    from safetax.analysis.summary import summarize
+    from safetax.records import CheckpointScores
+
+    def cs(name: str, method: str, epoch: int, math: float, code: float, safety: float) -> CheckpointScores:
+        return CheckpointScores(name, method, epoch, reasoning={"math": math, "code": code}, safety={"harm": safety})
+
+    table = summarize([
+        cs("base", "base", 0, 0.8, 0.8, 0.1),
+        cs("a/epoch-1", "a", 1, 0.7, 0.2, 0.9),  # good at math, bad at code
+        cs("b/epoch-1", "b", 1, 0.2, 0.7, 0.9),  # the other way round
+    ])
+    assert list(table["pareto:math"]) == [True, True, False]
+    assert list(table["pareto:code"]) == [True, False, True]
+    assert list(table["pareto"]) == [True, True, True]  # the means tie a and b
+    write_report(table, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Pareto fronts per reasoning benchmark" in text and "### code" in text
+    math_section = text.split("### math")[1].split("###")[0]
+    assert "`a/epoch-1`" in math_section and "`b/epoch-1`" not in math_section
+    assert (tmp_path / "tradeoff-math.png").stat().st_size > 5_000 and (tmp_path / "tradeoff-code.png").is_file()

@@ -45,9 +45,9 @@ def test_columns() -> None:
     assert list(got.columns) == [
         "checkpoint", "method", "epoch", "acc:code", "acc:math",
         "safety:a", "asr:a", "safety:b", "asr:b",
-        "reasoning_mean", "safety_mean", "unscored", "str", "pareto",
+        "reasoning_mean", "safety_mean", "unscored", "str", "pareto", "pareto:code", "pareto:math",
     ]  # fmt: skip
-    assert got["pareto"].dtype == bool
+    assert got["pareto"].dtype == bool and got["pareto:math"].dtype == bool
 
 
 def test_percent_conversion(table: pd.DataFrame) -> None:

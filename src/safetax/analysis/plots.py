@@ -33,32 +33,33 @@ def _shade(cmap: Colormap, epoch: int, lo: int, hi: int) -> tuple[float, float, 
     return cmap(0.35 + 0.6 * frac)
 
 
-def _plot_method(ax: Axes, rows: pd.DataFrame, marker: str, cmap: Colormap) -> None:
+def _plot_method(ax: Axes, rows: pd.DataFrame, marker: str, cmap: Colormap, x: str) -> None:
     """One method's checkpoints: a faint trajectory by epoch, shaded markers, epoch labels."""
     rows = rows.sort_values("epoch")
     epochs = [int(e) for e in rows["epoch"]]
     lo, hi = min(epochs), max(epochs)
-    ax.plot(rows["reasoning_mean"], rows["safety_mean"], color=cmap(0.6), lw=1, alpha=0.5, zorder=2)
+    ax.plot(rows[x], rows["safety_mean"], color=cmap(0.6), lw=1, alpha=0.5, zorder=2)
     colours = [_shade(cmap, e, lo, hi) for e in epochs]
-    ax.scatter(rows["reasoning_mean"], rows["safety_mean"], c=colours, marker=marker, s=70,
+    ax.scatter(rows[x], rows["safety_mean"], c=colours, marker=marker, s=70,
                edgecolors="black", linewidths=0.6, zorder=3)
-    for x, y, e in zip(rows["reasoning_mean"], rows["safety_mean"], epochs):
-        ax.annotate(f"e{e}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7, color="0.25")
+    for px, py, e in zip(rows[x], rows["safety_mean"], epochs):
+        ax.annotate(f"e{e}", (px, py), textcoords="offset points", xytext=(5, 5), fontsize=7, color="0.25")
 
 
-def _plot_front(ax: Axes, table: pd.DataFrame) -> None:
+def _plot_front(ax: Axes, table: pd.DataFrame, x: str) -> None:
     """Pareto front (maximise both axes) as a step line through the non-dominated points."""
     if "pareto" in table.columns:
         front = table[table["pareto"].astype(bool)]
     else:
-        idx = pareto_front(list(zip(table["reasoning_mean"], table["safety_mean"])))
+        idx = pareto_front(list(zip(table[x], table["safety_mean"])))
         front = table.iloc[idx]
-    front = front.sort_values(["reasoning_mean", "safety_mean"], ascending=[True, False])
-    ax.step(front["reasoning_mean"], front["safety_mean"], where="pre", color="crimson",
+    front = front.sort_values([x, "safety_mean"], ascending=[True, False])
+    ax.step(front[x], front["safety_mean"], where="pre", color="crimson",
             lw=1.5, ls="--", zorder=1)
 
 
-def plot_tradeoff(table: pd.DataFrame, path: Path, base: str = BASE) -> Path:
+def plot_tradeoff(table: pd.DataFrame, path: Path, base: str = BASE, x: str = "reasoning_mean",
+                  xlabel: str = "mean reasoning accuracy / pass@1 (%)") -> Path:
     """Scatter mean safety (y) against mean reasoning (x) of every checkpoint into a PNG.
 
     One marker shape and colour family per method, shaded lighter to darker with the
@@ -70,6 +71,8 @@ def plot_tradeoff(table: pd.DataFrame, path: Path, base: str = BASE) -> Path:
             recomputed when absent).
         path: PNG file to write; parent folders are created.
         base: checkpoint name of the base model.
+        x: the reasoning column on the x axis (``reasoning_mean`` or one ``acc:<bench>``).
+        xlabel: its axis label.
 
     Returns:
         ``path``.
@@ -77,7 +80,7 @@ def plot_tradeoff(table: pd.DataFrame, path: Path, base: str = BASE) -> Path:
     Raises:
         ValueError: if a required column is missing or the table is empty.
     """
-    missing = [c for c in REQUIRED if c not in table.columns]
+    missing = [c for c in (*REQUIRED, x) if c not in table.columns]
     if missing or table.empty:
         raise ValueError(f"plot_tradeoff needs a non-empty table with columns {list(REQUIRED)}; missing {missing}")
     fig = Figure(figsize=(8, 6), dpi=120)
@@ -87,20 +90,20 @@ def plot_tradeoff(table: pd.DataFrame, path: Path, base: str = BASE) -> Path:
     handles: list[Line2D] = []
     for i, (method, rows) in enumerate(table[~is_base].groupby("method", sort=True)):
         marker, cmap = MARKERS[i % len(MARKERS)], colormaps[COLORMAPS[i % len(COLORMAPS)]]
-        _plot_method(ax, rows, marker, cmap)
+        _plot_method(ax, rows, marker, cmap, x)
         handles.append(Line2D([], [], ls="", marker=marker, color=cmap(0.65), markeredgecolor="black",
                               markersize=8, label=str(method)))
     if is_base.any():
         b = table[is_base]
-        ax.scatter(b["reasoning_mean"], b["safety_mean"], marker="*", s=320, c="gold",
+        ax.scatter(b[x], b["safety_mean"], marker="*", s=320, c="gold",
                    edgecolors="black", linewidths=0.9, zorder=4)
         handles.insert(0, Line2D([], [], ls="", marker="*", color="gold", markeredgecolor="black",
                                  markersize=14, label=base))
-    _plot_front(ax, table)
+    _plot_front(ax, table, x)
     handles.append(Line2D([], [], color="crimson", lw=1.5, ls="--", label="Pareto front"))
     handles.append(Line2D([], [], ls="", label="shade: lighter = earlier epoch,\ndarker = later (e<k>)"))
     ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
-    ax.set_xlabel("mean reasoning accuracy / pass@1 (%)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("mean safety score (%)  [= 100 - ASR]")
     ax.set_title("Safety vs reasoning per checkpoint (up and right is better)")
     ax.grid(True, alpha=0.3)

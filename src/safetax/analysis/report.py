@@ -88,15 +88,27 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def _pareto_lines(table: pd.DataFrame) -> list[str]:
-    """Bullets of the Pareto-optimal checkpoints with their two means."""
-    if "pareto" not in table.columns:
-        return ["- (no `pareto` column in the table)"]
-    front = table[table["pareto"].astype(bool)]
+def _pareto_lines(table: pd.DataFrame, column: str = "pareto", x: str = "reasoning_mean") -> list[str]:
+    """Bullets of the Pareto-optimal checkpoints (by ``column``) with their reasoning (``x``) and safety."""
+    if column not in table.columns:
+        return [f"- (no `{column}` column in the table)"]
+    front = table[table[column].astype(bool)]
     return [
-        f"- `{r.checkpoint}`: reasoning {r.reasoning_mean:.1f} %, safety {r.safety_mean:.1f} %"
-        for r in front.itertuples(index=False)
+        f"- `{r['checkpoint']}`: reasoning {r[x]:.1f} %, safety {r['safety_mean']:.1f} %"
+        for _, r in front.iterrows()
     ] or ["- (none)"]
+
+
+def _per_benchmark_fronts(table: pd.DataFrame, out_dir: Path) -> list[str]:
+    """A section per reasoning benchmark: its Pareto-optimal checkpoints and its trade-off plot."""
+    parts = []
+    for column in [c for c in table.columns if c.startswith("pareto:")]:
+        bench = column.removeprefix("pareto:")
+        plot = f"tradeoff-{bench}.png"
+        plot_tradeoff(table.assign(pareto=table[column]), out_dir / plot, x=f"acc:{bench}",
+                      xlabel=f"{bench} accuracy / pass@1 (%)")
+        parts += [f"### {bench}", "\n".join(_pareto_lines(table, column, f"acc:{bench}")), f"![Safety vs {bench}]({plot})"]
+    return (["## Pareto fronts per reasoning benchmark", *parts]) if parts else []
 
 
 def write_report(
@@ -104,6 +116,7 @@ def write_report(
     out_dir: Path,
     title: str = "safetax alignment report",
     notes: Sequence[str] = (),
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write ``report.md``, ``tradeoff.png`` and ``results.csv`` of a summary table into ``out_dir``.
 
@@ -112,6 +125,7 @@ def write_report(
         out_dir: folder to write into (created if needed).
         title: the report's heading.
         notes: free-form remarks, listed as bullets at the end.
+        sections: further Markdown sections (e.g. the weight-update analysis) before the notes.
 
     Returns:
         Path of ``report.md``.
@@ -130,6 +144,8 @@ def write_report(
         "\n".join(_pareto_lines(table)),
         "## Safety vs reasoning",
         "![Safety vs reasoning trade-off per checkpoint](tradeoff.png)",
+        *_per_benchmark_fronts(table, out_dir),
+        *sections,
     ]
     if notes:
         parts += ["## Notes", "\n".join(f"- {n}" for n in notes)]

@@ -92,7 +92,8 @@ def summarize(scores: Sequence[CheckpointScores], base: str = BASE) -> pd.DataFr
     and ``asr:<bench>`` per safety benchmark, ``overrefusal:<bench>`` per over-refusal benchmark
     (all in %), ``reasoning_mean``, ``safety_mean``
     (%), ``unscored`` (responses that could not be judged or scored), ``str`` (safety tax rate vs the base, NaN for the base itself or where undefined)
-    and ``pareto`` (on the Pareto front of (reasoning_mean, safety_mean) over all rows).
+    and ``pareto`` (on the Pareto front of (reasoning_mean, safety_mean) over all rows); with more
+    than one reasoning benchmark also ``pareto:<bench>`` (the front of (acc:<bench>, safety_mean)).
     The benchmarks are those of the base; a checkpoint's extra benchmarks are left out.
 
     Args:
@@ -120,9 +121,15 @@ def summarize(scores: Sequence[CheckpointScores], base: str = BASE) -> pd.DataFr
     front = set(pareto_front([(float(r["reasoning_mean"]), float(r["safety_mean"])) for r in rows]))  # type: ignore[arg-type]
     for i, row in enumerate(rows):
         row["pareto"] = i in front
+    if len(reasoning) > 1:  # the papers' per-benchmark fronts (LoRA paper, Figures 2 and 5)
+        for b in reasoning:
+            bench_front = set(pareto_front([(float(r[f"acc:{b}"]), float(r["safety_mean"])) for r in rows]))  # type: ignore[arg-type]
+            for i, row in enumerate(rows):
+                row[f"pareto:{b}"] = i in bench_front
     table = pd.DataFrame(rows)
     table["epoch"] = table["epoch"].astype(int)
     table["unscored"] = table["unscored"].astype(int)
-    table["pareto"] = table["pareto"].astype(bool)
+    for col in [c for c in table.columns if c == "pareto" or c.startswith("pareto:")]:
+        table[col] = table[col].astype(bool)
     log.info("summarized %d checkpoint(s), %d on the Pareto front", len(table), len(front))
     return table
