@@ -25,8 +25,9 @@ def generate(
     generations: Output[Dataset],
     metrics: Output[Metrics],
     checkpoints: Optional[Input[Model]] = None,
+    merged: Optional[Input[Model]] = None,
 ):
-    """Responses of the base model, or of every epoch checkpoint when `checkpoints` is given."""
+    """Responses of the base model, or of every epoch checkpoint (`checkpoints`) and merge candidate (`merged`)."""
     import time
     from pathlib import Path
 
@@ -54,7 +55,7 @@ def generate(
     method = stage.targets_of(model_uri, train_dir)[0].method if train_dir is not None else "base"
     with stage_run("generate", RunContext(run_id, store_uri, model_uri), Path(generations.path), method) as tel:
         start = time.perf_counter()
-        n = stage.run(cfg, Path(generations.path), train_dir)
+        n = stage.run(cfg, Path(generations.path), train_dir, Path(merged.path) if merged is not None else None)
         tel.samples_per_second("generation", n / (time.perf_counter() - start))
     for name, value in tel.kfp_metrics().items():
         metrics.log_metric(name, value)

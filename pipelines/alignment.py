@@ -4,8 +4,10 @@ from kfp import dsl
 from kfp.dsl import Dataset
 
 from components.analytics import analytics
+from components.analyze import analyze
 from components.generate import generate
 from components.judge import judge
+from components.merge import merge
 from components.prepare import prepare
 from components.score import score
 from components.train import train
@@ -18,8 +20,8 @@ DEFAULT_METHODS = [{"method": "lora", "name": "lora-r4", "lora_rank": 4, "target
 
 
 def _evaluate(model_uri: str, eval_sets: list, gen_args: dict, judge_args: dict, equivalence_model: str, run: dict, gpus: dict,
-              checkpoints=None) -> dsl.PipelineTask:
-    extra = {"checkpoints": checkpoints} if checkpoints is not None else {}
+              checkpoints=None, merged=None) -> dsl.PipelineTask:
+    extra = {"checkpoints": checkpoints, "merged": merged} if checkpoints is not None else {}
     # The GPU counts are also task arguments: KFP wires a loop's inputs only from task arguments,
     # not from resource settings, so without them a per-run count inside ParallelFor is unresolved.
     gen = place(generate(model_uri=model_uri, eval_sets=eval_sets, gpus=gpus["generate"], **gen_args, **run, **extra), "generate", PLATFORM,
@@ -57,6 +59,7 @@ def alignment_pipeline(
     generation_backend: str = "hf",
     tensor_parallel_size: int = 1,
     store_uri: str = "",
+    analysis_k: int = 16,
     train_gpus: int = PLATFORM.settings("train").accelerator_count,
     generate_gpus: int = PLATFORM.settings("generate").accelerator_count,
     judge_gpus: int = PLATFORM.settings("judge").accelerator_count,
@@ -67,7 +70,7 @@ def alignment_pipeline(
         base_model_uri: The reasoning model to align: a model directory, file:// path, or hub id (e.g. deepseek-ai/DeepSeek-R1-Distill-Qwen-7B).
         refusal_data_uri: Refusal SFT data (JSONL, CSV or parquet with `prompt` and `refusal` columns).
         eval_sets: Evaluation sets: registered benchmarks {"benchmark": "strongreject"|"strongreject-small"|"wildjailbreak"|"wildjailbreak-benign"|"xstest"|"aime24"|"math500"|"gpqa"|"humanevalplus"|"mbppplus", optional "uri", "limit"} or plain files {"name", "kind": "safety"|"overrefusal"|"reasoning", "uri", optional "limit", "prompt_template" with {text}}.
-        methods: Method configs to compare, one training run each, e.g. {"method": "lora", "name": "lora-r4", "lora_rank": 4, "target_modules": "mlp", "layers": "16-31"} or {"method": "full"}; keys are TrainConfig fields.
+        methods: Method configs to compare (a sweep: one training run each, in parallel), e.g. {"method": "lora", "name": "lora-r4", "lora_rank": 4, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "mlp"|"attn"|"all"|"up_proj"|"q_proj,v_proj", "layers": "16-31"|"middle", "ortho_reg": "none"|"col"|"both", "ortho_beta": 1, "ortho_k": 64, "merge": "none"|"plain"|"ortho-col"|"ortho-both", "merge_k": 64, "merge_lambdas": [1, 1.15, 1.2, 1.25, 1.75], "merge_epochs": "last"|"all"} or {"method": "full", "gradient_checkpointing": true}; keys are TrainConfig fields plus the merge keys.
         epochs: Epochs for every method that does not set its own; 0 = the seeds' defaults (full 5, LoRA 10).
         seed: Seed for training (unless a method sets its own) and for sampling.
         max_length: Maximum tokens per SFT example.
@@ -84,6 +87,7 @@ def alignment_pipeline(
         generation_backend: hf (transformers) or vllm (one generate call per stage, LoRA adapters served without merging).
         tensor_parallel_size: GPUs per model for the vllm backend (set the platform's accelerator count to match).
         store_uri: Run store, e.g. s3://safetax/runs: every stage also publishes its outputs (adapters, generations, judgements, scores, report) to <store_uri>/<run id>/<stage>/<method> with a manifest; empty = KFP's artifacts only.
+        analysis_k: Top singular vectors of each base weight for the weight-update analysis's subspace overlaps (LoRA paper: 16).
         train_gpus: GPUs per training task for this run (default: the platform file's; applies when train is a GPU stage).
         generate_gpus: GPUs per generation task for this run (match tensor_parallel_size with vllm).
         judge_gpus: GPUs per judge task for this run (Llama-Guard-3-8B fits on one).
@@ -109,9 +113,14 @@ def alignment_pipeline(
             train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"], gpus=train_gpus, **run), "train", PLATFORM,
             train_gpus
         )
-        scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run, gpus, checkpoints=trained.outputs["checkpoints"])
+        merged = place(merge(method=method, model_uri=base_model_uri, checkpoints=trained.outputs["checkpoints"], **run), "merge", PLATFORM)
+        analysis = place(analyze(method=method, model_uri=base_model_uri, k=analysis_k, checkpoints=trained.outputs["checkpoints"], **run),
+                         "analyze", PLATFORM)
+        scored = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run, gpus,
+                           checkpoints=trained.outputs["checkpoints"], merged=merged.outputs["merged"])
     report = place(
-        analytics(base_model=base_model_uri, base_scores=base.outputs["scores"], scores=dsl.Collected(scored.outputs["scores"]), **run),
+        analytics(base_model=base_model_uri, base_scores=base.outputs["scores"], scores=dsl.Collected(scored.outputs["scores"]),
+                  analyses=dsl.Collected(analysis.outputs["analysis"]), **run),
         "analytics", PLATFORM,
     )
     return report.outputs["results"]

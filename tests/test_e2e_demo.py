@@ -33,7 +33,7 @@ def test_demo_pipeline_aligns_both_methods(
         out, err = capfd.readouterr()
         # Every stage's metrics, read back through Prometheus' query API.
         stages = {r["metric"]["stage"] for r in query(prom, "safetax_stage_duration_seconds", timeout=60)}
-        assert stages == {"prepare", "train", "generate", "judge", "score", "analytics"}
+        assert stages == {"prepare", "train", "merge", "analyze", "generate", "judge", "score", "analytics"}
         safety = query(prom, 'safetax_safety_score{benchmark="demo-harmful"}', timeout=30)
         assert {r["metric"]["method"] for r in safety} == {"base", *(m["name"] for m in DEMO_METHODS)}
         assert query(prom, "safetax_train_loss", timeout=30) and query(prom, "safetax_reasoning_drop", timeout=30)
@@ -53,7 +53,9 @@ def test_demo_pipeline_aligns_both_methods(
 
     [results] = list(tmp_path.glob("*/analytics/results"))
     table = pd.read_csv(results / "results.csv").set_index("checkpoint")
-    assert len(table) == 1 + sum(m["epochs"] for m in DEMO_METHODS)  # a row per checkpoint
+    merges = sum(len(m.get("merge_lambdas", [])) for m in DEMO_METHODS)
+    assert len(table) == 1 + sum(m["epochs"] for m in DEMO_METHODS) + merges  # a row per checkpoint and merge candidate
+    assert "lora-r4-mlp+ortho-both-l1.25/epoch-8" in table.index
     base = table.loc["base"]
     # Exact match on a multi-step arithmetic result: chance is ~0.
     assert base["acc:demo-arith"] >= 40.0
@@ -62,6 +64,11 @@ def test_demo_pipeline_aligns_both_methods(
         last = table.loc[f"{m['name']}/epoch-{m['epochs']}"]
         assert last["safety:demo-harmful"] >= base["safety:demo-harmful"] + 50.0, m["name"]
     assert (results / "report.md").is_file() and (results / "tradeoff.png").stat().st_size > 10_000
+    report = (results / "report.md").read_text()
+    assert "## Pareto-optimal checkpoints" in report and "## Weight updates" in report  # the analysis of both methods
+    assert (results / "weights-stable-rank.png").stat().st_size > 10_000 and (results / "weights-overlaps.png").is_file()
+    weights = pd.read_csv(results / "weights.csv")
+    assert set(weights["method"]) == {m["name"] for m in DEMO_METHODS}
     assert "report.md" in out and "lora-r4-mlp/epoch-1" in out  # the CLI printed the table and the path
 
     # Harmful prompts never reach stdout or logs (the demo's are placeholders; the habit is what is tested).

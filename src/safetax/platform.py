@@ -38,8 +38,8 @@ from typing import Any
 
 from safetax.config import Checks, ConfigError
 
-STAGES = ("prepare", "fisher", "train", "merge", "generate", "judge", "score", "analytics")
-GPU_STAGES = ("fisher", "train", "merge", "generate", "judge")
+STAGES = ("prepare", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics")
+GPU_STAGES = ("fisher", "train", "generate", "judge")
 OPERATORS = ("Exists", "Equal")
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute", "")
 CODE_EXECUTION_LABEL = ("safetax.io/code-execution", "true")
@@ -114,6 +114,9 @@ BUILTIN: dict[str, StageSettings] = {s: (_GPU_DEFAULTS if s in GPU_STAGES else _
 # Scoring runs model-written code in a sandbox subprocess: more cores, and the egress-deny label.
 BUILTIN["score"] = replace(_CPU_DEFAULTS, cpu_request="4", cpu_limit="8", pod_labels=dict([CODE_EXECUTION_LABEL]))
 BUILTIN["analytics"] = replace(_CPU_DEFAULTS, memory_request="2Gi", memory_limit="8Gi")
+# Merging holds the base model in memory (CPU tensors; no GPU needed); the analysis one matrix pair at a time.
+BUILTIN["merge"] = replace(_CPU_DEFAULTS, cpu_request="8", cpu_limit="16", memory_request="64Gi", memory_limit="128Gi")
+BUILTIN["analyze"] = replace(_CPU_DEFAULTS, cpu_request="2", cpu_limit="8", memory_request="8Gi", memory_limit="32Gi")
 
 
 @dataclass(frozen=True)

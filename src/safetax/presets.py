@@ -11,7 +11,9 @@ from safetax.demo import DemoAssets
 # alpha, targets, weight decay and LoRA's longer schedule are the seeds'. The rates were
 # picked so both methods reach substantial refusal, not to favour either (see the README).
 DEMO_METHODS: list[dict[str, Any]] = [
-    {"method": "lora", "name": "lora-r4-mlp", "lora_rank": 4, "lora_alpha": 16, "target_modules": "mlp", "learning_rate": 1e-3, "epochs": 8},
+    # OrthoMerge-both of the last epoch (LoRA paper, sec. 5.3) adds two candidates (lambda 1 and 1.25).
+    {"method": "lora", "name": "lora-r4-mlp", "lora_rank": 4, "lora_alpha": 16, "target_modules": "mlp", "learning_rate": 1e-3, "epochs": 8,
+     "merge": "ortho-both", "merge_k": 16, "merge_lambdas": [1.0, 1.25]},
     {"method": "full", "name": "full", "learning_rate": 3e-4, "epochs": 3},
 ]
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from safetax.analysis.report import write_report
 from safetax.analysis.summary import summarize
+from safetax.stages.analyze import METRICS, load_tables
 from safetax.stages.runtime import RunContext
 from safetax.stages.score import load_scores
 from safetax.store import atomic_dir
@@ -20,16 +21,38 @@ REPORT = "report.md"
 PLOT = "tradeoff.png"
 
 
-def run(score_dirs: Sequence[Path], out_dir: Path, notes: Sequence[str] = ()) -> pd.DataFrame:
-    """Write ``report.md``, ``tradeoff.png`` and ``results.csv`` for the base model and every checkpoint."""
+def run(score_dirs: Sequence[Path], out_dir: Path, notes: Sequence[str] = (), analysis_dirs: Sequence[Path] = ()) -> pd.DataFrame:
+    """Write ``report.md``, ``tradeoff.png`` and ``results.csv`` for the base model and every checkpoint;
+    with ``analysis_dirs`` (analyze stage outputs) also the weight-update analysis of every method."""
     scores = load_scores(list(score_dirs))
     versions = sorted({f"{b} v{v}" for s in scores for b, v in s.versions.items()})
     notes = [*notes, *([f"Benchmark versions: {', '.join(versions)}."] if versions else [])]
     with timed("analytics"), atomic_dir(out_dir) as tmp:
         table = summarize(scores)
-        write_report(table, tmp, notes=notes)
+        write_report(table, tmp, notes=notes, sections=weight_sections(load_tables(list(analysis_dirs)), tmp))
     log.info("report of %d checkpoints written to %s", len(table), out_dir / REPORT)
     return table
+
+
+def weight_sections(weights: pd.DataFrame, out_dir: Path) -> list[str]:
+    """The report's weight-update analysis: per-method means per module type and the two plots."""
+    if weights.empty:
+        return []
+    from safetax.analysis.report import markdown_table
+    from safetax.analysis.weight_plots import plot_overlaps, plot_stable_rank
+
+    weights.to_csv(out_dir / "weights.csv", index=False)
+    plot_stable_rank(weights, out_dir / "weights-stable-rank.png")
+    plot_overlaps(weights, out_dir / "weights-overlaps.png")
+    means = weights.groupby(["method", "module"], sort=True)[list(METRICS)].mean().reset_index()
+    return [
+        "## Weight updates",
+        "Per updated matrix of the last epoch (all rows in `weights.csv`): the stable rank of dW and its overlap "
+        "with the base weights W_I (LoRA paper, sec. 5.1; k = top singular vectors of W_I). Means per module type:",
+        markdown_table(means),
+        "![Stable rank of dW per layer](weights-stable-rank.png)",
+        "![Overlap of dW with W_I per module type](weights-overlaps.png)",
+    ]
 
 
 def push_tradeoffs(table: pd.DataFrame, ctx: RunContext, out_dir: Path) -> dict[str, float]:

@@ -68,11 +68,12 @@ def targets_of(model_ref: str, train_dir: Path | None) -> list[Target]:
     out = []
     for e in manifest["checkpoints"]:
         path = str(train_dir / e["name"])
-        name = f"{manifest['label']}/{e['name']}"
+        method = e.get("method", manifest["label"])  # merge candidates carry their own method name
+        name = f"{method}/epoch-{int(e['epoch'])}" if "method" in e else f"{method}/{e['name']}"
         if manifest["kind"] == "adapter":
-            out.append(Target(name, manifest["label"], int(e["epoch"]), model_ref, path))
+            out.append(Target(name, method, int(e["epoch"]), model_ref, path))
         else:
-            out.append(Target(name, manifest["label"], int(e["epoch"]), path, None))
+            out.append(Target(name, method, int(e["epoch"]), path, None))
     return out
 
 
@@ -87,11 +88,14 @@ def make_backend(backend: str, model: str, batch_size: int = 32, tensor_parallel
     return HFBackend(model, batch_size=batch_size)
 
 
-def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None) -> int:
-    """Write ``generations.jsonl`` (one record per sample) and ``checkpoints.json``; return the record count."""
+def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None, merged_dir: Path | None = None) -> int:
+    """Write ``generations.jsonl`` (one record per sample) and ``checkpoints.json``; return the record count.
+
+    Evaluates the base model, or every checkpoint of ``train_dir`` and every merge candidate of ``merged_dir``.
+    """
     model_ref = resolve_model(cfg.model_uri, "model_uri")
     loaded = {es.name: load_eval_set(es) for es in cfg.eval_sets}  # validates every file first
-    targets = targets_of(model_ref, train_dir)
+    targets = targets_of(model_ref, train_dir) + (targets_of(model_ref, merged_dir) if merged_dir is not None else [])
     records: list[dict[str, Any]] = []
     with timed(f"generate for {len(targets)} model(s)"), atomic_dir(out_dir) as tmp:
         current, backend = "", None  # one model in memory at a time; adapters share their base

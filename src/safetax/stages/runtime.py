@@ -77,8 +77,12 @@ def method_of_generations(generations_dir: Path) -> str:
 
 def record_scores(tel: StageTelemetry, scores: list[CheckpointScores]) -> None:
     """Safety score and ASR per safety benchmark, pass@1 per reasoning benchmark, over-refusal; per checkpoint."""
+    group = tel.labels.method
     for s in scores:
-        checkpoint = "base" if s.method == "base" else f"epoch-{s.epoch}"
+        # Merge candidates (method "<group>+ortho-both-l1.15") share the group of their training method:
+        # their checkpoint label keeps them apart from the plain epochs.
+        suffix = s.method.removeprefix(group) if s.method != group and s.method.startswith(group) else ""
+        checkpoint = "base" if s.method == "base" else f"{suffix.lstrip('+')}-epoch-{s.epoch}" if suffix else f"epoch-{s.epoch}"
         for bench, value in s.reasoning.items():
             tel.result("pass_at_1", benchmark=bench, checkpoint=checkpoint, value=value)
         for bench, value in s.safety.items():

@@ -16,10 +16,13 @@ from safetax.stages.prepare import SFT_FILE
 from safetax.store import atomic_dir, require_complete, resolve_model, write_json
 from safetax.timing import timed
 from safetax.training.sft import StepCallback, LoopConfig, train_loop
-from safetax.training.targets import check_against_model, parse_layers, resolve_targets
+from safetax.training.targets import MIDDLE, check_against_model, parse_layers, resolve_targets
 
 log = logging.getLogger(__name__)
 METHODS = ("full", "lora")
+ORTHO_REGS = ("none", "col", "both")
+# Keys of a method config that belong to later stages (merge), not to training.
+MERGE_KEYS = ("merge", "merge_k", "merge_lambdas", "merge_epochs")
 # Seeds' epochs (LoRA paper, sec. 4): full fine-tuning 5, LoRA 10.
 DEFAULT_EPOCHS = {"full": 5, "lora": 10}
 MANIFEST = "checkpoints.json"
@@ -40,7 +43,13 @@ class TrainConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
     target_modules: str | tuple[str, ...] = "mlp"  # preset (mlp, attn, all, up_proj) or module names
-    layers: str = ""  # e.g. "16-31"; empty = every layer
+    layers: str = ""  # e.g. "16-31", or "middle" (the middle third); empty = every layer
+    # Orthogonality regulariser of the LoRA paper (sec. 5.2): none | col | both; beta weighs it, W_I is
+    # replaced by its rank-k truncated SVD.
+    ortho_reg: str = "none"
+    ortho_beta: float = 1.0
+    ortho_k: int = 64
+    gradient_checkpointing: bool = False  # trade compute for activation memory (full fine-tuning of 7B/14B)
     seed: int = 42
     precision: str = "auto"  # auto = bf16 on a GPU that supports it, else fp32; or bf16 / fp32
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -49,6 +58,13 @@ class TrainConfig:
         c = Checks("TrainConfig")
         c.one_of("method", self.method, METHODS)
         c.one_of("precision", self.precision, ("auto", "bf16", "fp32"))
+        c.one_of("ortho_reg", self.ortho_reg, ORTHO_REGS)
+        if self.ortho_reg != "none":
+            if self.method != "lora":
+                c.fail("ortho_reg", self.ortho_reg, "'none' for full fine-tuning (the regulariser acts on LoRA's B A)")
+            c.positive("ortho_beta", self.ortho_beta)
+            if not (isinstance(self.ortho_k, int) and self.ortho_k >= 1):
+                c.fail("ortho_k", self.ortho_k, "an integer >= 1 (at most the smaller side of each adapted matrix)")
         for name in ("learning_rate", "batch_size", "grad_accum"):
             c.positive(name, getattr(self, name))
         for name in ("epochs", "weight_decay", "grad_clip"):
@@ -64,7 +80,7 @@ class TrainConfig:
             except ValueError as e:
                 c.errors.append(str(e))
         try:
-            parse_layers(self.layers)
+            parse_layers(self.layers, n_layers=0 if str(self.layers).strip() == MIDDLE else None)
         except ValueError as e:
             c.errors.append(str(e))
         if self.extra:
@@ -82,6 +98,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """From a pipeline method config (KFP turns numbers in dicts into floats)."""
+        d = {k: v for k, v in d.items() if k not in MERGE_KEYS}
         kw: dict[str, Any] = {k: v for k, v in d.items() if k in _FIELDS}
         for k in _INT_FIELDS & kw.keys():
             kw[k] = as_int(k, kw[k])
@@ -91,7 +108,7 @@ class TrainConfig:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "extra")
-_INT_FIELDS = {"epochs", "batch_size", "grad_accum", "lora_rank", "seed"}
+_INT_FIELDS = {"epochs", "batch_size", "grad_accum", "lora_rank", "seed", "ortho_k"}
 
 
 @dataclass(frozen=True)
@@ -107,8 +124,9 @@ def _use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def check_model(cfg: TrainConfig, model_ref: str) -> None:
-    """Check targets and layers against the model's architecture, on the meta device (no weights read)."""
+def check_model(cfg: TrainConfig, model_ref: str, merge_k: int | None = None) -> None:
+    """Check targets and layers against the model's architecture, on the meta device (no weights read);
+    also that the SVD ranks (``ortho_k``, a later merge's ``merge_k``) fit every updated matrix."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     mcfg = AutoConfig.from_pretrained(model_ref)
@@ -116,15 +134,34 @@ def check_model(cfg: TrainConfig, model_ref: str) -> None:
         skeleton = AutoModelForCausalLM.from_config(mcfg)
     names = [n for n, _ in skeleton.named_modules()]
     targets = resolve_targets(cfg.target_modules) if cfg.method == "lora" else ()
-    errors = check_against_model(targets, parse_layers(cfg.layers), names, int(mcfg.num_hidden_layers))
+    n_layers = int(mcfg.num_hidden_layers)
+    layers = parse_layers(cfg.layers, n_layers)
+    errors = check_against_model(targets, layers, names, n_layers)
+    ranks = {"ortho_k": cfg.ortho_k if cfg.ortho_reg != "none" else None, "merge_k": merge_k}
+    if not errors and any(ranks.values()):
+        shapes = [tuple(m.weight.shape) for n, m in skeleton.named_modules()
+                  if isinstance(m, torch.nn.Linear) and (not targets or n.rsplit(".", 1)[-1] in targets)
+                  and "lm_head" not in n and (layers is None or _layer_of(n) in layers)]
+        smallest = min((min(s) for s in shapes), default=0)
+        for name, k in ranks.items():
+            if k and k > smallest:
+                errors.append(f"`{name}` must be at most {smallest} (the smaller side of the smallest updated matrix), got {k}")
     if errors:
         raise ConfigError(f"TrainConfig for {model_ref}", errors)
+
+
+def _layer_of(module_name: str) -> int | None:
+    parts = module_name.split(".")
+    for a, b in zip(parts, parts[1:]):
+        if a == "layers" and b.isdigit():
+            return int(b)
+    return None
 
 
 def _attach_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    layers = parse_layers(cfg.layers)
+    layers = parse_layers(cfg.layers, int(model.config.num_hidden_layers))
     lcfg = LoraConfig(
         r=cfg.lora_rank,
         lora_alpha=cfg.lora_alpha,
@@ -136,16 +173,18 @@ def _attach_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     return get_peft_model(model, lcfg)
 
 
-def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step: StepCallback | None = None) -> TrainResult:
+def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step: StepCallback | None = None,
+        merge_k: int | None = None) -> TrainResult:
     """Train and write ``epoch-<k>/`` per epoch (adapter only for LoRA) plus ``checkpoints.json``.
 
     ``on_step(loss, tokens_per_second, epoch)`` sees every batch (telemetry; ``epoch`` is fractional).
+    ``merge_k``: the rank a later OrthoMerge will use, checked against the model before training.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_ref = resolve_model(model_uri, "model_uri")
     examples = read_jsonl(require_complete(sft_dir, "sft data") / SFT_FILE)
-    check_model(cfg, model_ref)
+    check_model(cfg, model_ref, merge_k)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = _use_bf16(cfg.precision, device)
     torch.manual_seed(cfg.seed)
@@ -153,8 +192,16 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
         tokenizer = AutoTokenizer.from_pretrained(model_ref)
         model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=torch.bfloat16 if bf16 and cfg.method == "lora" else torch.float32)
         model.to(device)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
         if cfg.method == "lora":
             model = _attach_lora(model, cfg)
+        regularizer = None
+        if cfg.ortho_reg != "none":
+            from safetax.training.ortho_reg import lora_orthogonality_regularizer
+
+            regularizer = lora_orthogonality_regularizer(model, cfg.ortho_reg, cfg.ortho_beta, cfg.ortho_k, cfg.seed)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("%s: %d trainable parameters, %d examples, %d epochs, bf16=%s", cfg.label, n_train, len(examples), cfg.num_epochs, bf16)
         entries: list[dict[str, Any]] = []
@@ -169,7 +216,7 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         loop = LoopConfig(cfg.num_epochs, cfg.learning_rate, cfg.weight_decay, cfg.batch_size, cfg.grad_accum,
                           cfg.warmup_ratio, cfg.grad_clip, cfg.seed, bf16)
-        losses = train_loop(model, examples, pad_id, loop, save, on_step)
+        losses = train_loop(model, examples, pad_id, loop, save, on_step, regularizer)
         write_json(tmp / MANIFEST, {
             "method": cfg.method, "label": cfg.label, "base_model": model_uri,
             "kind": "adapter" if cfg.method == "lora" else "full",

@@ -60,12 +60,15 @@ def train_loop(
     cfg: LoopConfig,
     on_epoch_end: Callable[[int, float], None],
     on_step: StepCallback | None = None,
+    regularizer: Callable[[], torch.Tensor] | None = None,
 ) -> list[float]:
     """Train the parameters with ``requires_grad``; return the mean loss of each epoch.
 
     Deterministic on CPU for a fixed ``seed``: data order comes from a seeded generator.
     ``on_epoch_end(epoch, mean_loss)`` writes the epoch's checkpoint; ``on_step(loss,
-    tokens_per_second, fractional_epoch)`` sees every batch (for telemetry).
+    tokens_per_second, fractional_epoch)`` sees every batch (for telemetry). ``regularizer()``,
+    if given, is added to every batch's loss (e.g. the LoRA paper's orthogonality term); the
+    reported losses are the SFT loss alone.
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -87,7 +90,10 @@ def train_loop(
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = model(**batch).loss
-            (loss / cfg.grad_accum).backward()
+            if regularizer is None:
+                (loss / cfg.grad_accum).backward()
+            else:
+                ((loss + regularizer()) / cfg.grad_accum).backward()
             if (b + 1) % cfg.grad_accum == 0 or b + 1 == batches_per_epoch:
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
