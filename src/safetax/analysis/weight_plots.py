@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 log = logging.getLogger(__name__)
 OVERLAPS = {
@@ -41,6 +42,7 @@ def plot_stable_rank(table: pd.DataFrame, path: Path) -> Path:
             ax.plot(g.index, g.values, marker="o", ms=3, label=str(module))
         ax.set_title(str(method))
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("stable rank of dW")
@@ -65,7 +67,7 @@ def plot_overlaps(table: pd.DataFrame, path: Path) -> Path:
         ax.set_title(label, fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("overlap with W_I")
-    axes[-1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("Overlap of the update with the base weights' dominant subspaces (low = orthogonal)")
     return _save(fig, path)
 
