@@ -1,0 +1,170 @@
+"""RPSA Fisher scoring: time vs plain forward+backward (target <= 1.3x) and peak memory of the hook path.
+
+(a) ``fisher_diagonal`` over a corpus vs one plain forward+backward per sequence over the same
+sequences, on a small (4 layers, hidden 128) and a wider (4 layers, hidden 512) random Qwen2.
+(b) Peak RSS of scoring with the post-accumulate-grad hooks vs without them (a plain backward
+keeping every gradient, then squaring into the accumulator), each in a fresh subprocess
+(``VmHWM`` in ``/proc/self/status``, reset through ``clear_refs``; CPU torch allocations are
+invisible to tracemalloc), against weights + fp32 accumulator + activations (the bytes autograd
+saves for backward, measured with ``saved_tensors_hooks``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from safetax.rpsa.fisher import fisher_diagonal
+
+MiB = 2**20
+CONFIGS = {  # name: (hidden, intermediate, layers, heads, kv heads)
+    "small": (128, 352, 4, 4, 2),
+    "wide": (512, 1408, 4, 8, 2),
+}
+VOCAB = 32000  # a Qwen/Llama-sized vocabulary: embeddings and lm_head dominate small models, as in real ones
+
+
+def build(name: str) -> Qwen2ForCausalLM:
+    hidden, inter, layers, heads, kv = CONFIGS[name]
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=1024)
+    return Qwen2ForCausalLM(cfg)
+
+
+def corpus(n: int, length: int, prompt: int = 32) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    seqs = []
+    for _ in range(n):
+        ids = torch.randint(0, VOCAB, (1, length), generator=g)
+        labels = ids.clone()
+        labels[:, :prompt] = -100
+        seqs.append({"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)})
+    return seqs
+
+
+def plain_pass(model: torch.nn.Module, seqs: list[dict[str, torch.Tensor]]) -> None:
+    """One forward+backward per sequence, gradients dropped between sequences (the reference cost)."""
+    model.eval()
+    for s in seqs:
+        model.zero_grad(set_to_none=True)
+        model(**s).loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def time_config(name: str, n: int, length: int, repeats: int = 3) -> tuple[float, float]:
+    model, seqs = build(name), corpus(n, length)
+    plain_pass(model, seqs[:2])  # warm-up
+    fisher_diagonal(model, seqs[:2])
+    t_plain = t_fisher = float("inf")
+    for _ in range(repeats):  # interleaved, best of each: robust to other load on a shared machine
+        t0 = time.perf_counter()
+        plain_pass(model, seqs)
+        t_plain = min(t_plain, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        fisher_diagonal(model, seqs)
+        t_fisher = min(t_fisher, time.perf_counter() - t0)
+    return t_plain, t_fisher
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def saved_activation_bytes(model: torch.nn.Module, seq: dict[str, torch.Tensor]) -> int:
+    """Bytes of the distinct non-parameter storages autograd saves for backward in one forward."""
+    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        if s.data_ptr() not in param_ptrs:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(**seq).loss
+    del loss
+    return sum(seen.values())
+
+
+def child(mode: str, name: str, n: int, length: int) -> None:
+    """Score ``n`` sequences one way; print the peak RSS increase and the reference sizes as JSON."""
+    model, seqs = build(name), corpus(n, length)
+    model.eval()
+    plain_pass(model, seqs[:1])  # BLAS workspaces and autograd's first-use allocations into the baseline
+    act = saved_activation_bytes(model, seqs[0])
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    except OSError:
+        pass
+    baseline = _status("VmRSS")
+    if mode == "hook":
+        fisher_diagonal(model, seqs)
+    else:
+        acc = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in model.named_parameters()}
+        for s in seqs:
+            model(**s).loss.backward()  # every gradient alive at once next to the accumulator
+            for k, p in model.named_parameters():
+                acc[k].addcmul_(p.grad, p.grad)
+            model.zero_grad(set_to_none=True)
+    print(json.dumps({"peak_increase": _status("VmHWM") - baseline, "weights": weights,
+                      "accumulator": sum(p.numel() * 4 for p in model.parameters()), "activations": act,
+                      "largest_grad": max(p.numel() * p.element_size() for p in model.parameters())}))
+
+
+def run_child(mode: str, name: str, n: int, length: int) -> dict:
+    # a fixed mmap threshold: large buffers are returned to the OS when freed, so RSS tracks live memory
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "TQDM_DISABLE": "1"}
+    out = subprocess.run([sys.executable, __file__, "--child", mode, name, str(n), str(length)],
+                         check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(n: int = 8, length: int = 128, mem_n: int = 4, mem_length: int = 256) -> None:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    print(f"(a) time: {n} sequences of {length} tokens, one per backward, vocab {VOCAB}")
+    ok = True
+    for name in CONFIGS:
+        t_plain, t_fisher = time_config(name, n, length)
+        params = sum(p.numel() for p in build(name).parameters())
+        ratio = t_fisher / t_plain
+        ok &= ratio <= 1.3
+        print(f"  {name:5s} ({params / 1e6:5.1f}M params): plain fwd+bwd {t_plain:6.2f}s   "
+              f"fisher {t_fisher:6.2f}s   ratio {ratio:.2f}x (target <= 1.3x)")
+    print(f"(b) peak RSS while scoring, 'wide' model, {mem_n} sequences of {mem_length} tokens (fresh subprocesses)")
+    res = {mode: run_child(mode, "wide", mem_n, mem_length) for mode in ("hook", "no-hook")}
+    r = res["hook"]
+    ideal_extra = r["accumulator"] + r["activations"]
+    ideal_total = r["weights"] + ideal_extra
+    print(f"  weights {r['weights'] / MiB:.0f} MiB, fp32 accumulator {r['accumulator'] / MiB:.0f} MiB, "
+          f"saved activations {r['activations'] / MiB:.0f} MiB, largest gradient {r['largest_grad'] / MiB:.0f} MiB")
+    print(f"  expected increase: hook ~ accumulator + activations + largest gradient = "
+          f"{(ideal_extra + r['largest_grad']) / MiB:.0f} MiB; no hook ~ accumulator + all gradients = "
+          f"{(r['accumulator'] + r['weights']) / MiB:.0f} MiB (activations are freed as gradients appear)")
+    for mode, m in res.items():
+        total = r["weights"] + m["peak_increase"]
+        print(f"  {mode:8s}: peak +{m['peak_increase'] / MiB:5.0f} MiB over weights "
+              f"({m['peak_increase'] / ideal_extra:.2f}x accumulator + activations); "
+              f"weights + peak {total / MiB:5.0f} MiB = {total / ideal_total:.2f}x (weights + accumulator + activations)")
+    saving = res["no-hook"]["peak_increase"] / res["hook"]["peak_increase"]
+    print(f"  no-hook / hook peak increase: {saving:.2f}x")
+    print("PASS" if ok and saving > 1 else "FAIL")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        main()

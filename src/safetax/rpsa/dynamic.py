@@ -1,0 +1,82 @@
+"""Dynamic frozen ratio (RPSA, section 4): freeze more when reasoning and safety gradients conflict.
+
+At each step the conflict ``c`` is the share of non-zero-Fisher entries where the reasoning
+gradient ``g_R`` and the safety gradient ``g_S`` point in opposite directions; the frozen
+ratio ``k`` follows ``c`` relative to its recent history::
+
+    k = clip((c - mean_W) / (2 * std_W) + 0.5, 0, 1)
+
+with ``mean_W``/``std_W`` the mean and population standard deviation of the last ``W`` values
+of ``c``, the current one included: ``k = 0.5`` at the recent mean, 1 at one standard
+deviation above it or more, 0 at one below it or less.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import torch
+from torch import Tensor
+
+
+def gradient_conflict(g_reasoning: dict[str, Tensor], g_safety: dict[str, Tensor],
+                      nonzero: dict[str, Tensor]) -> float:
+    """Share of non-zero-Fisher entries whose reasoning and safety gradients have opposite signs.
+
+    Counted over the entries where ``nonzero[name]`` is ``True`` (names absent from ``nonzero``
+    are ignored). An entry where either gradient is exactly 0 has sign product 0 and counts as
+    not conflicting (it is still in the denominator).
+
+    >>> import torch
+    >>> gr, gs = {"w": torch.tensor([1.0, -1.0, 2.0, 0.0])}, {"w": torch.tensor([-1.0, -3.0, -1.0, 5.0])}
+    >>> gradient_conflict(gr, gs, {"w": torch.tensor([True, True, False, True])})
+    0.3333333333333333
+
+    Raises:
+        ValueError: if no entry is non-zero.
+    """
+    conflicts = total = 0
+    for name, m in nonzero.items():
+        opposite = (torch.sign(g_reasoning[name]) * torch.sign(g_safety[name])) < 0
+        conflicts += int((opposite & m.to(opposite.device)).sum())
+        total += int(m.sum())
+    if total == 0:
+        raise ValueError("gradient_conflict: no non-zero-Fisher entry to count over")
+    return conflicts / total
+
+
+class DynamicRatio:
+    """Frozen ratio ``k`` from the conflict history (see module doc).
+
+    ``update(c)`` appends ``c`` to the window of the last ``window`` values, then returns
+    ``initial`` while the window holds fewer than ``window`` values (the first ``window - 1``
+    calls), else ``clip((c - mean) / (2 std) + 0.5, 0, 1)`` over the window including ``c``
+    (population std; ``k = 0.5`` when ``std == 0``). ``history`` keeps ``(step, c, k)``.
+
+    >>> r = DynamicRatio(window=4)
+    >>> [round(r.update(c), 4) for c in (0.2, 0.4, 0.6, 0.5)]
+    [0.5, 0.5, 0.5, 0.7535]
+    """
+
+    def __init__(self, window: int = 20, initial: float = 0.5) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        if not 0.0 <= initial <= 1.0:
+            raise ValueError(f"initial must be in [0, 1], got {initial}")
+        self.window = window
+        self.initial = initial
+        self._values: deque[float] = deque(maxlen=window)
+        self.history: list[tuple[int, float, float]] = []
+
+    def update(self, c: float, step: int | None = None) -> float:
+        """Record conflict ``c`` (at ``step``, default: the number of earlier updates) and return ``k``."""
+        self._values.append(float(c))
+        if len(self._values) < self.window:
+            k = self.initial
+        else:
+            mean = sum(self._values) / len(self._values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in self._values) / len(self._values))
+            k = 0.5 if std == 0 else min(1.0, max(0.0, (c - mean) / (2 * std) + 0.5))
+        self.history.append((len(self.history) if step is None else step, float(c), k))
+        return k
