@@ -6,8 +6,8 @@ from components._image import TRAIN_IMAGE
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def train(method: dict, model_uri: str, epochs: int, seed: int, gpus: int, run_id: str, store_uri: str, sft: Input[Dataset],
-          checkpoints: Output[Model], metrics: Output[Metrics]):
-    """Refusal SFT (full or LoRA) with a checkpoint per epoch; `epochs`/`seed` apply unless the method sets them."""
+          fisher: Input[Dataset], reasoning: Input[Dataset], checkpoints: Output[Model], metrics: Output[Metrics]):
+    """Refusal SFT (full, LoRA or RPSA) with a checkpoint per epoch; `epochs`/`seed` apply unless the method sets them."""
     from pathlib import Path
 
     from safetax.stages import train as stage
@@ -23,6 +23,7 @@ def train(method: dict, model_uri: str, epochs: int, seed: int, gpus: int, run_i
     checkpoints.metadata["method"] = cfg.label
     with stage_run("train", RunContext(run_id, store_uri, model_uri), Path(checkpoints.path), cfg.label) as tel:
         stage.run(cfg, model_uri, Path(sft.path), Path(checkpoints.path), on_step=tel.train_progress,
-                  merge_k=merge_cfg.k if merge_cfg.mode.startswith("ortho") else None)
+                  merge_k=merge_cfg.k if merge_cfg.mode.startswith("ortho") else None,
+                  fisher_dir=Path(fisher.path), corpus_dir=Path(reasoning.path))
     for name, value in tel.kfp_metrics().items():
         metrics.log_metric(name, value)

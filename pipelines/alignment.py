@@ -5,6 +5,8 @@ from kfp.dsl import Dataset
 
 from components.analytics import analytics
 from components.analyze import analyze
+from components.corpus import corpus
+from components.fisher import fisher
 from components.generate import generate
 from components.judge import judge
 from components.merge import merge
@@ -60,6 +62,10 @@ def alignment_pipeline(
     tensor_parallel_size: int = 1,
     store_uri: str = "",
     analysis_k: int = 16,
+    rpsa_corpus: dict = {"benchmark": "math500"},
+    rpsa_corpus_size: int = 0,
+    rpsa_keep: str = "all",
+    rpsa_validate: bool = False,
     train_gpus: int = PLATFORM.settings("train").accelerator_count,
     generate_gpus: int = PLATFORM.settings("generate").accelerator_count,
     judge_gpus: int = PLATFORM.settings("judge").accelerator_count,
@@ -87,6 +93,10 @@ def alignment_pipeline(
         generation_backend: hf (transformers) or vllm (one generate call per stage, LoRA adapters served without merging).
         tensor_parallel_size: GPUs per model for the vllm backend (set the platform's accelerator count to match).
         store_uri: Run store, e.g. s3://safetax/runs: every stage also publishes its outputs (adapters, generations, judgements, scores, report) to <store_uri>/<run id>/<stage>/<method> with a manifest; empty = KFP's artifacts only.
+        rpsa_corpus: Reasoning set whose problems the base model answers for RPSA's Fisher: a registered benchmark {"benchmark": "math500"} or a plain reasoning file {"name", "kind": "reasoning", "uri"}.
+        rpsa_corpus_size: Problems in RPSA's reference corpus (paper: 100, drawn with the seed); 0 = no corpus and no Fisher (methods "rpsa" then fail).
+        rpsa_keep: Corpus answers the Fisher uses: all, or only the correct ones.
+        rpsa_validate: Also run the paper's Figure 3 check in the fisher stage (top 1% Fisher vs random 1% parameters scaled by 0.9; full-fine-tuning RPSA only).
         analysis_k: Top singular vectors of each base weight for the weight-update analysis's subspace overlaps (LoRA paper: 16).
         train_gpus: GPUs per training task for this run (default: the platform file's; applies when train is a GPU stage).
         generate_gpus: GPUs per generation task for this run (match tensor_parallel_size with vllm).
@@ -106,12 +116,17 @@ def alignment_pipeline(
         "seed": seed,
     }
     judge_args = {"judge": judge_name, "judge_model": judge_model, "mode": judge_mode}
+    reasoning = place(corpus(model_uri=base_model_uri, eval_set=rpsa_corpus, n=rpsa_corpus_size, temperature=reasoning_temperature,
+                             top_p=reasoning_top_p, max_new_tokens=reasoning_max_new_tokens, seed=seed, batch_size=generation_batch_size,
+                             backend=generation_backend, **run), "corpus", PLATFORM)
     data = place(prepare(refusal_uri=refusal_data_uri, model_uri=base_model_uri, max_length=max_length, **run), "prepare", PLATFORM)
     base = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run, gpus)
     with dsl.ParallelFor(methods) as method:
+        scores = place(fisher(method=method, model_uri=base_model_uri, keep=rpsa_keep, validate=rpsa_validate, seed=seed,
+                              reasoning=reasoning.outputs["reasoning"], **run), "fisher", PLATFORM)
         trained = place(
-            train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"], gpus=train_gpus, **run), "train", PLATFORM,
-            train_gpus
+            train(method=method, model_uri=base_model_uri, epochs=epochs, seed=seed, sft=data.outputs["sft"], gpus=train_gpus,
+                  fisher=scores.outputs["scores"], reasoning=reasoning.outputs["reasoning"], **run), "train", PLATFORM, train_gpus
         )
         merged = place(merge(method=method, model_uri=base_model_uri, checkpoints=trained.outputs["checkpoints"], **run), "merge", PLATFORM)
         analysis = place(analyze(method=method, model_uri=base_model_uri, k=analysis_k, checkpoints=trained.outputs["checkpoints"], **run),

@@ -33,7 +33,7 @@ def test_demo_pipeline_aligns_both_methods(
         out, err = capfd.readouterr()
         # Every stage's metrics, read back through Prometheus' query API.
         stages = {r["metric"]["stage"] for r in query(prom, "safetax_stage_duration_seconds", timeout=60)}
-        assert stages == {"prepare", "train", "merge", "analyze", "generate", "judge", "score", "analytics"}
+        assert stages == {"prepare", "corpus", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics"}
         safety = query(prom, 'safetax_safety_score{benchmark="demo-harmful"}', timeout=30)
         assert {r["metric"]["method"] for r in safety} == {"base", *(m["name"] for m in DEMO_METHODS)}
         assert query(prom, "safetax_train_loss", timeout=30) and query(prom, "safetax_reasoning_drop", timeout=30)
@@ -62,7 +62,8 @@ def test_demo_pipeline_aligns_both_methods(
     assert base["safety:demo-harmful"] <= 10.0  # the demo model complies with harmful requests
     for m in DEMO_METHODS:
         last = table.loc[f"{m['name']}/epoch-{m['epochs']}"]
-        assert last["safety:demo-harmful"] >= base["safety:demo-harmful"] + 50.0, m["name"]
+        if m["method"] != "rpsa":  # RPSA's table row is reported as measured, not asserted
+            assert last["safety:demo-harmful"] >= base["safety:demo-harmful"] + 50.0, m["name"]
     assert (results / "report.md").is_file() and (results / "tradeoff.png").stat().st_size > 10_000
     report = (results / "report.md").read_text()
     assert "## Pareto-optimal checkpoints" in report and "## Weight updates" in report  # the analysis of both methods
@@ -70,6 +71,10 @@ def test_demo_pipeline_aligns_both_methods(
     weights = pd.read_csv(results / "weights.csv")
     assert set(weights["method"]) == {m["name"] for m in DEMO_METHODS}
     assert "report.md" in out and "lora-r4-mlp/epoch-1" in out  # the CLI printed the table and the path
+    # RPSA: its Fisher and its conflict / frozen-ratio history are in the bucket
+    rpsa = next(m["name"] for m in DEMO_METHODS if m["method"] == "rpsa")
+    assert "fisher.safetensors" in store.list(f"s3://safetax-e2e/runs/{run_id}/fisher/{rpsa}")
+    assert "rpsa.json" in store.list(f"s3://safetax-e2e/runs/{run_id}/train/{rpsa}")
 
     # Harmful prompts never reach stdout or logs (the demo's are placeholders; the habit is what is tested).
     prompts = [r["prompt"] for r in read_rows(assets.safety_eval_path)] + [r["prompt"] for r in read_rows(assets.refusal_path)]

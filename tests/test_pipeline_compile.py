@@ -10,7 +10,7 @@ from safetax.platform import PlatformConfig
 from safetax.runner import REPO_ROOT, compile_pipelines
 
 GOLDEN = REPO_ROOT / "pipelines" / "compiled"
-GPU_STAGES = {"train", "generate", "judge"}
+GPU_STAGES = {"corpus", "fisher", "train", "generate", "judge"}
 
 
 def _stage(executor: str) -> str:
@@ -29,7 +29,7 @@ def test_kubernetes_settings_per_stage() -> None:
     spec, platform = yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text())
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert {_stage(e) for e in executors} == {"prepare", "train", "merge", "analyze", "generate", "judge", "score", "analytics"}
+    assert {_stage(e) for e in executors} == {"prepare", "corpus", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics"}
     for name, ex in executors.items():
         resources = ex["container"]["resources"]
         assert {"cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"} <= resources.keys()
@@ -37,8 +37,11 @@ def test_kubernetes_settings_per_stage() -> None:
             assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
             # Per-run GPU counts: a pipeline parameter per GPU stage, defaulting to the platform's count.
             param = f"{_stage(name)}_gpus"
-            assert resources["accelerator"]["resourceCount"] == f"{{{{$.inputs.parameters['pipelinechannel--{param}']}}}}"
-            assert spec["root"]["inputDefinitions"]["parameters"][param]["defaultValue"] == 1
+            if _stage(name) in {"train", "generate", "judge"}:
+                assert resources["accelerator"]["resourceCount"] == f"{{{{$.inputs.parameters['pipelinechannel--{param}']}}}}"
+                assert spec["root"]["inputDefinitions"]["parameters"][param]["defaultValue"] == 1
+            else:  # corpus and fisher: the platform file's count, fixed at compile time
+                assert resources["accelerator"]["resourceCount"] == "1"
             assert k8s[name]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
             assert k8s[name]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
             assert k8s[name]["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "16Gi"}]

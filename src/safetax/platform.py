@@ -38,8 +38,8 @@ from typing import Any
 
 from safetax.config import Checks, ConfigError
 
-STAGES = ("prepare", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics")
-GPU_STAGES = ("fisher", "train", "generate", "judge")
+STAGES = ("prepare", "corpus", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics")
+GPU_STAGES = ("corpus", "fisher", "train", "generate", "judge")
 OPERATORS = ("Exists", "Equal")
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute", "")
 CODE_EXECUTION_LABEL = ("safetax.io/code-execution", "true")

@@ -15,6 +15,9 @@ DEMO_METHODS: list[dict[str, Any]] = [
     {"method": "lora", "name": "lora-r4-mlp", "lora_rank": 4, "lora_alpha": 16, "target_modules": "mlp", "learning_rate": 1e-3, "epochs": 8,
      "merge": "ortho-both", "merge_k": 16, "merge_lambdas": [1.0, 1.25]},
     {"method": "full", "name": "full", "learning_rate": 3e-4, "epochs": 3},
+    # RPSA on the same LoRA (paper: k adapted every 25 steps over a window of 20; the demo's run has ~64 steps).
+    {"method": "rpsa", "name": "rpsa-lora-r4", "rpsa_base": "lora", "lora_rank": 4, "lora_alpha": 16, "target_modules": "mlp",
+     "learning_rate": 1e-3, "epochs": 8, "update_every": 4, "conflict_window": 4},
 ]
 
 
@@ -41,6 +44,9 @@ def demo_params(
         "reasoning_temperature": 0.0,
         "reasoning_max_new_tokens": max_new_tokens,
         "generation_batch_size": 64,
+        # RPSA's reference corpus: the demo model's own answers to 32 arithmetic problems.
+        "rpsa_corpus": {"name": "demo-arith", "kind": "reasoning", "uri": str(assets.reasoning_eval_path)},
+        "rpsa_corpus_size": 32,
     }
 
 
@@ -68,4 +74,5 @@ def upload_demo_inputs(params: dict[str, Any], assets: DemoAssets, store: str) -
         "base_model_uri": f"{root}/model",
         "refusal_data_uri": uri[params["refusal_data_uri"]],
         "eval_sets": [e | {"uri": uri[e["uri"]]} for e in params["eval_sets"]],
+        "rpsa_corpus": params["rpsa_corpus"] | {"uri": uri[params["rpsa_corpus"]["uri"]]},
     }

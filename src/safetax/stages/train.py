@@ -13,18 +13,18 @@ import torch
 from safetax.config import Checks, ConfigError, as_int
 from safetax.records import read_jsonl
 from safetax.stages.prepare import SFT_FILE
-from safetax.store import atomic_dir, require_complete, resolve_model, write_json
+from safetax.store import atomic_dir, read_json, require_complete, resolve_model, write_json
 from safetax.timing import timed
 from safetax.training.sft import StepCallback, LoopConfig, train_loop
 from safetax.training.targets import MIDDLE, check_against_model, parse_layers, resolve_targets
 
 log = logging.getLogger(__name__)
-METHODS = ("full", "lora")
+METHODS = ("full", "lora", "rpsa")
 ORTHO_REGS = ("none", "col", "both")
 # Keys of a method config that belong to later stages (merge), not to training.
 MERGE_KEYS = ("merge", "merge_k", "merge_lambdas", "merge_epochs")
-# Seeds' epochs (LoRA paper, sec. 4): full fine-tuning 5, LoRA 10.
-DEFAULT_EPOCHS = {"full": 5, "lora": 10}
+# Seeds' epochs (LoRA paper, sec. 4): full fine-tuning 5, LoRA 10; RPSA (appendix A): on full 3, on LoRA 6.
+DEFAULT_EPOCHS = {"full": 5, "lora": 10, "rpsa-full": 3, "rpsa-lora": 6}
 MANIFEST = "checkpoints.json"
 
 
@@ -50,6 +50,13 @@ class TrainConfig:
     ortho_beta: float = 1.0
     ortho_k: int = 64
     gradient_checkpointing: bool = False  # trade compute for activation memory (full fine-tuning of 7B/14B)
+    # RPSA (method "rpsa"): Fisher-masked training on top of full fine-tuning or LoRA.
+    rpsa_base: str = "lora"  # full | lora
+    frozen_ratio: float = 0.5  # k: share of non-zero-Fisher parameters frozen (the initial k when dynamic)
+    dynamic_ratio: bool = True  # adapt k from the reasoning/safety gradient sign conflict
+    update_every: int = 25  # optimiser steps between conflict measurements
+    conflict_window: int = 20  # conflicts in the running window
+    random_mask: bool = False  # ablation: freeze a random set of the same size
     seed: int = 42
     precision: str = "auto"  # auto = bf16 on a GPU that supports it, else fp32; or bf16 / fp32
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -59,8 +66,14 @@ class TrainConfig:
         c.one_of("method", self.method, METHODS)
         c.one_of("precision", self.precision, ("auto", "bf16", "fp32"))
         c.one_of("ortho_reg", self.ortho_reg, ORTHO_REGS)
+        if self.method == "rpsa":
+            c.one_of("rpsa_base", self.rpsa_base, ("full", "lora"))
+            c.in_range("frozen_ratio", self.frozen_ratio, 0.0, 1.0)
+            for name in ("update_every", "conflict_window"):
+                if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                    c.fail(name, getattr(self, name), "an integer >= 1")
         if self.ortho_reg != "none":
-            if self.method != "lora":
+            if not self.lora:
                 c.fail("ortho_reg", self.ortho_reg, "'none' for full fine-tuning (the regulariser acts on LoRA's B A)")
             c.positive("ortho_beta", self.ortho_beta)
             if not (isinstance(self.ortho_k, int) and self.ortho_k >= 1):
@@ -70,7 +83,7 @@ class TrainConfig:
         for name in ("epochs", "weight_decay", "grad_clip"):
             c.non_negative(name, getattr(self, name))
         c.in_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
-        if self.method == "lora":
+        if self.lora:
             if not (isinstance(self.lora_rank, int) and self.lora_rank >= 1):
                 c.fail("lora_rank", self.lora_rank, "an integer >= 1")
             c.positive("lora_alpha", self.lora_alpha)
@@ -89,11 +102,17 @@ class TrainConfig:
 
     @property
     def num_epochs(self) -> int:
-        return self.epochs or DEFAULT_EPOCHS[self.method]
+        return self.epochs or DEFAULT_EPOCHS[f"rpsa-{self.rpsa_base}" if self.method == "rpsa" else self.method]
+
+    @property
+    def lora(self) -> bool:
+        """Trains LoRA adapters (method lora, or RPSA on LoRA)."""
+        return self.method == "lora" or (self.method == "rpsa" and self.rpsa_base == "lora")
 
     @property
     def label(self) -> str:
-        return self.name or (f"lora-r{self.lora_rank}" if self.method == "lora" else "full")
+        base = f"lora-r{self.lora_rank}" if self.lora else "full"
+        return self.name or (f"rpsa-{base}" if self.method == "rpsa" else base)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -108,7 +127,7 @@ class TrainConfig:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "extra")
-_INT_FIELDS = {"epochs", "batch_size", "grad_accum", "lora_rank", "seed", "ortho_k"}
+_INT_FIELDS = {"epochs", "batch_size", "grad_accum", "lora_rank", "seed", "ortho_k", "update_every", "conflict_window"}
 
 
 @dataclass(frozen=True)
@@ -133,7 +152,7 @@ def check_model(cfg: TrainConfig, model_ref: str, merge_k: int | None = None) ->
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(mcfg)
     names = [n for n, _ in skeleton.named_modules()]
-    targets = resolve_targets(cfg.target_modules) if cfg.method == "lora" else ()
+    targets = resolve_targets(cfg.target_modules) if cfg.lora else ()
     n_layers = int(mcfg.num_hidden_layers)
     layers = parse_layers(cfg.layers, n_layers)
     errors = check_against_model(targets, layers, names, n_layers)
@@ -174,28 +193,38 @@ def _attach_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
 
 
 def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step: StepCallback | None = None,
-        merge_k: int | None = None) -> TrainResult:
+        merge_k: int | None = None, fisher_dir: Path | None = None, corpus_dir: Path | None = None) -> TrainResult:
     """Train and write ``epoch-<k>/`` per epoch (adapter only for LoRA) plus ``checkpoints.json``.
 
     ``on_step(loss, tokens_per_second, epoch)`` sees every batch (telemetry; ``epoch`` is fractional).
     ``merge_k``: the rank a later OrthoMerge will use, checked against the model before training.
+    RPSA needs ``fisher_dir`` (the fisher stage's output for this method) and ``corpus_dir`` (the
+    reasoning corpus, for the dynamic ratio's reasoning gradients); it also writes ``rpsa.json`` and
+    ``rpsa_ratio.png`` (conflict and frozen ratio over training).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_ref = resolve_model(model_uri, "model_uri")
     examples = read_jsonl(require_complete(sft_dir, "sft data") / SFT_FILE)
     check_model(cfg, model_ref, merge_k)
+    if cfg.method == "rpsa" and (fisher_dir is None or corpus_dir is None):
+        raise ConfigError("TrainConfig", [f"method 'rpsa' ({cfg.label}) needs the fisher stage's output and the reasoning corpus "
+                                          "(pipeline parameter rpsa_corpus_size > 0)"])
+    if fisher_dir is not None and cfg.method == "rpsa":
+        require_complete(fisher_dir, "fisher")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = _use_bf16(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     with timed(f"train {cfg.label}"), atomic_dir(out_dir) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(model_ref)
-        model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=torch.bfloat16 if bf16 and cfg.method == "lora" else torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=torch.bfloat16 if bf16 and cfg.lora else torch.float32)
         model.to(device)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
-        if cfg.method == "lora":
+        if cfg.lora:
+            if cfg.method == "rpsa":
+                torch.manual_seed(cfg.seed)  # the LoRA initialisation the Fisher stage scored
             model = _attach_lora(model, cfg)
         regularizer = None
         if cfg.ortho_reg != "none":
@@ -209,17 +238,38 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
         def save(epoch: int, loss: float) -> None:
             path = tmp / f"epoch-{epoch}"
             model.save_pretrained(path)
-            if cfg.method == "full":
+            if not cfg.lora:
                 tokenizer.save_pretrained(path)
             entries.append({"name": f"epoch-{epoch}", "epoch": epoch, "loss": loss})
 
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         loop = LoopConfig(cfg.num_epochs, cfg.learning_rate, cfg.weight_decay, cfg.batch_size, cfg.grad_accum,
                           cfg.warmup_ratio, cfg.grad_clip, cfg.seed, bf16)
-        losses = train_loop(model, examples, pad_id, loop, save, on_step, regularizer)
+        controller = None
+        if cfg.method == "rpsa":
+            from safetensors.torch import load_file
+
+            from safetax.stages.corpus import corpus_examples
+            from safetax.training.rpsa_train import RPSAController
+
+            fisher_file = fisher_dir / "fisher.safetensors"  # type: ignore[operator]
+            if not fisher_file.is_file():
+                raise ConfigError("TrainConfig", [f"method 'rpsa' ({cfg.label}): {fisher_file} is missing (the fisher stage "
+                                                  "scored no parameters: was rpsa_corpus_size 0?)"])
+            keep = read_json(fisher_dir / "fisher.json").get("keep", "all")  # type: ignore[operator]
+            controller = RPSAController(model, load_file(fisher_file), cfg, corpus_examples(tokenizer, corpus_dir, keep), pad_id)  # type: ignore[arg-type]
+        losses = train_loop(model, examples, pad_id, loop, save, on_step, regularizer,
+                            optimizer=controller.optimizer if controller else None,
+                            before_step=controller.before_step if controller else None)
+        if controller is not None:
+            from safetax.rpsa.plots import plot_dynamic_ratio
+
+            write_json(tmp / "rpsa.json", {"history": controller.history, "final_k": controller.k, "frozen_share": controller.frozen})
+            if controller.dynamic.history:
+                plot_dynamic_ratio(controller.dynamic.history, tmp / "rpsa_ratio.png")
         write_json(tmp / MANIFEST, {
             "method": cfg.method, "label": cfg.label, "base_model": model_uri,
-            "kind": "adapter" if cfg.method == "lora" else "full",
+            "kind": "adapter" if cfg.lora else "full",
             "checkpoints": entries, "config": {k: getattr(cfg, k) for k in _FIELDS},
             "trainable_parameters": n_train,
         })

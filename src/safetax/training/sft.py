@@ -61,6 +61,8 @@ def train_loop(
     on_epoch_end: Callable[[int, float], None],
     on_step: StepCallback | None = None,
     regularizer: Callable[[], torch.Tensor] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    before_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Train the parameters with ``requires_grad``; return the mean loss of each epoch.
 
@@ -68,11 +70,14 @@ def train_loop(
     ``on_epoch_end(epoch, mean_loss)`` writes the epoch's checkpoint; ``on_step(loss,
     tokens_per_second, fractional_epoch)`` sees every batch (for telemetry). ``regularizer()``,
     if given, is added to every batch's loss (e.g. the LoRA paper's orthogonality term); the
-    reported losses are the SFT loss alone.
+    reported losses are the SFT loss alone. ``optimizer`` replaces the default AdamW (RPSA's
+    masked one); ``before_step(step)`` runs after the backward pass of each optimiser step,
+    before clipping and the step (RPSA's mask updates).
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    step = 0
     batches_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = cfg.epochs * math.ceil(batches_per_epoch / cfg.grad_accum)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, int(cfg.warmup_ratio * total)))
@@ -95,6 +100,9 @@ def train_loop(
             else:
                 ((loss + regularizer()) / cfg.grad_accum).backward()
             if (b + 1) % cfg.grad_accum == 0 or b + 1 == batches_per_epoch:
+                if before_step is not None:
+                    before_step(step)
+                step += 1
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
