@@ -36,7 +36,11 @@ def table() -> pd.DataFrame:
 
 
 def _table_rows(md: str) -> list[str]:
-    return [ln for ln in md.splitlines() if ln.startswith("| ")]
+    """The rows of the report's first table (the results)."""
+    lines = md.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| "))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [ln for ln in lines[start:end] if ln.startswith("| ")]
 
 
 def test_write_report_files(table: pd.DataFrame, tmp_path: Path) -> None:
@@ -129,3 +133,14 @@ def test_pareto_front_per_reasoning_benchmark(tmp_path: Path) -> None:
     math_section = text.split("### math")[1].split("###")[0]
     assert "`a/epoch-1`" in math_section and "`b/epoch-1`" not in math_section
     assert (tmp_path / "tradeoff-math.png").stat().st_size > 5_000 and (tmp_path / "tradeoff-code.png").is_file()
+
+
+def test_per_method_table_takes_each_methods_last_epoch(table: pd.DataFrame, tmp_path: Path) -> None:
+    from safetax.analysis.report import method_table
+
+    got = method_table(table)
+    assert list(got["method"]) == list(dict.fromkeys(table["method"]))  # base first, then each method once
+    assert list(got["epoch"]) == [0, 2, 2]
+    assert list(got.columns) == ["method", "epoch", "acc:gsm8k", "acc:math500", "asr:strongreject", "str"]
+    write_report(table, tmp_path)
+    assert "## Per method (last epoch; RPSA's Table 1 layout)" in (tmp_path / "report.md").read_text()

@@ -111,6 +111,13 @@ def _per_benchmark_fronts(table: pd.DataFrame, out_dir: Path) -> list[str]:
     return (["## Pareto fronts per reasoning benchmark", *parts]) if parts else []
 
 
+def method_table(table: pd.DataFrame) -> pd.DataFrame:
+    """RPSA's Table 1 layout: the base and each method's last checkpoint; reasoning accuracies, ASRs and STR."""
+    last = table.loc[table.groupby("method", sort=False)["epoch"].idxmax()]
+    cols = ["method", "epoch", *[c for c in table.columns if c.startswith(("acc:", "asr:"))], "str"]
+    return last[[c for c in cols if c in last.columns]].reset_index(drop=True)
+
+
 def write_report(
     table: pd.DataFrame,
     out_dir: Path,
@@ -140,6 +147,9 @@ def write_report(
         DEFINITIONS,
         f"## Results ({len(table)} checkpoint(s))",
         markdown_table(table),
+        "## Per method (last epoch; RPSA's Table 1 layout)",
+        "Reasoning accuracy per benchmark, ASR per safety benchmark (lower is better) and STR against the base.",
+        markdown_table(method_table(table)),
         "## Pareto-optimal checkpoints",
         "\n".join(_pareto_lines(table)),
         "## Safety vs reasoning",
