@@ -94,3 +94,17 @@ def test_rpsa_needs_its_inputs_and_valid_settings(tiny_model: Path, sft: Path, t
     assert "rpsa_base" in str(err.value) and "frozen_ratio" in str(err.value) and "update_every" in str(err.value)
     assert train.TrainConfig(method="rpsa", rpsa_base="full").num_epochs == 3
     assert train.TrainConfig(method="rpsa").num_epochs == 6 and train.TrainConfig(method="rpsa").label == "rpsa-lora-r4"
+    assert (train.TrainConfig(method="rpsa").lr, train.TrainConfig(method="rpsa", rpsa_base="full").lr) == (1e-4, 1e-5)
+    assert train.TrainConfig(method="lora").lr == 5e-5 and train.TrainConfig(method="full", learning_rate=3e-4).lr == 3e-4
+
+
+def test_fisher_validation_scales_top_and_random_parameters(tiny_model: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    """RPSA's Figure 3 check: accuracies of the base and of the two perturbed models on the corpus problems."""
+    cfg = train.TrainConfig(method="rpsa", rpsa_base="full", **FAST)
+    info = fisher.run(fisher.FisherConfig(max_length=64, validate=True, validate_share=0.05, validate_scale=0.0), cfg,
+                      str(tiny_model), corpus_dir, tmp_path / "fisher")
+    v = json.loads((tmp_path / "fisher" / "validation.json").read_text())
+    assert v == info["validation"] and v["share"] == 0.05 and v["scale"] == 0.0
+    for key in ("accuracy_base", "accuracy_top", "accuracy_random"):
+        assert 0.0 <= v[key] <= 1.0
+    assert v["drop_top"] == pytest.approx(v["accuracy_base"] - v["accuracy_top"])

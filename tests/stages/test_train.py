@@ -72,12 +72,12 @@ def test_config_errors_are_reported_together() -> None:
     assert "4 problem(s)" in msg
     assert "`lora_rank` must be an integer >= 1, got 0" in msg
     assert "`target_modules` must be one of mlp, attn, all, up_proj or module names, got 'mlpp'" in msg
-    assert "`learning_rate` must be > 0, got -1.0" in msg
+    assert "`learning_rate` must be >= 0, got -1.0" in msg
     assert "`layers` range must be low-high with low <= high, got '5-2'" in msg
 
 
 def test_unknown_method_and_keys_name_allowed_values() -> None:
-    with pytest.raises(ConfigError, match=r"`method` must be one of 'full', 'lora', got 'qlora'"):
+    with pytest.raises(ConfigError, match=r"`method` must be one of 'full', 'lora', 'rpsa', got 'qlora'"):
         train.TrainConfig(method="qlora")
     with pytest.raises(ConfigError, match=r"`method config keys` must be among method, name, epochs"):
         train.TrainConfig.from_dict({"method": "lora", "rank": 4})

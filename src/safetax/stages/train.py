@@ -25,6 +25,7 @@ ORTHO_REGS = ("none", "col", "both")
 MERGE_KEYS = ("merge", "merge_k", "merge_lambdas", "merge_epochs")
 # Seeds' epochs (LoRA paper, sec. 4): full fine-tuning 5, LoRA 10; RPSA (appendix A): on full 3, on LoRA 6.
 DEFAULT_EPOCHS = {"full": 5, "lora": 10, "rpsa-full": 3, "rpsa-lora": 6}
+DEFAULT_LR = {"full": 5e-5, "lora": 5e-5, "rpsa-full": 1e-5, "rpsa-lora": 1e-4}
 MANIFEST = "checkpoints.json"
 
 
@@ -33,7 +34,7 @@ class TrainConfig:
     method: str = "lora"  # full | lora
     name: str = ""  # label in reports; defaults to the method (e.g. "lora-r4")
     epochs: int = 0  # 0 = the seeds' default for the method (full 5, lora 10)
-    learning_rate: float = 5e-5  # seeds: 5e-5 for both methods
+    learning_rate: float = 0.0  # 0 = the seeds' rate: 5e-5 for full and LoRA; RPSA 1e-5 on full, 1e-4 on LoRA
     weight_decay: float = 1e-4  # seeds: 1e-4
     batch_size: int = 8
     grad_accum: int = 1
@@ -78,7 +79,8 @@ class TrainConfig:
             c.positive("ortho_beta", self.ortho_beta)
             if not (isinstance(self.ortho_k, int) and self.ortho_k >= 1):
                 c.fail("ortho_k", self.ortho_k, "an integer >= 1 (at most the smaller side of each adapted matrix)")
-        for name in ("learning_rate", "batch_size", "grad_accum"):
+        c.non_negative("learning_rate", self.learning_rate)
+        for name in ("batch_size", "grad_accum"):
             c.positive(name, getattr(self, name))
         for name in ("epochs", "weight_decay", "grad_clip"):
             c.non_negative(name, getattr(self, name))
@@ -103,6 +105,11 @@ class TrainConfig:
     @property
     def num_epochs(self) -> int:
         return self.epochs or DEFAULT_EPOCHS[f"rpsa-{self.rpsa_base}" if self.method == "rpsa" else self.method]
+
+    @property
+    def lr(self) -> float:
+        """The learning rate: the configured one, else the seeds' for the method."""
+        return self.learning_rate or DEFAULT_LR[f"rpsa-{self.rpsa_base}" if self.method == "rpsa" else self.method]
 
     @property
     def lora(self) -> bool:
@@ -243,7 +250,7 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
             entries.append({"name": f"epoch-{epoch}", "epoch": epoch, "loss": loss})
 
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        loop = LoopConfig(cfg.num_epochs, cfg.learning_rate, cfg.weight_decay, cfg.batch_size, cfg.grad_accum,
+        loop = LoopConfig(cfg.num_epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.grad_accum,
                           cfg.warmup_ratio, cfg.grad_clip, cfg.seed, bf16)
         controller = None
         if cfg.method == "rpsa":

@@ -41,7 +41,7 @@ class RPSAController:
         self.nonzero = {n: f != 0 for n, f in self.fisher.items()}
         self.dynamic = DynamicRatio(window=cfg.conflict_window, initial=cfg.frozen_ratio)
         self.k = cfg.frozen_ratio
-        self.optimizer = MaskedAdamW(list(self.params.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.optimizer = MaskedAdamW(list(self.params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self._reasoning = itertools.cycle(reasoning) if reasoning else None
         self.pad_id = pad_id
         self.history: list[dict[str, float]] = []
