@@ -17,7 +17,7 @@ DEMO_METHODS: list[dict[str, Any]] = [
     {"method": "full", "name": "full", "learning_rate": 3e-4, "epochs": 3},
     # RPSA on the same LoRA (paper: k adapted every 25 steps over a window of 20; the demo's run has ~64 steps).
     {"method": "rpsa", "name": "rpsa-lora-r4", "rpsa_base": "lora", "lora_rank": 4, "lora_alpha": 16, "target_modules": "mlp",
-     "learning_rate": 1e-3, "epochs": 8, "update_every": 4, "conflict_window": 4},
+     "learning_rate": 1e-3, "epochs": 8, "update_every": 4, "conflict_window": 4, "warmup_steps": 0},
 ]
 
 

@@ -39,6 +39,7 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     warmup_ratio: float = 0.0  # share of optimizer steps with linear warmup before the cosine decay
+    warmup_steps: int = -1  # >= 0: warmup steps instead of the ratio; -1 = the seeds' (RPSA: 100, others: the ratio)
     grad_clip: float = 1.0  # max grad norm; 0 disables clipping
     lora_rank: int = 4  # LoRA paper: rank 1-8 suffices for safety
     lora_alpha: float = 16.0
@@ -85,6 +86,8 @@ class TrainConfig:
         for name in ("epochs", "weight_decay", "grad_clip"):
             c.non_negative(name, getattr(self, name))
         c.in_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= -1):
+            c.fail("warmup_steps", self.warmup_steps, "an integer >= 0, or -1 for the seeds' default")
         if self.lora:
             if not (isinstance(self.lora_rank, int) and self.lora_rank >= 1):
                 c.fail("lora_rank", self.lora_rank, "an integer >= 1")
@@ -134,7 +137,8 @@ class TrainConfig:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "extra")
-_INT_FIELDS = {"epochs", "batch_size", "grad_accum", "lora_rank", "seed", "ortho_k", "update_every", "conflict_window"}
+_INT_FIELDS = {"epochs", "batch_size", "grad_accum", "lora_rank", "seed", "ortho_k", "update_every", "conflict_window",
+               "warmup_steps"}
 
 
 @dataclass(frozen=True)
@@ -250,8 +254,9 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
             entries.append({"name": f"epoch-{epoch}", "epoch": epoch, "loss": loss})
 
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        warmup_steps = cfg.warmup_steps if cfg.warmup_steps >= 0 else (100 if cfg.method == "rpsa" else -1)
         loop = LoopConfig(cfg.num_epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.grad_accum,
-                          cfg.warmup_ratio, cfg.grad_clip, cfg.seed, bf16)
+                          cfg.warmup_ratio, cfg.grad_clip, cfg.seed, bf16, warmup_steps)
         controller = None
         if cfg.method == "rpsa":
             from safetensors.torch import load_file

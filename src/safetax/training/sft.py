@@ -30,6 +30,7 @@ class LoopConfig:
     grad_clip: float
     seed: int
     bf16: bool
+    warmup_steps: int = -1  # >= 0 overrides warmup_ratio (RPSA's seeds: 100 steps)
 
 
 def collate(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -80,7 +81,8 @@ def train_loop(
     step = 0
     batches_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = cfg.epochs * math.ceil(batches_per_epoch / cfg.grad_accum)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, int(cfg.warmup_ratio * total)))
+    warmup = min(total, cfg.warmup_steps) if cfg.warmup_steps >= 0 else int(cfg.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, warmup))
     gen = torch.Generator().manual_seed(cfg.seed)
     bar = progress_bar(cfg.epochs * batches_per_epoch, desc="train", unit="batch")
     losses: list[float] = []
