@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from safetax.config import Checks
-from safetax.stages.merge import EPOCHS, _deltas
-from safetax.stages.train import MANIFEST, _layer_of
+from safetax.stages.merge import EPOCHS, update_deltas
+from safetax.stages.train import MANIFEST
+from safetax.training.targets import layer_index
 from safetax.store import atomic_dir, read_json, require_complete, resolve_model
 from safetax.timing import progress, timed
 
@@ -53,13 +54,13 @@ def run(cfg: AnalyzeConfig, model_uri: str, train_dir: Path, out_dir: Path) -> p
     rows = []
     with timed(f"analyze {manifest['label']}"), atomic_dir(out_dir) as tmp:
         for e in entries:
-            deltas = _deltas(base_dir, manifest, train_dir / e["name"])
+            deltas = update_deltas(base_dir, manifest, train_dir / e["name"])
             for name, w_i, dw in progress(deltas, desc=f"analyze {e['name']}", unit="matrix"):
                 if cfg.k > min(w_i.shape):
                     raise ValueError(f"`analysis_k` must be at most {min(w_i.shape)} for {name} {tuple(w_i.shape)}, got {cfg.k}")
                 rows.append({
                     "method": manifest["label"], "kind": manifest["method"], "checkpoint": e["name"], "epoch": int(e["epoch"]),
-                    "matrix": name, "layer": _layer_of(name), "module": name.removesuffix(".weight").rsplit(".", 1)[-1],
+                    "matrix": name, "layer": layer_index(name), "module": name.removesuffix(".weight").rsplit(".", 1)[-1],
                     "stable_rank": stable_rank(dw), **overlap_metrics(w_i, dw, k=cfg.k, seed=cfg.seed),
                     "update_norm": float(dw.float().norm()),
                 })

@@ -70,7 +70,7 @@ class MergeConfig:
         return f"{label}+{self.mode}{lam_part}"
 
 
-def _deltas(base_dir: Path, manifest: dict[str, Any], ckpt_dir: Path) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+def update_deltas(base_dir: Path, manifest: dict[str, Any], ckpt_dir: Path) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
     """(weight name, W_I, dW) of every updated matrix, one at a time."""
     from safetax.weights.io import iter_lora_deltas, iter_matrix_deltas
 
@@ -99,7 +99,7 @@ def run(cfg: MergeConfig, model_uri: str, train_dir: Path, out_dir: Path) -> lis
                     start = time.perf_counter()
                     method = cfg.candidate(manifest["label"], lam)
                     name = f"{method}-epoch-{e['epoch']}"
-                    n = _apply(cfg, lam, _deltas(base_dir, manifest, train_dir / e["name"]), params, bases)
+                    n = _apply(cfg, lam, update_deltas(base_dir, manifest, train_dir / e["name"]), params, bases)
                     model.save_pretrained(tmp / name)
                     tokenizer.save_pretrained(tmp / name)
                     written.append({"name": name, "epoch": int(e["epoch"]), "method": method, "lambda": lam, "matrices": n})

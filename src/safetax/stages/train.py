@@ -16,7 +16,7 @@ from safetax.stages.prepare import SFT_FILE
 from safetax.store import atomic_dir, read_json, require_complete, resolve_model, write_json
 from safetax.timing import timed
 from safetax.training.sft import StepCallback, LoopConfig, train_loop
-from safetax.training.targets import MIDDLE, check_against_model, parse_layers, resolve_targets
+from safetax.training.targets import MIDDLE, check_against_model, layer_index, parse_layers, resolve_targets
 
 log = logging.getLogger(__name__)
 METHODS = ("full", "lora", "rpsa")
@@ -171,21 +171,13 @@ def check_model(cfg: TrainConfig, model_ref: str, merge_k: int | None = None) ->
     if not errors and any(ranks.values()):
         shapes = [tuple(m.weight.shape) for n, m in skeleton.named_modules()
                   if isinstance(m, torch.nn.Linear) and (not targets or n.rsplit(".", 1)[-1] in targets)
-                  and "lm_head" not in n and (layers is None or _layer_of(n) in layers)]
+                  and "lm_head" not in n and (layers is None or layer_index(n) in layers)]
         smallest = min((min(s) for s in shapes), default=0)
         for name, k in ranks.items():
             if k and k > smallest:
                 errors.append(f"`{name}` must be at most {smallest} (the smaller side of the smallest updated matrix), got {k}")
     if errors:
         raise ConfigError(f"TrainConfig for {model_ref}", errors)
-
-
-def _layer_of(module_name: str) -> int | None:
-    parts = module_name.split(".")
-    for a, b in zip(parts, parts[1:]):
-        if a == "layers" and b.isdigit():
-            return int(b)
-    return None
 
 
 def _attach_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:

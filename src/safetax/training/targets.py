@@ -66,6 +66,19 @@ def parse_layers(spec: str | None, n_layers: int | None = None) -> tuple[int, ..
         raise ValueError(f"`layers` must be 'low-high' or a comma-separated list of layer indices, got {spec!r}") from None
 
 
+def layer_index(name: str) -> int | None:
+    """The decoder layer a module or weight name belongs to (``...layers.<i>...``), or None.
+
+    >>> layer_index("model.layers.12.mlp.up_proj.weight"), layer_index("lm_head.weight")
+    (12, None)
+    """
+    parts = name.split(".")
+    for a, b in zip(parts, parts[1:]):
+        if a == "layers" and b.isdigit():
+            return int(b)
+    return None
+
+
 def check_against_model(targets: Sequence[str], layers: Sequence[int] | None, module_names: Sequence[str], n_layers: int) -> list[str]:
     """Problems with a target spec for a concrete model: unknown module names, layers out of range."""
     errors = []
