@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from _rss import peak_increase, reset_peak
 from safetax.weights.io import iter_matrix_deltas
 from safetax.weights.metrics import analyze_updates
 
@@ -62,22 +63,11 @@ def build(root: Path, layers: int, hidden: int, inter: int, vocab: int = 8192, s
     return base_dir, tuned_dir
 
 
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def child(mode: str, base_dir: Path, tuned_dir: Path) -> None:
     """Run one analysis and print {"peak_increase": bytes, "matrices": n, "seconds": s} as JSON."""
     w = torch.randn(64, 48)
     list(analyze_updates([("warm-up", w, w)], k=16))  # LAPACK/BLAS workspaces into the baseline
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    except OSError:
-        pass
-    baseline = _status("VmRSS")
+    baseline = reset_peak()
     t0 = time.perf_counter()
     if mode == "streaming":
         rows = list(analyze_updates(iter_matrix_deltas(base_dir, tuned_dir), k=16))
@@ -86,7 +76,7 @@ def child(mode: str, base_dir: Path, tuned_dir: Path) -> None:
         tuned = {k: v for f in sorted(tuned_dir.glob("*.safetensors")) for k, v in load_file(f).items()}
         names = [k for k, v in base.items() if v.ndim == 2 and "embed" not in k and "lm_head" not in k]
         rows = list(analyze_updates(((n, base[n], tuned[n].float().sub_(base[n])) for n in names), k=16))
-    print(json.dumps({"peak_increase": _status("VmHWM") - baseline, "matrices": len(rows), "seconds": time.perf_counter() - t0}))
+    print(json.dumps({"peak_increase": peak_increase(baseline), "matrices": len(rows), "seconds": time.perf_counter() - t0}))
 
 
 def run_child(mode: str, base_dir: Path, tuned_dir: Path) -> dict:

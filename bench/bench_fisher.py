@@ -16,11 +16,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from _rss import peak_increase, reset_peak
 from safetax.rpsa.fisher import fisher_diagonal
 
 MiB = 2**20
@@ -74,13 +74,6 @@ def time_config(name: str, n: int, length: int, repeats: int = 3) -> tuple[float
     return t_plain, t_fisher
 
 
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def saved_activation_bytes(model: torch.nn.Module, seq: dict[str, torch.Tensor]) -> int:
     """Bytes of the distinct non-parameter storages autograd saves for backward in one forward."""
     param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -105,11 +98,7 @@ def child(mode: str, name: str, n: int, length: int) -> None:
     plain_pass(model, seqs[:1])  # BLAS workspaces and autograd's first-use allocations into the baseline
     act = saved_activation_bytes(model, seqs[0])
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    except OSError:
-        pass
-    baseline = _status("VmRSS")
+    baseline = reset_peak()
     if mode == "hook":
         fisher_diagonal(model, seqs)
     else:
@@ -119,7 +108,7 @@ def child(mode: str, name: str, n: int, length: int) -> None:
             for k, p in model.named_parameters():
                 acc[k].addcmul_(p.grad, p.grad)
             model.zero_grad(set_to_none=True)
-    print(json.dumps({"peak_increase": _status("VmHWM") - baseline, "weights": weights,
+    print(json.dumps({"peak_increase": peak_increase(baseline), "weights": weights,
                       "accumulator": sum(p.numel() * 4 for p in model.parameters()), "activations": act,
                       "largest_grad": max(p.numel() * p.element_size() for p in model.parameters())}))
 
