@@ -12,16 +12,9 @@ from safetensors.torch import load_file
 from safetax.config import ConfigError
 from safetax.data.eval_sets import EvalSet
 from safetax.generation.base import SamplingConfig
-from safetax.stages import corpus, fisher, prepare, train
+from safetax.stages import corpus, fisher, train
 
 FAST = {"batch_size": 4, "learning_rate": 1e-2, "epochs": 2, "lora_dropout": 0.0, "seed": 5, "weight_decay": 0.1}
-
-
-@pytest.fixture()
-def sft(tiny_model: Path, refusal_file: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "sft"
-    prepare.run(prepare.PrepareConfig(str(refusal_file), str(tiny_model), max_length=128), out)
-    return out
 
 
 @pytest.fixture()

@@ -13,13 +13,6 @@ from safetax.store import StoreError, is_complete
 FAST = {"batch_size": 4, "learning_rate": 3e-3, "epochs": 3}
 
 
-@pytest.fixture()
-def sft(tiny_model: Path, refusal_file: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "sft"
-    prepare.run(prepare.PrepareConfig(str(refusal_file), str(tiny_model), max_length=128), out)
-    return out
-
-
 def _base_state(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(model_dir / "model.safetensors")
 
