@@ -73,3 +73,13 @@ def test_rejects_bad_arguments():
         DynamicRatio(window=0)
     with pytest.raises(ValueError, match="initial"):
         DynamicRatio(initial=2.0)
+
+
+def test_a_parameter_without_gradient_counts_as_no_conflict() -> None:
+    import torch
+
+    from safetax.rpsa.dynamic import gradient_conflict
+
+    nonzero = {"a": torch.tensor([True, True]), "b": torch.tensor([True, True])}
+    g_r, g_s = {"a": torch.tensor([1.0, -1.0])}, {"a": torch.tensor([-1.0, -1.0]), "b": torch.tensor([1.0, 1.0])}
+    assert gradient_conflict(g_r, g_s, nonzero) == 0.25  # one conflict in "a"; "b" (no g_R) in the denominator only

@@ -25,8 +25,9 @@ def gradient_conflict(g_reasoning: dict[str, Tensor], g_safety: dict[str, Tensor
     """Share of non-zero-Fisher entries whose reasoning and safety gradients have opposite signs.
 
     Counted over the entries where ``nonzero[name]`` is ``True`` (names absent from ``nonzero``
-    are ignored). An entry where either gradient is exactly 0 has sign product 0 and counts as
-    not conflicting (it is still in the denominator).
+    are ignored). An entry where either gradient is exactly 0, or a parameter that got no
+    gradient at all (absent from ``g_reasoning`` or ``g_safety``), counts as not conflicting
+    (it is still in the denominator).
 
     >>> import torch
     >>> gr, gs = {"w": torch.tensor([1.0, -1.0, 2.0, 0.0])}, {"w": torch.tensor([-1.0, -3.0, -1.0, 5.0])}
@@ -38,9 +39,11 @@ def gradient_conflict(g_reasoning: dict[str, Tensor], g_safety: dict[str, Tensor
     """
     conflicts = total = 0
     for name, m in nonzero.items():
+        total += int(m.sum())
+        if name not in g_reasoning or name not in g_safety:
+            continue
         opposite = (torch.sign(g_reasoning[name]) * torch.sign(g_safety[name])) < 0
         conflicts += int((opposite & m.to(opposite.device)).sum())
-        total += int(m.sum())
     if total == 0:
         raise ValueError("gradient_conflict: no non-zero-Fisher entry to count over")
     return conflicts / total

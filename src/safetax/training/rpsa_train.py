@@ -71,8 +71,7 @@ class RPSAController:
             g_r = {n: p.grad.detach().clone() for n, p in self.params.items() if p.grad is not None}
             for n, p in self.params.items():
                 p.grad = g_s.get(n)
-            zeros = {n: torch.zeros_like(p) for n, p in self.params.items()}
-            c = gradient_conflict({**zeros, **g_r}, {**zeros, **g_s}, self.nonzero)
+            c = gradient_conflict(g_r, g_s, self.nonzero)  # a parameter without a gradient: no conflict
             self.k = self.dynamic.update(c, step)
             self._apply(self.k)
             self.history.append({"step": step, "conflict": c, "k": self.k, "frozen_share": self.frozen})
