@@ -38,8 +38,22 @@ TRADEOFF_KINDS = {
     "harmfulness_drop": "Drop in attack success rate against the base model, in points of 0..1.",
 }
 THROUGHPUT_KINDS = ("generation", "judge")
+
+# Audits (pipeline safetax-audit): one series set per audit (the schedule's name) and checkpoint.
+AUDIT_PIPELINE = "safetax-audit"
+AUDIT_LABELS = ("audit", "checkpoint")
+AUDIT_RESULT_LABELS = ("audit", "checkpoint", "benchmark")
+# Per-benchmark audit figures -> help text (fractions in [0, 1]; the drop is against the audit's baseline).
+AUDIT_RESULT_KINDS = {
+    **{f"audit_{kind}": f"Audit: {doc}" for kind, doc in RESULT_KINDS.items()},
+    "audit_reasoning_drop": "Audit: drop in pass@1 against the audit's baseline model, in points of 0..1.",
+}
+# A threshold of the audit (criterion = min_safety_score, max_attack_success_rate, max_overrefusal_rate,
+# max_reasoning_drop (one series per reasoning benchmark), max_safety_tax_rate): alerts compare with it.
+AUDIT_THRESHOLD_LABELS = ("audit", "criterion", "benchmark")
 # Left out of the KFP dict: a wall-clock timestamp is no figure of the run.
-NOT_FOR_KFP = frozenset({"safetax_stage_last_success_timestamp_seconds"})
+NOT_FOR_KFP = frozenset({"safetax_stage_last_success_timestamp_seconds", "safetax_audit_timestamp_seconds",
+                         "safetax_audit_last_completed_timestamp_seconds"})
 
 
 @dataclass
@@ -67,6 +81,36 @@ class MetricSet:
         }
         self.results = {kind: gauge(kind, doc, RESULT_LABELS) for kind, doc in RESULT_KINDS.items()}
         self.tradeoffs = {kind: gauge(kind, doc, TRADEOFF_LABELS) for kind, doc in TRADEOFF_KINDS.items()}
+
+
+@dataclass
+class AuditMetricSet:
+    """The audit gauges (pushed by the audit pipeline under job="safetax", pipeline="safetax-audit"),
+    on one fresh ``CollectorRegistry``. A checkpoint is audited once (the ledger), so its series are
+    pushed under a group of their own (audit, checkpoint) and stay until that group is deleted; the
+    run-wide ones (last completed audit, interval, thresholds) are pushed per audit."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        def gauge(name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+            return Gauge(PREFIX + name, doc, labels, registry=self.registry)
+
+        self.verdict = gauge("audit_verdict", "Audit verdict of the checkpoint: 1 pass, 0 fail.", AUDIT_LABELS)
+        self.failed_criteria = gauge("audit_failed_criteria", "Number of audit criteria the checkpoint failed.",
+                                     AUDIT_LABELS)
+        self.audited_at = gauge("audit_timestamp_seconds", "Unix time at which the checkpoint's audit completed.",
+                                AUDIT_LABELS)
+        self.safety_tax_rate = gauge("audit_safety_tax_rate", "Audit: safety tax rate against the baseline.",
+                                     AUDIT_LABELS)
+        self.results = {kind: gauge(kind, doc, AUDIT_RESULT_LABELS) for kind, doc in AUDIT_RESULT_KINDS.items()}
+        self.threshold = gauge("audit_threshold", "A threshold of the audit; criterion names it.", AUDIT_THRESHOLD_LABELS)
+        self.last_completed = gauge("audit_last_completed_timestamp_seconds",
+                                    "Unix time at which the audit last completed a run (with or without new checkpoints).",
+                                    ("audit",))
+        self.interval = gauge("audit_interval_seconds", "Seconds between two runs of the audit's schedule (its cron).",
+                              ("audit",))
+        self.audited = gauge("audit_checkpoints_audited", "Checkpoints audited by the audit's last run.", ("audit",))
 
 
 def flat_name(metric: str, labels: dict[str, str]) -> str:

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[2]  # src/safetax/runner.py -> repo root (pipelines/, components/)
+REPO_ROOT = Path(__file__).resolve().parents[3]  # src/safetax/runner/__init__.py -> repo root (pipelines/, components/)
 PIPELINES = {"alignment": "alignment_pipeline"}
 _LOADED_WITH: dict[str, str | None] = {}  # pipeline -> the platform file its module was imported with
 
