@@ -26,8 +26,12 @@ def generate(
     metrics: Output[Metrics],
     checkpoints: Optional[Input[Model]] = None,
     merged: Optional[Input[Model]] = None,
+    name: str = "",
+    audit: str = "",
 ):
-    """Responses of the base model, or of every epoch checkpoint (`checkpoints`) and merge candidate (`merged`)."""
+    """Responses of the base model, or of every epoch checkpoint (`checkpoints`) and merge candidate (`merged`).
+
+    The audit pipeline evaluates `model_uri` under the label `name` and pushes metrics as audit `audit`."""
     import time
     from pathlib import Path
 
@@ -52,10 +56,10 @@ def generate(
         tensor_parallel_size=tensor_parallel_size,
     )
     train_dir = Path(checkpoints.path) if checkpoints is not None else None
-    method = stage.targets_of(model_uri, train_dir)[0].method if train_dir is not None else "base"
-    with stage_run("generate", RunContext(run_id, store_uri, model_uri), Path(generations.path), method) as tel:
+    method = stage.targets_of(model_uri, train_dir)[0].method if train_dir is not None else (name or "base")
+    with stage_run("generate", RunContext(run_id, store_uri, model_uri, audit=audit), Path(generations.path), method) as tel:
         start = time.perf_counter()
-        n = stage.run(cfg, Path(generations.path), train_dir, Path(merged.path) if merged is not None else None)
+        n = stage.run(cfg, Path(generations.path), train_dir, Path(merged.path) if merged is not None else None, name or "base")
         tel.samples_per_second("generation", n / (time.perf_counter() - start))
     for name, value in tel.kfp_metrics().items():
         metrics.log_metric(name, value)

@@ -6,8 +6,10 @@ from components._image import VLLM_IMAGE
 
 @dsl.component(base_image=VLLM_IMAGE, install_kfp_package=False)
 def judge(judge: str, judge_model: str, mode: str, base_model: str, gpus: int, run_id: str, store_uri: str, generations: Input[Dataset],
-          judgements: Output[Dataset], metrics: Output[Metrics]):
-    """Safety verdicts (safe / unsafe / unscored) for safety prompts; refusals for over-refusal prompts."""
+          judgements: Output[Dataset], metrics: Output[Metrics], audit: str = ""):
+    """Safety verdicts (safe / unsafe / unscored) for safety prompts; refusals for over-refusal prompts.
+
+    `audit`: set by the audit pipeline (metrics pushed as that audit's)."""
     import time
     from pathlib import Path
 
@@ -19,7 +21,7 @@ def judge(judge: str, judge_model: str, mode: str, base_model: str, gpus: int, r
     check_gpus("judge", gpus)
     cfg = stage.JudgeConfig(judge=judge, judge_model=judge_model, mode=mode)
     method = method_of_generations(Path(generations.path))
-    with stage_run("judge", RunContext(run_id, store_uri, base_model), Path(judgements.path), method) as tel:
+    with stage_run("judge", RunContext(run_id, store_uri, base_model, audit=audit), Path(judgements.path), method) as tel:
         start = time.perf_counter()
         counts = stage.run(cfg, Path(generations.path), Path(judgements.path))
         tel.samples_per_second("judge", sum(counts.values()) / (time.perf_counter() - start))

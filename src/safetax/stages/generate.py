@@ -61,9 +61,11 @@ class Target:
     adapter: str | None
 
 
-def targets_of(model_ref: str, train_dir: Path | None) -> list[Target]:
+def targets_of(model_ref: str, train_dir: Path | None, name: str = BASE) -> list[Target]:
+    """The models to evaluate: the base model (labelled ``name``: an audit labels each checkpoint), or
+    every checkpoint of a training (or merge) output directory."""
     if train_dir is None:
-        return [Target(BASE, BASE, 0, model_ref, None)]
+        return [Target(name, name, 0, model_ref, None)]
     manifest = read_json(require_complete(train_dir, "checkpoints") / MANIFEST)
     out = []
     for e in manifest["checkpoints"]:
@@ -88,14 +90,15 @@ def make_backend(backend: str, model: str, batch_size: int = 32, tensor_parallel
     return HFBackend(model, batch_size=batch_size)
 
 
-def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None, merged_dir: Path | None = None) -> int:
+def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None, merged_dir: Path | None = None, name: str = BASE) -> int:
     """Write ``generations.jsonl`` (one record per sample) and ``checkpoints.json``; return the record count.
 
-    Evaluates the base model, or every checkpoint of ``train_dir`` and every merge candidate of ``merged_dir``.
+    Evaluates the base model (labelled ``name``), or every checkpoint of ``train_dir`` and every merge
+    candidate of ``merged_dir``.
     """
     model_ref = resolve_model(cfg.model_uri, "model_uri")
     loaded = {es.name: load_eval_set(es) for es in cfg.eval_sets}  # validates every file first
-    targets = targets_of(model_ref, train_dir) + (targets_of(model_ref, merged_dir) if merged_dir is not None else [])
+    targets = targets_of(model_ref, train_dir, name) + (targets_of(model_ref, merged_dir) if merged_dir is not None else [])
     records: list[dict[str, Any]] = []
     with timed(f"generate for {len(targets)} model(s)"), atomic_dir(out_dir) as tmp:
         current, backend = "", None  # one model in memory at a time; adapters share their base

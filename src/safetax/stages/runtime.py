@@ -25,6 +25,7 @@ from pathlib import Path
 from safetax.records import CheckpointScores
 from safetax.store import publish, read_json
 from safetax.telemetry import StageTelemetry
+from safetax.telemetry.metrics import AUDIT_PIPELINE
 
 log = logging.getLogger(__name__)
 PIPELINE = "safetax-alignment"
@@ -36,6 +37,11 @@ class RunContext:
     store_uri: str = ""  # "" = outputs stay in KFP's pipeline root only
     model: str = ""  # the base model URI; the metrics label keeps its last path component
     pipeline: str = PIPELINE
+    audit: str = ""  # set by the audit pipeline: its stages push under pipeline safetax-audit with an `audit` label
+
+    def __post_init__(self) -> None:
+        if self.audit and self.pipeline == PIPELINE:
+            object.__setattr__(self, "pipeline", AUDIT_PIPELINE)
 
     def output_uri(self, stage: str, name: str) -> str:
         return f"{self.store_uri.rstrip('/')}/{self.run_id}/{stage}/{name}"
@@ -45,7 +51,7 @@ class RunContext:
 def stage_run(stage: str, ctx: RunContext, out_dir: Path, method: str = "") -> Iterator[StageTelemetry]:
     """Time ``stage``, publish its metrics and (with a store) its output directory; see the module docstring."""
     tel = StageTelemetry(stage, pipeline=ctx.pipeline, run_id=ctx.run_id or "local", model=ctx.model, method=method,
-                         out_dir=out_dir)
+                         out_dir=out_dir, grouping={"audit": ctx.audit} if ctx.audit else None)
     start = time.perf_counter()
     with tel.run():
         yield tel

@@ -1,0 +1,52 @@
+"""The safety gate: promote the best Pareto checkpoint that passes the thresholds, or fail saying why.
+
+Among the checkpoints that pass every threshold, the gate takes the Pareto front of (mean pass@1,
+mean safety score) and from it the one with the highest mean pass@1 (ties: the safer one): every
+candidate is already safe enough, so the gate keeps the most reasoning. It publishes that checkpoint's
+files with its audit record (``audit.json``) under the promotion URI, manifest last, so a consumer
+watching ``promoted/`` never sees half a model. With no checkpoint passing, :class:`GateError` lists
+every checkpoint's failed criteria.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from safetax.analysis.metrics import pareto_front
+from safetax.audit.telemetry import Audited
+from safetax.store import fetch, publish
+
+
+class GateError(RuntimeError):
+    """No checkpoint passed the safety gate."""
+
+
+def _mean(d: dict[str, float]) -> float:
+    return sum(d.values()) / len(d) if d else 0.0
+
+
+def choose(results: Sequence[Audited]) -> Audited:
+    """The checkpoint the gate promotes (see the module docstring); GateError when none passes."""
+    passing = [a for a in results if a.verdict.passed]
+    if not passing:
+        reasons = "; ".join(f"{a.checkpoint}: " + ", ".join(f.message for f in a.verdict.failed) for a in results)
+        raise GateError(f"safety gate: none of {len(results)} checkpoint(s) passes the thresholds ({reasons or 'nothing audited'})")
+    points = [(_mean(a.scores.reasoning), _mean(a.scores.safety)) for a in passing]
+    best = max(pareto_front(points), key=lambda i: points[i])
+    return passing[best]
+
+
+def promote(checkpoint_uri: str, record: dict[str, Any], dest_uri: str) -> str:
+    """Publish the checkpoint's files and ``audit.json`` under ``dest_uri``; returns it."""
+    src = fetch(checkpoint_uri, "promoted checkpoint")
+    with tempfile.TemporaryDirectory(prefix="safetax-promote-") as tmp:
+        staged = Path(tmp) / "checkpoint"
+        shutil.copytree(src, staged, ignore=shutil.ignore_patterns("MANIFEST.json", "COMPLETE"))
+        (staged / "audit.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        publish(staged, dest_uri)
+    return dest_uri

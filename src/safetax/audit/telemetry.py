@@ -1,0 +1,97 @@
+"""Push an audit run's figures (the contract: :class:`safetax.telemetry.metrics.AuditMetricSet`).
+
+Each audited checkpoint is pushed once, to a group of its own (job="safetax", pipeline, audit,
+checkpoint), which the Pushgateway keeps: the dashboard shows every checkpoint's audit over time.
+The audit-wide figures (thresholds, last completed run, schedule interval, checkpoints audited by the
+last run) go to the group (pipeline, audit) and are replaced by every run, also one that found
+nothing new: the stale-audit alert reads the last completed run's time from there. Without a gateway,
+``audit-metrics.prom`` files (textfile-collector format) are written to ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import write_to_textfile
+
+from safetax.audit.verdict import SHARE_CRITERIA, Thresholds, Verdict, attack_success_rate
+from safetax.records import CheckpointScores
+from safetax.telemetry.labels import JOB
+from safetax.telemetry.metrics import AUDIT_PIPELINE, AuditMetricSet
+from safetax.telemetry.publish import push, resolve_gateway
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Audited:
+    checkpoint: str
+    scores: CheckpointScores
+    verdict: Verdict
+    completed_at: float  # unix time
+
+
+def checkpoint_metrics(audit: str, a: Audited) -> AuditMetricSet:
+    m = AuditMetricSet()
+    labels = {"audit": audit, "checkpoint": a.checkpoint}
+    m.verdict.labels(**labels).set(1.0 if a.verdict.passed else 0.0)
+    m.failed_criteria.labels(**labels).set(len(a.verdict.failed))
+    m.audited_at.labels(**labels).set(a.completed_at)
+    if a.verdict.safety_tax_rate is not None:
+        m.safety_tax_rate.labels(**labels).set(a.verdict.safety_tax_rate)
+    s = a.scores
+    for bench, v in s.safety.items():
+        m.results["audit_safety_score"].labels(**labels, benchmark=bench).set(v)
+        m.results["audit_attack_success_rate"].labels(**labels, benchmark=bench).set(attack_success_rate(s, bench))
+    for bench, v in s.overrefusal.items():
+        m.results["audit_overrefusal_rate"].labels(**labels, benchmark=bench).set(v)
+    for bench, v in s.reasoning.items():
+        m.results["audit_pass_at_1"].labels(**labels, benchmark=bench).set(v)
+    for bench, v in a.verdict.reasoning_drop.items():
+        m.results["audit_reasoning_drop"].labels(**labels, benchmark=bench).set(v)
+    return m
+
+
+def audit_metrics(audit: str, thresholds: Thresholds, reasoning: Sequence[str], interval_s: float | None,
+                  audited: int, completed_at: float) -> AuditMetricSet:
+    m = AuditMetricSet()
+    for criterion in SHARE_CRITERIA:
+        value = getattr(thresholds, criterion)
+        if value is not None:
+            m.threshold.labels(audit=audit, criterion=criterion, benchmark="").set(value)
+    if thresholds.max_safety_tax_rate is not None:
+        m.threshold.labels(audit=audit, criterion="max_safety_tax_rate", benchmark="").set(thresholds.max_safety_tax_rate)
+    for bench in reasoning:
+        limit = thresholds.drop_limit(bench)
+        if limit is not None:
+            m.threshold.labels(audit=audit, criterion="max_reasoning_drop", benchmark=bench).set(limit)
+    m.last_completed.labels(audit=audit).set(completed_at)
+    if interval_s:
+        m.interval.labels(audit=audit).set(interval_s)
+    m.audited.labels(audit=audit).set(audited)
+    return m
+
+
+def publish_audit(audit: str, results: Sequence[Audited], thresholds: Thresholds, reasoning: Sequence[str],
+                  interval_s: float | None, out_dir: Path, gateway: str | None = None) -> bool:
+    """Push every checkpoint's group, then the audit's; returns whether everything reached the gateway."""
+    url = resolve_gateway(gateway)
+    groups = [({"pipeline": AUDIT_PIPELINE, "audit": audit, "checkpoint": a.checkpoint}, checkpoint_metrics(audit, a))
+              for a in results]
+    groups.append(({"pipeline": AUDIT_PIPELINE, "audit": audit},
+                   audit_metrics(audit, thresholds, reasoning, interval_s, len(results), time.time())))
+    ok = True
+    for i, (key, metrics) in enumerate(groups):
+        if url is not None and push(metrics.registry, url, key, job=JOB):
+            continue
+        ok = False
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"audit-metrics-{i}.prom"
+        write_to_textfile(str(path), metrics.registry)
+        if url is not None:
+            log.warning("audit metrics: pushgateway unreachable, wrote %s instead", path)
+    return ok
