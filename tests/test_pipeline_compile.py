@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from safetax.platform import PlatformConfig
@@ -61,8 +62,9 @@ def test_platform_file_reaches_every_task(tmp_path: Path) -> None:
         "stages": {"train": {"accelerator_count": 4, "node_selector": {"pool": "h100"}, "memory_limit": "512Gi"},
                    "judge": {"accelerator_count": 0}},
     }))
-    [path] = compile_pipelines(tmp_path / "out", platform=str(platform_file))
-    spec, platform = yaml.safe_load_all(path.read_text())
+    paths = {p.stem: p for p in compile_pipelines(tmp_path / "out", platform=str(platform_file))}
+    assert set(paths) == {"alignment", "audit"}
+    spec, platform = yaml.safe_load_all(paths["alignment"].read_text())
     assert spec["defaultPipelineRoot"] == "minio://mlpipeline/v2/artifacts"
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -80,14 +82,19 @@ def test_platform_file_reaches_every_task(tmp_path: Path) -> None:
         secret = k8s[name]["secretAsEnv"][0]
         assert secret["secretName"] == "mlpipeline-minio-artifact"
         assert {m["envVar"] for m in secret["keyToEnv"]} == {"SAFETAX_S3_ACCESS_KEY", "SAFETAX_S3_SECRET_KEY"}
+    audit, audit_platform = yaml.safe_load_all(paths["audit"].read_text())  # the audit's tasks are placed the same way
+    for name, ex in audit["deploymentSpec"]["executors"].items():
+        assert {"name": "SAFETAX_S3_ENDPOINT", "value": "http://minio-service.kubeflow:9000"} in ex["container"]["env"]
+        assert audit_platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][name]["podMetadata"]["labels"]["team"] == "safety"
 
 
 def test_manifests_are_versioned_by_spec_digest(tmp_path: Path) -> None:
     from safetax.runner import compile_manifests
 
     def version(out: Path, platform: str | None = None) -> dict:
-        [path] = compile_manifests(out, platform, namespace="kubeflow")
-        pipeline, version = yaml.safe_load_all(path.read_text())
+        paths = {p.stem: p for p in compile_manifests(out, platform, namespace="kubeflow")}
+        assert set(paths) == {"alignment", "audit"}
+        pipeline, version = yaml.safe_load_all(paths["alignment"].read_text())
         assert (pipeline["kind"], version["kind"]) == ("Pipeline", "PipelineVersion")
         assert version["spec"]["pipelineName"] == pipeline["metadata"]["name"] == "safetax-alignment"
         return version
@@ -103,6 +110,9 @@ def test_manifests_are_versioned_by_spec_digest(tmp_path: Path) -> None:
 
 
 def test_pipeline_parameters_are_documented() -> None:
+    audit = next(yaml.safe_load_all((GOLDEN / "audit.yaml").read_text()))["root"]["inputDefinitions"]["parameters"]
+    assert {"audit_name", "store_uri", "checkpoint_prefix", "checkpoints", "profile", "thresholds", "baseline", "promote"} <= audit.keys()
+    assert all(p.get("description") for p in audit.values())
     spec = yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text()).__next__()
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"base_model_uri", "refusal_data_uri", "eval_sets", "methods", "epochs", "seed"} <= params.keys()
@@ -131,10 +141,11 @@ def test_platform_config_from_dict_and_errors() -> None:
     assert "stages.train.memory_limit" in msg and "defaults.env.SAFETAX_S3_SECRET_KEY" in msg
 
 
-def test_every_dag_input_a_task_reads_is_wired() -> None:
+@pytest.mark.parametrize("pipeline", ["alignment", "audit"])
+def test_every_dag_input_a_task_reads_is_wired(pipeline: str) -> None:
     """KFP wires a ParallelFor's inputs from task arguments only: a per-run setting used just in a
     resource setter would reach the loop unresolved (on a cluster as in the local runner)."""
-    spec = next(yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text()))
+    spec = next(yaml.safe_load_all((GOLDEN / f"{pipeline}.yaml").read_text()))
     dags = {"root": spec["root"], **{k: v for k, v in spec["components"].items() if "dag" in v}}
     for name, comp in dags.items():
         defined = set(comp.get("inputDefinitions", {}).get("parameters", {}))

@@ -16,7 +16,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[3]  # src/safetax/runner/__init__.py -> repo root (pipelines/, components/)
-PIPELINES = {"alignment": "alignment_pipeline"}
+PIPELINES = {"alignment": "alignment_pipeline", "audit": "audit_pipeline"}
 _LOADED_WITH: dict[str, str | None] = {}  # pipeline -> the platform file its module was imported with
 
 
@@ -160,8 +160,9 @@ def _upload_version(name: str, pipeline_name: str, version: str, host: str | Non
             kfp_client.upload_pipeline_version(str(ir), pipeline_version_name=version, pipeline_id=pipeline_id)
 
 
-def run_local(name: str, params: dict[str, Any], pipeline_root: Path) -> Path:
-    """Run a pipeline with KFP's local SubprocessRunner in this environment; return its output artifact's path.
+def run_local(name: str, params: dict[str, Any], pipeline_root: Path) -> Path | None:
+    """Run a pipeline with KFP's local SubprocessRunner in this environment; return its output artifact's path
+    (None for a pipeline without one: the audit's outputs are in its store).
 
     The local runner ignores accelerators, node selectors and tolerations: every
     task runs here, one subprocess per task.
@@ -187,4 +188,5 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path) -> Path:
         task = func(**params)
     finally:
         builtins.print = original_print
-    return Path(task.output.path)
+    outputs = getattr(task, "outputs", None) or {}
+    return Path(task.output.path) if "Output" in outputs else None

@@ -145,12 +145,14 @@ def prometheus(tmp_dir: Path, scrape_targets: Sequence[str], port: int | None = 
         yield url
 
 
-def query(prom_url: str, promql: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+def query(prom_url: str, promql: str, timeout: float = 30.0, at: float | None = None) -> list[dict[str, Any]]:
     """Poll ``/api/v1/query`` until ``promql`` has a non-empty result; the (empty) last result after ``timeout``.
 
-    Each item is ``{"metric": {label: value}, "value": [timestamp, "value"]}``.
+    Each item is ``{"metric": {label: value}, "value": [timestamp, "value"]}``. ``at``: evaluate at this
+    unix time instead of now (``time()`` in the expression is then ``at``).
     """
-    url = f"{prom_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    params = {"query": promql} | ({"time": f"{at:.3f}"} if at is not None else {})
+    url = f"{prom_url}/api/v1/query?" + urllib.parse.urlencode(params)
     deadline = time.monotonic() + timeout
     while True:
         with urllib.request.urlopen(url, timeout=5) as resp:
