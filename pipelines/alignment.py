@@ -7,6 +7,7 @@ from components.analytics import analytics
 from components.analyze import analyze
 from components.corpus import corpus
 from components.fisher import fisher
+from components.gate import gate
 from components.generate import generate
 from components.judge import judge
 from components.merge import merge
@@ -69,6 +70,7 @@ def alignment_pipeline(
     train_gpus: int = PLATFORM.settings("train").accelerator_count,
     generate_gpus: int = PLATFORM.settings("generate").accelerator_count,
     judge_gpus: int = PLATFORM.settings("judge").accelerator_count,
+    gate_thresholds: dict = {},
 ) -> Dataset:
     """Align a reasoning model with refusal SFT and measure the safety tax of every checkpoint.
 
@@ -101,6 +103,7 @@ def alignment_pipeline(
         train_gpus: GPUs per training task for this run (default: the platform file's; applies when train is a GPU stage).
         generate_gpus: GPUs per generation task for this run (match tensor_parallel_size with vllm).
         judge_gpus: GPUs per judge task for this run (Llama-Guard-3-8B fits on one).
+        gate_thresholds: Safety gate, e.g. {"min_safety_score": 0.9, "max_reasoning_drop": 0.05}: the best Pareto checkpoint passing every threshold (min_safety_score, max_attack_success_rate, max_overrefusal_rate, max_reasoning_drop, max_safety_tax_rate; drops against the base model) is published under <store_uri>/promoted/<run id>/ with its audit record, and the run fails naming the failed criteria when none passes; empty = no gate.
     """
     run = {"run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "store_uri": store_uri}
     gpus = {"generate": generate_gpus, "judge": judge_gpus}
@@ -119,7 +122,8 @@ def alignment_pipeline(
     reasoning = place(corpus(model_uri=base_model_uri, eval_set=rpsa_corpus, n=rpsa_corpus_size, temperature=reasoning_temperature,
                              top_p=reasoning_top_p, max_new_tokens=reasoning_max_new_tokens, seed=seed, batch_size=generation_batch_size,
                              backend=generation_backend, **run), "corpus", PLATFORM)
-    data = place(prepare(refusal_uri=refusal_data_uri, model_uri=base_model_uri, max_length=max_length, **run), "prepare", PLATFORM)
+    data = place(prepare(refusal_uri=refusal_data_uri, model_uri=base_model_uri, max_length=max_length, gate_thresholds=gate_thresholds, **run),
+                 "prepare", PLATFORM)
     base = _evaluate(base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, run, gpus)
     with dsl.ParallelFor(methods) as method:
         scores = place(fisher(method=method, model_uri=base_model_uri, keep=rpsa_keep, validate=rpsa_validate, seed=seed,
@@ -138,4 +142,7 @@ def alignment_pipeline(
                   analyses=dsl.Collected(analysis.outputs["analysis"]), **run),
         "analytics", PLATFORM,
     )
+    place(gate(thresholds=gate_thresholds, base_model=base_model_uri, base_scores=base.outputs["scores"], scores=dsl.Collected(scored.outputs["scores"]),
+               checkpoints=dsl.Collected(trained.outputs["checkpoints"]), merged=dsl.Collected(merged.outputs["merged"]), **run),
+          "analytics", PLATFORM).after(report)
     return report.outputs["results"]
