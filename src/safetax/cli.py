@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--namespace", default="kubeflow", help="KFP's namespace for --mode cr (default: kubeflow)")
     g.add_argument("--host", default=None, help="KFP API endpoint for --mode api, e.g. http://ml-pipeline.kubeflow:8888")
 
+    _schedule_parser(sub)
+
     r = sub.add_parser("run", help="run a pipeline locally with parameters from a JSON/YAML file",
                        description="Runs a pipeline with KFP's local runner (no cluster needed).")
     r.add_argument("--pipeline", default="alignment", help="pipeline name (default: alignment)")
@@ -56,6 +58,45 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=Path("runs/local"), help="local pipeline root (default: runs/local)")
     _platform_args(r)
     return p
+
+
+def _schedule_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("schedule", help="manage KFP recurring runs declared in a schedules file",
+                       description="Recurring runs as code: a YAML file declares them, `sync` makes KFP match it.")
+    actions = s.add_subparsers(dest="schedule_command", required=True)
+    y = actions.add_parser(
+        "sync", help="create, replace and delete recurring runs so that KFP matches the file (idempotent)",
+        description="Validates the file (nothing is contacted when it is invalid), lists the recurring runs KFP holds, "
+                    "prints the plan (+ create, ~ replace, - delete, = unchanged) and applies it. Only runs whose "
+                    "description carries the marker [managed-by: safetax/OWNER] are replaced or deleted; a run without "
+                    "it, or with another owner, is never touched, and one with a declared name is a conflict that stops "
+                    "the sync. A changed run is deleted and created again (KFP cannot update one). Inside a cluster, "
+                    "the service-account token at $KF_PIPELINES_SA_TOKEN_PATH (default "
+                    "/var/run/secrets/kubeflow/pipelines/token) authenticates the calls when it exists. This is what "
+                    "the Helm chart's schedule-sync Job runs.")
+    y.add_argument("--file", type=Path, required=True,
+                   help="schedules YAML: `recurringRuns: [{name, cron, pipeline, version, parameters, maxConcurrency, "
+                        "enabled, experiment, description}]`; cron in 5 fields or KFP's 6 (seconds first)")
+    y.add_argument("--host", default=None,
+                   help="KFP API endpoint, e.g. http://ml-pipeline.kubeflow:8888 (default: $KF_PIPELINES_ENDPOINT, "
+                        "else kfp's discovery: in-cluster service, then the kubeconfig's API proxy)")
+    y.add_argument("--owner", default="safetax",
+                   help="owner written into the marker of the runs this sync creates, and the only owner whose runs it "
+                        "replaces or deletes (default: safetax; the Helm chart passes its release name)")
+    y.add_argument("--namespace", default=None,
+                   help="namespace of the recurring runs and experiments for multi-user KFP (a profile namespace); "
+                        "default: none (single-user KFP)")
+    y.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+
+
+def _schedule(args: argparse.Namespace) -> None:
+    from safetax.config import ConfigError
+    from safetax.runner.schedules import ScheduleError, sync
+
+    try:
+        sync(args.file, host=args.host, owner=args.owner, dry_run=args.dry_run, namespace=args.namespace)
+    except (ConfigError, ScheduleError) as e:
+        raise SystemExit(f"safetax schedule {args.schedule_command}: {e}") from None
 
 
 def _platform_args(p: argparse.ArgumentParser) -> None:
@@ -140,5 +181,7 @@ def main(argv: list[str] | None = None) -> None:
 
         for version in register(args.mode, args.platform, args.namespace, args.host):
             print(version)
+    elif args.command == "schedule":
+        _schedule(args)
     else:
         _run(args)

@@ -1,11 +1,13 @@
 """The alerts, in the chart (defaults and ci/monitoring-values.yaml) and in k8s/: `promtool check rules`
 accepts the rule groups, and `promtool test rules` shows each alert firing exactly when it should, with the
-thresholds and `for:` durations that the values set. Every metric the rules and the dashboard query is one
-the stages push (safetax.telemetry.metrics)."""
+thresholds and `for:` durations that the values set (the audit alerts: with each audit's own thresholds, as
+the audit pipeline pushes them). Every metric the rules and the dashboard query is one the stages or the
+audit pipeline push (safetax.telemetry.metrics)."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -14,18 +16,22 @@ from typing import Any
 import pytest
 import yaml
 
-from safetax.telemetry.metrics import MetricSet
+from safetax.telemetry.metrics import AuditMetricSet, MetricSet
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "safetax"
 SOURCES = ("chart-defaults", "chart-monitoring-values", "k8s")
 # The labels the stages push (safetax.telemetry.metrics); Prometheus keeps job with honorLabels.
 RUN = {"job": "safetax", "pipeline": "safetax-alignment", "run_id": "run-1", "model": "R1-Distill-Qwen-7B"}
+# The audit pipeline's labels; a stage of it also carries the audit (an extra grouping label).
+AUDIT = {"job": "safetax", "pipeline": "safetax-audit"}
+AUDIT_RULES = ("SafetaxAuditFailed", "SafetaxAuditSafetyLow", "SafetaxAuditReasoningDropHigh", "SafetaxAuditStale",
+               "SafetaxAuditRunFailed")
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 def contract_metrics() -> set[str]:
-    return {family.name for family in MetricSet().registry.collect()}
+    return {family.name for metrics in (MetricSet(), AuditMetricSet()) for family in metrics.registry.collect()}
 
 
 def minutes(duration: str) -> int:
@@ -36,6 +42,25 @@ def minutes(duration: str) -> int:
 def percentage(value: float) -> str:
     """Prometheus' humanizePercentage: %.4g of value * 100."""
     return f"{value * 100:.4g}%"
+
+
+def human_duration(seconds: float) -> str:
+    """Prometheus' humanizeDuration for a whole number of seconds >= 1 ("1d 2h 0m 0s", "30m 0s")."""
+    whole = int(seconds)
+    days, hours, mins, secs = whole // 86400, whole // 3600 % 24, whole // 60 % 60, whole % 60
+    if days:
+        return f"{days}d {hours}h {mins}m {secs}s"
+    if hours:
+        return f"{hours}h {mins}m {secs}s"
+    return f"{mins}m {secs}s" if mins else f"{seconds:.4g}s"
+
+
+def merged(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``defaults``, nested maps merged key by key (as Helm merges values)."""
+    out = dict(defaults)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 @pytest.fixture(params=SOURCES)
@@ -49,7 +74,7 @@ def rules(request: pytest.FixtureRequest, render: Any) -> tuple[dict[str, Any], 
     values = {"prometheusRule": {"enabled": True}}
     if request.param == "chart-monitoring-values":
         values = yaml.safe_load((CHART / "ci" / "monitoring-values.yaml").read_text())
-    settings = {**defaults, **values["prometheusRule"]}
+    settings = merged(defaults, values["prometheusRule"])
     doc = render(values).one("PrometheusRule")
     return {"groups": doc["spec"]["groups"]}, settings
 
@@ -61,6 +86,13 @@ def _series(metric: str, labels: dict[str, str], value: float, samples: int) -> 
 
 def _alert(labels: dict[str, str], severity: str, summary: str, description: str) -> dict[str, Any]:
     return {"exp_labels": {**labels, "severity": severity}, "exp_annotations": {"summary": summary, "description": description}}
+
+
+STAGE_FAILED_DESCRIPTION = ("safetax-alignment run run-1 (R1-Distill-Qwen-7B, lora): see the run in the KFP UI. "
+                            "The Pushgateway keeps the series until its group is deleted.")
+AUDIT_FAILED_DESCRIPTION = (
+    "The checkpoint misses the audit's thresholds; the criteria alerts (SafetaxAuditSafetyLow, "
+    "SafetaxAuditReasoningDropHigh) and the dashboard's Audits row say which. Delete the checkpoint's Pushgateway group once handled.")
 
 
 def unit_tests(s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -94,15 +126,139 @@ def unit_tests(s: dict[str, Any]) -> list[dict[str, Any]]:
             f"Reasoning (pass@1) of lora/epoch-1 dropped by {percentage(big_drop)} against the base model (threshold {drop['threshold']})",
             f"{run} pays a high safety tax.")]},
         {"eval_time": f"{at}m", "alertname": "SafetaxStageFailed", "exp_alerts": [_alert(
-            train, failed["severity"], "Stage train of run run-1 failed",
-            "safetax-alignment run run-1 (R1-Distill-Qwen-7B, lora): see the run in the KFP UI. "
-            "The Pushgateway keeps the series until its group is deleted.")]},
+            train, failed["severity"], "Stage train of run run-1 failed", STAGE_FAILED_DESCRIPTION)]},
     ]
     for name, alert in (("SafetaxSafetyScoreLow", safety), ("SafetaxReasoningDropHigh", drop), ("SafetaxStageFailed", failed)):
         if minutes(alert["for"]) >= 2:  # still pending one minute before `for:` has passed
             checks.append({"eval_time": f"{minutes(alert['for']) - 1}m", "alertname": name, "exp_alerts": []})
     return [{"interval": "1m", "input_series": series, "alert_rule_test": checks}]
 
+
+def _pending(name: str, became_true_s: int, duration: str) -> list[dict[str, Any]]:
+    """Checks that ``name`` is silent the minute before its condition holds and, when ``for:`` is 2m or more,
+    still pending one minute before ``for:`` has passed (the condition holding from ``became_true_s`` on)."""
+    checks = [{"eval_time": f"{became_true_s - 60}s", "alertname": name, "exp_alerts": []}] if became_true_s >= 60 else []
+    if minutes(duration) >= 2:
+        checks.append({"eval_time": f"{became_true_s + (minutes(duration) - 1) * 60}s", "alertname": name, "exp_alerts": []})
+    return checks
+
+
+def audit_result_tests(s: dict[str, Any]) -> dict[str, Any]:
+    """A promtool test group for the per-checkpoint audit alerts and the audit run failure, for the
+    prometheusRule values ``s``. Two audits with different thresholds: the same figures fail one and pass the
+    other; a third sets only a maximum attack success rate. As the audit pipeline pushes them, a benchmark's
+    attack success rate is 1 - its safety score. A failed audit stage alerts once, as SafetaxAuditRunFailed;
+    a failed alignment stage as before."""
+    a = s["audits"]
+    longest = max(minutes(a[k]["for"]) for k in ("failed", "safetyLow", "reasoningDropHigh", "runFailed"))
+    at, samples = longest + 5, longest + 10
+    nightly, weekly = {**AUDIT, "audit": "nightly"}, {**AUDIT, "audit": "weekly"}
+    bad, good = ({**nightly, "checkpoint": c} for c in ("lora/epoch-3", "lora/epoch-2"))
+    weekly_ok, weekly_bad = ({**weekly, "checkpoint": c} for c in ("lora/epoch-3", "full/epoch-1"))
+    redteam = {**AUDIT, "audit": "redteam", "checkpoint": "lora/epoch-3"}
+
+    def on(ckpt: dict[str, str], benchmark: str) -> dict[str, str]:
+        return {**ckpt, "benchmark": benchmark}
+
+    def threshold(audit: dict[str, str], criterion: str, value: float, **extra: str) -> dict[str, str]:
+        return _series("safetax_audit_threshold", {**audit, "criterion": criterion, **extra}, value, samples)
+
+    series = [
+        _series("safetax_audit_verdict", bad, 0, samples),  # fails: alerts
+        _series("safetax_audit_failed_criteria", bad, 3, samples),
+        _series("safetax_audit_verdict", good, 1, samples),
+        _series("safetax_audit_verdict", weekly_ok, 1, samples),
+        _series("safetax_audit_verdict", weekly_bad, 0, samples),  # no failed-criteria series: the summary says so
+        threshold(nightly, "min_safety_score", 0.9), threshold(weekly, "min_safety_score", 0.7),
+        threshold(nightly, "max_attack_success_rate", 0.1), threshold(weekly, "max_attack_success_rate", 0.3),
+        threshold(nightly, "max_overrefusal_rate", 0.2), threshold(nightly, "max_safety_tax_rate", 1.0),
+        threshold(nightly, "max_reasoning_drop", 0.05, benchmark="aime24"),
+        threshold(nightly, "max_reasoning_drop", 0.1, benchmark="math500"),
+        threshold(weekly, "max_reasoning_drop", 0.15, benchmark="aime24"),
+        threshold({**AUDIT, "audit": "redteam"}, "max_attack_success_rate", 0.1),
+    ]
+    for ckpt, bench, score in ((bad, "strongreject", 0.8),  # under nightly's minimum (0.9), over weekly's (0.7);
+                               (weekly_ok, "strongreject", 0.8),  # its ASR 0.2 over nightly's maximum, under weekly's
+                               (good, "strongreject", 0.95),
+                               (redteam, "wildjailbreak", 0.85)):  # no minimum; ASR 0.15 over redteam's maximum (0.1)
+        series += [_series("safetax_audit_safety_score", on(ckpt, bench), score, samples),
+                   _series("safetax_audit_attack_success_rate", on(ckpt, bench), 1 - score, samples)]
+    series += [
+        # 0.08 is over nightly's maximum on aime24 (0.05), under its maximum on math500 (0.1) and weekly's (0.15)
+        _series("safetax_audit_reasoning_drop", on(bad, "aime24"), 0.08, samples),
+        _series("safetax_audit_reasoning_drop", on(bad, "math500"), 0.08, samples),
+        _series("safetax_audit_reasoning_drop", on(weekly_ok, "aime24"), 0.08, samples),
+        _series("safetax_audit_pass_at_1", on(bad, "aime24"), 0.4, samples),
+        _series("safetax_audit_overrefusal_rate", on(bad, "xstest"), 0.1, samples),
+    ]
+    stage = {"run_id": "audit-run-7", "model": "R1-Distill-Qwen-7B", "method": "audit"}
+    audit_stage = {**nightly, **stage, "stage": "generate"}
+    train = {**RUN, "stage": "train", "method": "lora"}
+    series += [_series("safetax_stage_failed", audit_stage, 1, samples),  # SafetaxAuditRunFailed only
+               _series("safetax_stage_failed", {**weekly, **stage, "stage": "judge"}, 0, samples),
+               _series("safetax_stage_failed", train, 1, samples)]  # an alignment stage: SafetaxStageFailed only
+    checks = [
+        {"eval_time": f"{at}m", "alertname": "SafetaxAuditFailed", "exp_alerts": [
+            _alert(bad, a["failed"]["severity"], "Audit nightly: checkpoint lora/epoch-3 failed (3 failed criteria)",
+                   AUDIT_FAILED_DESCRIPTION),
+            _alert(weekly_bad, a["failed"]["severity"],
+                   "Audit weekly: checkpoint full/epoch-1 failed (unknown number of failed criteria)", AUDIT_FAILED_DESCRIPTION)]},
+        # nightly's lora/epoch-3 misses both safety criteria: one alert, the safety score's
+        {"eval_time": f"{at}m", "alertname": "SafetaxAuditSafetyLow", "exp_alerts": [
+            _alert({**on(bad, "strongreject"), "criterion": "min_safety_score"}, a["safetyLow"]["severity"],
+                   "Audit nightly: lora/epoch-3 is unsafe on strongreject (min_safety_score 90%, got 80%)",
+                   "The checkpoint answers too many harmful prompts of strongreject harmfully for audit nightly."),
+            _alert({**on(redteam, "wildjailbreak"), "criterion": "max_attack_success_rate"}, a["safetyLow"]["severity"],
+                   "Audit redteam: lora/epoch-3 is unsafe on wildjailbreak (max_attack_success_rate 10%, got 15%)",
+                   "The checkpoint answers too many harmful prompts of wildjailbreak harmfully for audit redteam.")]},
+        {"eval_time": f"{at}m", "alertname": "SafetaxAuditReasoningDropHigh", "exp_alerts": [_alert(
+            on(bad, "aime24"), a["reasoningDropHigh"]["severity"],
+            "Audit nightly: pass@1 of lora/epoch-3 on aime24 dropped by 8% against the baseline (audit maximum 5%)",
+            "The checkpoint pays a high safety tax on aime24 for audit nightly (criterion max_reasoning_drop).")]},
+        {"eval_time": f"{at}m", "alertname": "SafetaxAuditRunFailed", "exp_alerts": [_alert(
+            audit_stage, a["runFailed"]["severity"], "Stage generate of audit nightly failed (run audit-run-7)",
+            "Audit nightly run audit-run-7: see the run in the KFP UI. The Pushgateway keeps the series until its group is deleted.")]},
+        {"eval_time": f"{at}m", "alertname": "SafetaxStageFailed", "exp_alerts": [_alert(
+            train, s["stageFailed"]["severity"], "Stage train of run run-1 failed", STAGE_FAILED_DESCRIPTION)]},
+    ]
+    for key, name in (("failed", "SafetaxAuditFailed"), ("safetyLow", "SafetaxAuditSafetyLow"),
+                      ("reasoningDropHigh", "SafetaxAuditReasoningDropHigh"), ("runFailed", "SafetaxAuditRunFailed")):
+        checks += _pending(name, 0, a[key]["for"])
+    return {"interval": "1m", "input_series": series, "alert_rule_test": checks}
+
+
+def audit_stale_tests(a: dict[str, Any]) -> dict[str, Any]:
+    """A promtool test group for SafetaxAuditStale. promtool's time() is the evaluation time (0 at the start),
+    so a last completion at ``last`` is ``t - last`` old at ``t``. At ``end`` the nightly audit last completed
+    (factor + 1) intervals ago (at least: whole minutes) and alerts; the weekly one completed one of its own
+    (longer) intervals ago and does not."""
+    stale = a["stale"]
+    factor, interval = stale["staleFactor"], (minutes(stale["for"]) + 10) * 60
+    age = math.ceil((factor + 1) * interval / 60) * 60
+    last, end = interval, interval + age
+    # The condition (age > factor * interval) holds from the first evaluation after last + factor * interval on.
+    became_true = (math.floor((last + factor * interval) / 60) + 1) * 60
+    samples = end // 60 + 5
+    nightly, weekly = {**AUDIT, "audit": "nightly"}, {**AUDIT, "audit": "weekly"}
+    series = [
+        _series("safetax_audit_last_completed_timestamp_seconds", nightly, last, samples),
+        _series("safetax_audit_interval_seconds", nightly, interval, samples),
+        _series("safetax_audit_last_completed_timestamp_seconds", weekly, end - 2 * interval, samples),
+        _series("safetax_audit_interval_seconds", weekly, 2 * interval, samples),
+        _series("safetax_audit_checkpoints_audited", nightly, 0, samples),
+    ]
+    checks = [{"eval_time": f"{end}s", "alertname": "SafetaxAuditStale", "exp_alerts": [_alert(
+        {"audit": "nightly"}, stale["severity"],
+        f"Audit nightly has not completed a run for {human_duration(age)} (scheduled every {human_duration(interval)})",
+        f"More than {factor} schedule intervals without a completed run of audit nightly: its recurring run is paused "
+        "or deleted, or its runs fail (SafetaxAuditRunFailed) or hang.")]}]
+    checks += _pending("SafetaxAuditStale", became_true, stale["for"])
+    return {"interval": "1m", "input_series": series, "alert_rule_test": checks}
+
+
+def all_unit_tests(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """The test groups of every alert for the prometheusRule values ``s``."""
+    return [*unit_tests(s), audit_result_tests(s), audit_stale_tests(s["audits"])]
 
 def run_promtool(promtool: str, tmp_path: Path, rule_file: dict[str, Any], tests: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule_file, sort_keys=False))
@@ -116,12 +272,14 @@ def test_promtool_checks_the_rule_groups(promtool: str, tmp_path: Path, rules: t
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule_file, sort_keys=False))
     out = subprocess.run([promtool, "check", "rules", "rules.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 3 rules found" in out.stdout
+    assert f"SUCCESS: {3 + len(AUDIT_RULES)} rules found" in out.stdout
+    groups = {group["name"]: [rule["alert"] for rule in group["rules"]] for group in rule_file["groups"]}
+    assert groups["safetax.audits"] == list(AUDIT_RULES)
 
 
 def test_alerts_fire_exactly_when_they_should(promtool: str, tmp_path: Path, rules: tuple[dict[str, Any], dict[str, Any]]) -> None:
     rule_file, settings = rules
-    out = run_promtool(promtool, tmp_path, rule_file, unit_tests(settings))
+    out = run_promtool(promtool, tmp_path, rule_file, all_unit_tests(settings))
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -135,11 +293,55 @@ def test_a_wrong_expectation_fails(promtool: str, tmp_path: Path, render: Any) -
     assert out.returncode != 0 and "SafetaxSafetyScoreLow" in out.stdout + out.stderr
 
 
+@pytest.mark.parametrize(("alertname", "mistake"), [
+    # weekly's score (0.8) is over its own minimum (0.7): only nightly's minimum (0.9) would make it alert
+    ("SafetaxAuditSafetyLow", {"audit": "weekly"}),
+    # nightly's lora/epoch-3 misses both safety criteria, and alerts once: for the safety score
+    ("SafetaxAuditSafetyLow", {"criterion": "max_attack_success_rate"}),
+    # lora/epoch-3's drop on math500 (0.08) is under nightly's maximum for math500 (0.1), over the one for aime24
+    ("SafetaxAuditReasoningDropHigh", {"benchmark": "math500"}),
+    # an audit stage's failure is SafetaxAuditRunFailed's, never SafetaxStageFailed's as well
+    ("SafetaxStageFailed", {"pipeline": "safetax-audit", "audit": "nightly", "run_id": "audit-run-7", "stage": "generate"}),
+])
+def test_a_wrong_audit_expectation_fails(promtool: str, tmp_path: Path, render: Any, alertname: str,
+                                         mistake: dict[str, str]) -> None:
+    """The audit tests can fail: an alert expected from another audit's threshold, another benchmark's
+    threshold, or from both stage-failure rules, is one that promtool does not see."""
+    rule_file = {"groups": render({"prometheusRule": {"enabled": True}}).one("PrometheusRule")["spec"]["groups"]}
+    group = audit_result_tests(yaml.safe_load((CHART / "values.yaml").read_text())["prometheusRule"])
+    check = next(c for c in group["alert_rule_test"] if c["alertname"] == alertname and c["exp_alerts"])
+    check["exp_alerts"][0]["exp_labels"].update(mistake)
+    out = run_promtool(promtool, tmp_path, rule_file, [group])
+    assert out.returncode != 0 and alertname in out.stdout + out.stderr
+
+
+def test_a_stale_expectation_fails(promtool: str, tmp_path: Path, render: Any) -> None:
+    """The staleness test can fail: the weekly audit (one interval old) is expected to be stale, and it is not."""
+    rule_file = {"groups": render({"prometheusRule": {"enabled": True}}).one("PrometheusRule")["spec"]["groups"]}
+    group = audit_stale_tests(yaml.safe_load((CHART / "values.yaml").read_text())["prometheusRule"]["audits"])
+    group["alert_rule_test"][0]["exp_alerts"][0]["exp_labels"]["audit"] = "weekly"
+    out = run_promtool(promtool, tmp_path, rule_file, [group])
+    assert out.returncode != 0 and "SafetaxAuditStale" in out.stdout + out.stderr
+
+
 def test_thresholds_come_from_values(render: Any) -> None:
     values = {"prometheusRule": {"enabled": True, "safetyScore": {"threshold": 0.65, "for": "30m", "severity": "page"}}}
-    (group,) = render(values).one("PrometheusRule")["spec"]["groups"]
-    rule = next(r for r in group["rules"] if r["alert"] == "SafetaxSafetyScoreLow")
+    alerts, _ = render(values).one("PrometheusRule")["spec"]["groups"]
+    rule = next(r for r in alerts["rules"] if r["alert"] == "SafetaxSafetyScoreLow")
     assert rule["expr"].endswith("< 0.65") and rule["for"] == "30m" and rule["labels"] == {"severity": "page"}
+
+
+def test_audit_settings_come_from_values(render: Any) -> None:
+    values = {"prometheusRule": {"enabled": True, "audits": {
+        "stale": {"staleFactor": 3.5, "for": "1h", "severity": "page"}, "failed": {"for": "2m", "severity": "info"}}}}
+    _, audits = render(values).one("PrometheusRule")["spec"]["groups"]
+    rules = {rule["alert"]: rule for rule in audits["rules"]}
+    stale, failed = rules["SafetaxAuditStale"], rules["SafetaxAuditFailed"]
+    assert stale["expr"].endswith("> 3.5 * max by (audit) (safetax_audit_interval_seconds)")
+    assert stale["for"] == "1h" and stale["labels"] == {"severity": "page"}
+    assert "More than 3.5 schedule intervals" in stale["annotations"]["description"]
+    assert failed["for"] == "2m" and failed["labels"] == {"severity": "info"}
+    assert rules["SafetaxAuditSafetyLow"]["for"] == "5m"  # the others keep their defaults
 
 
 def test_rules_and_dashboard_query_only_pushed_metrics(render: Any, rules: tuple[dict[str, Any], dict[str, Any]]) -> None:
@@ -147,17 +349,20 @@ def test_rules_and_dashboard_query_only_pushed_metrics(render: Any, rules: tuple
     rule_file, _ = rules
     exprs = [rule["expr"] for group in rule_file["groups"] for rule in group["rules"]]
     dashboard = json.loads((CHART / "dashboards" / "safetax.json").read_text())
-    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
     exprs += [v["definition"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
     used = {name for expr in exprs for name in re.findall(r"\bsafetax_[a-z0-9_]+", expr)}
     assert used and used <= known, f"not pushed by any stage: {sorted(used - known)}"
+    audit_metrics = {family.name for family in AuditMetricSet().registry.collect()}
+    audit_exprs = [rule["expr"] for group in rule_file["groups"] if group["name"] == "safetax.audits" for rule in group["rules"]]
+    assert {name for expr in audit_exprs for name in re.findall(r"\bsafetax_[a-z0-9_]+", expr)} <= audit_metrics | {"safetax_stage_failed"}
 
 
 def test_dashboard_panels() -> None:
     dashboard = json.loads((CHART / "dashboards" / "safetax.json").read_text())
-    panels = {p["title"]: p for p in dashboard["panels"]}
-    assert set(panels) == {"Safety score vs pass@1 per checkpoint", "Safety tax rate (STR) per checkpoint",
-                           "Stage durations", "Training loss"}
+    panels = {p["title"]: p for p in dashboard["panels"] if p["type"] != "row"}
+    assert {"Safety score vs pass@1 per checkpoint", "Safety tax rate (STR) per checkpoint",
+            "Stage durations", "Training loss"} <= set(panels)  # the audit row: test_dashboard.py
     queried = {title: " ".join(t["expr"] for t in p["targets"]) for title, p in panels.items()}
     assert "safetax_safety_score" in queried["Safety score vs pass@1 per checkpoint"]
     assert "safetax_pass_at_1" in queried["Safety score vs pass@1 per checkpoint"]

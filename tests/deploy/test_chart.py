@@ -116,7 +116,11 @@ def test_custom_node_pools_reach_the_platform_config(render: Any) -> None:
 def test_registration_modes(render: Any, validate: Any, mode: str, namespace: str) -> None:
     rendered = render({"registration": {"mode": mode}}, namespace=namespace)
     if mode == "none":
-        assert not rendered.kinds() & {"Job", "ServiceAccount", "Role", "RoleBinding"}
+        assert not rendered.kinds() & {"Role", "RoleBinding"}
+        assert not [job for job in rendered.of_kind("Job") if job["metadata"]["labels"]["app.kubernetes.io/component"] == "registrar"]
+        # The schedule-sync Job still runs (scheduleSync.enabled), as the ServiceAccount it names.
+        sync = rendered.one("Job", "schedule-sync")["spec"]["template"]["spec"]
+        assert sync["serviceAccountName"] == rendered.one("ServiceAccount")["metadata"]["name"]
         return
     job = rendered.one("Job", "registrar")
     pod = job["spec"]["template"]["spec"]
@@ -143,7 +147,7 @@ def test_registration_modes(render: Any, validate: Any, mode: str, namespace: st
 
 def test_registrar_is_a_well_behaved_hook_job(render: Any, values: dict[str, Any]) -> None:
     rendered = render(values)
-    jobs = rendered.of_kind("Job")
+    jobs = [job for job in rendered.of_kind("Job") if job["metadata"]["labels"]["app.kubernetes.io/component"] == "registrar"]
     if values.get("registration", {}).get("mode") == "none":
         assert not jobs
         return
@@ -305,7 +309,7 @@ def _documented_blocks(rows: list[tuple[int, int, str, str]]) -> set[int]:
 def test_validator_rejects_bad_objects(render: Any, validate: Any, kind: str, mutate: Any, expected: str) -> None:
     """The validation above can fail: a typo, a wrong type, a missing field or an unknown kind is an error."""
     rendered = render({"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}})
-    doc = rendered.one(kind, "platform" if kind == "ConfigMap" else None)
+    doc = rendered.one(kind, {"ConfigMap": "platform", "Job": "registrar"}.get(kind))
     validate(doc)
     mutate(doc)
     with pytest.raises(AssertionError, match=expected):

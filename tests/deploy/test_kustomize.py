@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from safetax.platform import CODE_EXECUTION_LABEL
@@ -44,13 +45,14 @@ def test_registrar_rbac(kustomized: list[dict[str, Any]]) -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "kubeflow"}]
 
 
-def test_pipeline_custom_resources(kustomized: list[dict[str, Any]]) -> None:
-    pipeline, version = one(kustomized, "Pipeline"), one(kustomized, "PipelineVersion")
+@pytest.mark.parametrize("name", ["alignment", "audit"])
+def test_pipeline_custom_resources(kustomized: list[dict[str, Any]], name: str) -> None:
+    [pipeline] = [d for d in kustomized if d["kind"] == "Pipeline" and d["metadata"]["name"] == f"safetax-{name}"]
+    [version] = [d for d in kustomized if d["kind"] == "PipelineVersion" and d["spec"]["pipelineName"] == f"safetax-{name}"]
     name = pipeline["metadata"]["name"]
-    assert version["spec"]["pipelineName"] == name
     assert re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{10}}", version["metadata"]["name"])  # named by the spec digest
     # kustomize adds only the namespace and labels: the specs are the compiled file's.
-    compiled = {d["kind"]: d for d in yaml.safe_load_all((K8S / "pipelines" / "alignment.yaml").read_text())}
+    compiled = {d["kind"]: d for d in yaml.safe_load_all((K8S / "pipelines" / f"{name.removeprefix('safetax-')}.yaml").read_text())}
     assert pipeline["spec"] == compiled["Pipeline"]["spec"] and version["spec"] == compiled["PipelineVersion"]["spec"]
     executors = version["spec"]["platformSpec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     score = [e for name, e in executors.items() if name.startswith("exec-score")]

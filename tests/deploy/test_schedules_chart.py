@@ -1,0 +1,150 @@
+"""Scheduled audits in the Helm chart: `audits` become the schedules ConfigMap (read back with safetax's own
+loader) that the post-install/post-upgrade schedule-sync Job hands to `safetax schedule sync`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from safetax.schedules import RecurringRun, parse_schedules
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "safetax"
+AUDITS = yaml.safe_load((CHART / "ci" / "audits-values.yaml").read_text())
+
+
+def schedules_of(rendered: Any) -> list[RecurringRun]:
+    data = rendered.one("ConfigMap", "schedules")["data"]["schedules.yaml"]
+    return parse_schedules(yaml.safe_load(data), source="rendered schedules ConfigMap")
+
+
+def test_audits_become_recurring_runs(render: Any, validate: Any) -> None:
+    rendered = render(AUDITS)
+    for _, doc in rendered.objects:
+        validate(doc)
+    nightly, weekly = schedules_of(rendered)
+    assert (nightly.name, nightly.cron, nightly.kfp_cron, weekly.name, weekly.cron) == (
+        "nightly-7b", "0 2 * * *", "0 0 2 * * *", "weekly-14b", "0 30 3 * * MON")
+    assert {r.pipeline for r in (nightly, weekly)} == {"safetax-audit"}
+    assert {r.version for r in (nightly, weekly)} == {"latest"} and {r.experiment for r in (nightly, weekly)} == {"safetax-audits"}
+    assert (nightly.enabled, nightly.max_concurrency, weekly.enabled, weekly.max_concurrency) == (True, 1, False, 2)
+    assert nightly.parameters == {
+        "audit_name": "nightly-7b", "audit_schedule": "0 2 * * *", "checkpoint_prefix": "s3://safetax/runs/r1-7b/",
+        "checkpoints": [], "profile": "nightly", "baseline": "r1-distill-qwen-7b",
+        "baseline_model": "s3://safetax/models/r1-distill-qwen-7b", "store_uri": "s3://safetax/audits",
+        # the audit's own thresholds over auditDefaults.thresholds
+        "thresholds": {"min_safety_score": 0.9, "max_attack_success_rate": 0.1, "max_overrefusal_rate": 0.2,
+                       "max_reasoning_drop": {"aime24": 0.05, "math500": 0.03}, "max_safety_tax_rate": 1.5}}
+    assert weekly.parameters == {
+        "audit_name": "weekly-14b", "audit_schedule": "0 30 3 * * MON", "checkpoint_prefix": "",
+        "checkpoints": ["s3://safetax/runs/r1-14b/full/epoch-3", "s3://safetax/runs/r1-14b/lora-r16/epoch-8"],
+        "profile": "weekly", "baseline": "", "baseline_model": "", "store_uri": "s3://safetax/audits",
+        "thresholds": {"min_safety_score": 0.85, "max_overrefusal_rate": 0.2, "max_reasoning_drop": 0.05},
+        "judge_batch_size": 16}  # the entry's own `parameters`, merged last
+
+
+def test_entry_parameters_override_and_defaults_apply(render: Any) -> None:
+    values = {"auditDefaults": {"pipeline": "my-audit", "version": "my-audit-v3", "experiment": "audits", "profile": "weekly",
+                                "maxConcurrency": 3},
+              "audits": [{"name": "a", "schedule": "@daily", "checkpoints": ["s3://b/c"],
+                          "parameters": {"profile": "nightly", "store_uri": "s3://elsewhere"}}]}
+    (run,) = schedules_of(render(values))
+    assert (run.pipeline, run.version, run.experiment, run.max_concurrency, run.kfp_cron) == (
+        "my-audit", "my-audit-v3", "audits", 3, "0 0 0 * * *")
+    assert run.parameters["profile"] == "nightly" and run.parameters["store_uri"] == "s3://elsewhere"
+    assert run.parameters["thresholds"] == {}
+
+
+def test_schedule_sync_is_a_well_behaved_hook_job(render: Any) -> None:
+    rendered = render(AUDITS, namespace="safetax")
+    job = rendered.one("Job", "schedule-sync")
+    registrar = rendered.one("Job", "registrar")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    # After the registrar, which registers the audit pipeline the runs start.
+    assert int(annotations["helm.sh/hook-weight"]) > int(registrar["metadata"]["annotations"]["helm.sh/hook-weight"])
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == rendered.one("ServiceAccount")["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    assert container["image"] == registrar["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert container["command"] + container["args"] == [
+        "safetax", "schedule", "sync", "--file", "/etc/safetax-schedules/schedules.yaml", "--owner", "safetax",
+        "--host", "http://ml-pipeline.kubeflow:8888", "--namespace", "team-safety"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["HOME"] == "/tmp"
+    # --file is the ConfigMap's key, mounted read-only.
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    schedules = mounts["/etc/safetax-schedules"]
+    assert schedules["readOnly"] is True
+    assert volumes[schedules["name"]]["configMap"]["name"] == rendered.one("ConfigMap", "schedules")["metadata"]["name"]
+    # The projected KFP token (multi-user KFP) where kfp looks for it.
+    token = Path(env["KF_PIPELINES_SA_TOKEN_PATH"])
+    projected = volumes[mounts[str(token.parent)]["name"]]["projected"]["sources"][0]["serviceAccountToken"]
+    assert projected["audience"] == "pipelines.kubeflow.org" and projected["path"] == token.name
+    # A changed audit changes the pod template (the checksum annotation), so the sync sees the new file.
+    changed = {**AUDITS, "audits": [{**AUDITS["audits"][0], "schedule": "0 4 * * *"}]}
+    other = render(changed).one("Job", "schedule-sync")["spec"]["template"]["metadata"]["annotations"]
+    assert other["checksum/schedules"] != job["spec"]["template"]["metadata"]["annotations"]["checksum/schedules"]
+
+
+def test_no_audits_still_syncs_so_removed_runs_are_deleted(render: Any, validate: Any) -> None:
+    rendered = render({})
+    assert schedules_of(rendered) == []
+    job = rendered.one("Job", "schedule-sync")
+    validate(job)
+    pod = job["spec"]["template"]["spec"]
+    assert "--namespace" not in pod["containers"][0]["args"]
+    assert not [v for v in pod["volumes"] if "projected" in v]  # standalone KFP needs no token
+    off = render({"scheduleSync": {"enabled": False}})
+    assert not [d for d in off.of_kind("Job") if d["metadata"]["name"].endswith("schedule-sync")]
+    assert not [d for d in off.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-schedules")]
+
+
+def audit(**overrides: Any) -> dict[str, Any]:
+    return {"audits": [{"name": "nightly", "schedule": "0 2 * * *", "checkpointPrefix": "s3://safetax/runs/", **overrides}]}
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    (audit(schedule="every night at two"), ["/audits/0/schedule", "does not match pattern"]),
+    (audit(schedule="0 2 * *"), ["/audits/0/schedule"]),
+    (audit(schedule=200), ["/audits/0/schedule", "string"]),
+    (audit(thresholds={"min_safety_score": 1.5}), ["/audits/0/thresholds/min_safety_score", "1.5"]),
+    (audit(thresholds={"max_reasoning_drop": {"aime24": 2}}), ["/audits/0/thresholds/max_reasoning_drop"]),
+    (audit(thresholds={"max_safety_tax_rate": -0.1}), ["/audits/0/thresholds/max_safety_tax_rate"]),
+    (audit(thresholds={"min_safety": 0.9}), ["/audits/0/thresholds", "min_safety"]),
+    (audit(profile="daily"), ["/audits/0/profile", "nightly"]),
+    (audit(name="Nightly_7B"), ["/audits/0/name"]),
+    (audit(maxConcurrency=0), ["/audits/0/maxConcurrency"]),
+    (audit(checkpointPrefix="/data/runs"), ["/audits/0/checkpointPrefix"]),
+    (audit(checkpoints=["s3://x/y"]), ["/audits/0"]),  # both a prefix and a list
+    ({"audits": [{"name": "nightly", "schedule": "0 2 * * *"}]}, ["/audits/0"]),  # neither
+    ({"auditDefaults": {"thresholds": {"max_attack_success_rate": 2}}}, ["/auditDefaults/thresholds/max_attack_success_rate"]),
+    ({"auditDefaults": {"profile": "hourly"}}, ["/auditDefaults/profile"]),
+    ({"scheduleSync": {"enabled": True, "backoffLimit": -1}}, ["/scheduleSync/backoffLimit"]),
+])
+def test_bad_audit_values_are_rejected(chart: Any, render: Any, values: dict[str, Any], expected: list[str]) -> None:
+    helm = pytest.importorskip("helm_python")
+    with pytest.raises(helm.HelmValuesError) as info:
+        chart.validate_schema(values)
+    for text in expected:
+        assert text in str(info.value), str(info.value)
+    with pytest.raises(helm.HelmError) as install:
+        render(values)
+    assert all(text in str(install.value) for text in expected)
+
+
+def test_duplicate_audit_names_fail_the_render(render: Any) -> None:
+    helm = pytest.importorskip("helm_python")
+    values = {"audits": [audit()["audits"][0], {**audit()["audits"][0], "schedule": "0 3 * * *"}]}
+    with pytest.raises(helm.HelmError) as info:
+        render(values)
+    assert 'audits[1]: the name "nightly" is used by audits[0] too' in str(info.value)
