@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from safetax.cli import main
 from safetax.demo import build_demo
 from safetax.runner import REPO_ROOT, run_local
 from safetax.store import publish
@@ -27,7 +28,8 @@ def _stale_expr() -> str:
     return rules[0]["expr"]
 
 
-def test_audit_pipeline_audits_each_new_checkpoint_once(tmp_path: Path, s3_env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_audit_pipeline_audits_each_new_checkpoint_once(tmp_path: Path, s3_env, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     from safetax.store.s3 import S3Store
     from safetax.testing.prometheus import prometheus, pushgateway, query
 
@@ -62,7 +64,10 @@ def test_audit_pipeline_audits_each_new_checkpoint_once(tmp_path: Path, s3_env, 
         assert [(r["metric"]["checkpoint"], r["value"][1]) for r in verdict] == [("ckpt-a", "0")]  # the demo model is unsafe
         assert query(prom, 'safetax_audit_safety_score{audit="e2e",checkpoint="ckpt-a",benchmark="demo-harmful"}', timeout=30)
 
-        run_local("audit", params, tmp_path / "runs")  # nothing new
+        (tmp_path / "audit.json").write_text(json.dumps(params))  # nothing new, run as a user would: the CLI
+        main(["run", "--pipeline", "audit", "--params", str(tmp_path / "audit.json"), "--out", str(tmp_path / "runs")])
+        out = capsys.readouterr().out
+        assert "Nothing new to audit" in out and f"ledger and reports: s3://{BUCKET}/safety/audits/e2e/" in out
         assert set(ledger()) == {"ckpt-a"}
         assert sum("Nothing new to audit: 1 checkpoint(s) already audited, 1 incomplete" in r for r in run_reports()) == 1
 

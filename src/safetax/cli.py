@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a pipeline locally with parameters from a JSON/YAML file",
                        description="Runs a pipeline with KFP's local runner (no cluster needed).")
-    r.add_argument("--pipeline", default="alignment", help="pipeline name (default: alignment)")
+    r.add_argument("--pipeline", default="alignment", choices=("alignment", "audit"),
+                   help="alignment (refusal SFT and evaluation; prints the results table) or audit (audits the new "
+                        "checkpoints under checkpoint_prefix; prints where its ledger and reports are) (default: alignment)")
     r.add_argument("--params", type=Path, required=True, help="JSON or YAML file with the pipeline parameters")
     r.add_argument("--out", type=Path, default=Path("runs/local"), help="local pipeline root (default: runs/local)")
     _platform_args(r)
@@ -154,7 +156,13 @@ def _run(args: argparse.Namespace) -> None:
     if args.store:
         params["store_uri"] = args.store
     results = run_local(args.pipeline, params, args.out)
-    if (results / "results.csv").is_file():
+    if results is None:  # the audit: its outputs live in its store
+        root = f"{str(params.get('store_uri', '')).rstrip('/')}/audits/{params.get('audit_name', '')}"
+        reports = sorted(Path(args.out).glob("**/audit-*/results/report.md"), key=lambda q: q.stat().st_mtime)
+        if reports:
+            print(reports[-1].read_text())
+        print(f"ledger and reports: {root}/")
+    elif (results / "results.csv").is_file():
         _print_results(results)
     else:
         print(results)
