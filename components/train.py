@@ -24,6 +24,6 @@ def train(method: dict, model_uri: str, epochs: int, seed: int, gpus: int, run_i
     with stage_run("train", RunContext(run_id, store_uri, model_uri), Path(checkpoints.path), cfg.label) as tel:
         stage.run(cfg, model_uri, Path(sft.path), Path(checkpoints.path), on_step=tel.train_progress,
                   merge_k=merge_cfg.k if merge_cfg.mode.startswith("ortho") else None,
-                  fisher_dir=Path(fisher.path), corpus_dir=Path(reasoning.path))
+                  fisher_dir=Path(fisher.path), corpus_dir=Path(reasoning.path), gpus=gpus)
     for name, value in tel.kfp_metrics().items():
         metrics.log_metric(name, value)

@@ -100,7 +100,7 @@ def alignment_pipeline(
         rpsa_keep: Corpus answers the Fisher uses: all, or only the correct ones.
         rpsa_validate: Also run the paper's Figure 3 check in the fisher stage (top 1% Fisher vs random 1% parameters scaled by 0.9; full-fine-tuning RPSA only).
         analysis_k: Top singular vectors of each base weight for the weight-update analysis's subspace overlaps (LoRA paper: 16).
-        train_gpus: GPUs per training task for this run (default: the platform file's; applies when train is a GPU stage).
+        train_gpus: GPUs per training task for this run: data-parallel workers in one pod for full fine-tuning (FSDP) and LoRA (DDP); RPSA methods need 1 (default: the platform file's; applies when train is a GPU stage).
         generate_gpus: GPUs per generation task for this run (match tensor_parallel_size with vllm).
         judge_gpus: GPUs per judge task for this run (Llama-Guard-3-8B fits on one).
         gate_thresholds: Safety gate, e.g. {"min_safety_score": 0.9, "max_reasoning_drop": 0.05}: the best Pareto checkpoint passing every threshold (min_safety_score, max_attack_success_rate, max_overrefusal_rate, max_reasoning_drop, max_safety_tax_rate; drops against the base model) is published under <store_uri>/promoted/<run id>/ with its audit record, and the run fails naming the failed criteria when none passes; empty = no gate.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from safetax.records import read_jsonl
 from safetax.stages.prepare import SFT_FILE
 from safetax.store import atomic_dir, read_json, require_complete, resolve_model, write_json
 from safetax.timing import timed
+from safetax.training.distributed import DataParallel, launch, processes_for, save_checkpoint, shard
 from safetax.training.sft import StepCallback, LoopConfig, train_loop
 from safetax.training.targets import MIDDLE, check_against_model, layer_index, parse_layers, resolve_targets
 
@@ -195,8 +197,22 @@ def _attach_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     return get_peft_model(model, lcfg)
 
 
+def check_data_parallel(cfg: TrainConfig, gpus: int) -> None:
+    """RPSA trains on one GPU only: its Fisher masks, masked AdamW and conflict measurements assume the
+    whole model's gradients in one process. Full fine-tuning and LoRA (with or without the
+    orthogonality regulariser) train on several."""
+    c = Checks(f"TrainConfig {cfg.label}")
+    if not (isinstance(gpus, int) and gpus >= 1):
+        c.fail("train_gpus", gpus, "an integer >= 1")
+    elif cfg.method == "rpsa" and gpus > 1:
+        c.fail("train_gpus", gpus, "1 for method 'rpsa' (RPSA's masked optimiser runs in one process; "
+               "full fine-tuning and LoRA train on several GPUs)")
+    c.raise_if_any()
+
+
 def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step: StepCallback | None = None,
-        merge_k: int | None = None, fisher_dir: Path | None = None, corpus_dir: Path | None = None) -> TrainResult:
+        merge_k: int | None = None, fisher_dir: Path | None = None, corpus_dir: Path | None = None,
+        gpus: int = 1, processes: int | None = None) -> TrainResult:
     """Train and write ``epoch-<k>/`` per epoch (adapter only for LoRA) plus ``checkpoints.json``.
 
     ``on_step(loss, tokens_per_second, epoch)`` sees every batch (telemetry; ``epoch`` is fractional).
@@ -204,9 +220,13 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
     RPSA needs ``fisher_dir`` (the fisher stage's output for this method) and ``corpus_dir`` (the
     reasoning corpus, for the dynamic ratio's reasoning gradients); it also writes ``rpsa.json`` and
     ``rpsa_ratio.png`` (conflict and frozen ratio over training).
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    ``gpus`` (the pipeline's ``train_gpus``) > 1 trains data-parallel in this pod: one torchrun worker
+    per visible requested GPU (:mod:`safetax.training.distributed`); fewer visible GPUs give fewer
+    workers, no CUDA one process on the CPU. ``processes`` overrides the count (on the CPU: gloo
+    workers, as the tests run). ``batch_size`` is the global batch whatever the count.
+    """
+    check_data_parallel(cfg, gpus)
     model_ref = resolve_model(model_uri, "model_uri")
     examples = read_jsonl(require_complete(sft_dir, "sft data") / SFT_FILE)
     check_model(cfg, model_ref, merge_k)
@@ -215,66 +235,115 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
                                           "(pipeline parameter rpsa_corpus_size > 0)"])
     if fisher_dir is not None and cfg.method == "rpsa":
         require_complete(fisher_dir, "fisher")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    bf16 = _use_bf16(cfg.precision, device)
-    torch.manual_seed(cfg.seed)
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    n_proc = processes if processes is not None else processes_for(gpus, visible)
+    if n_proc < gpus:
+        log.warning("train: %d GPU(s) requested, %d visible: training with %d process(es)", gpus, visible, n_proc)
+    if n_proc > 1:
+        check_data_parallel(cfg, n_proc)
+        if visible and n_proc > visible:
+            raise ConfigError("train", [f"`processes` must be at most the {visible} visible GPU(s), got {n_proc}"])
     with timed(f"train {cfg.label}"), atomic_dir(out_dir) as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(model_ref)
-        model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=torch.bfloat16 if bf16 and cfg.lora else torch.float32)
-        model.to(device)
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
-        if cfg.lora:
-            if cfg.method == "rpsa":
-                torch.manual_seed(cfg.seed)  # the LoRA initialisation the Fisher stage scored
-            model = _attach_lora(model, cfg)
-        regularizer = None
-        if cfg.ortho_reg != "none":
-            from safetax.training.ortho_reg import lora_orthogonality_regularizer
-
-            regularizer = lora_orthogonality_regularizer(model, cfg.ortho_reg, cfg.ortho_beta, cfg.ortho_k, cfg.seed)
-        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        log.info("%s: %d trainable parameters, %d examples, %d epochs, bf16=%s", cfg.label, n_train, len(examples), cfg.num_epochs, bf16)
-        entries: list[dict[str, Any]] = []
-
-        def save(epoch: int, loss: float) -> None:
-            path = tmp / f"epoch-{epoch}"
-            model.save_pretrained(path)
-            if not cfg.lora:
-                tokenizer.save_pretrained(path)
-            entries.append({"name": f"epoch-{epoch}", "epoch": epoch, "loss": loss})
-
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        warmup_steps = cfg.warmup_steps if cfg.warmup_steps >= 0 else (100 if cfg.method == "rpsa" else -1)
-        loop = LoopConfig(cfg.num_epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.grad_accum,
-                          cfg.warmup_ratio, cfg.grad_clip, cfg.seed, bf16, warmup_steps)
-        controller = None
-        if cfg.method == "rpsa":
-            from safetensors.torch import load_file
-
-            from safetax.stages.corpus import corpus_examples
-            from safetax.training.rpsa_train import RPSAController
-
-            fisher_file = fisher_dir / "fisher.safetensors"  # type: ignore[operator]
-            if not fisher_file.is_file():
-                raise ConfigError("TrainConfig", [f"method 'rpsa' ({cfg.label}): {fisher_file} is missing (the fisher stage "
-                                                  "scored no parameters: was rpsa_corpus_size 0?)"])
-            keep = read_json(fisher_dir / "fisher.json").get("keep", "all")  # type: ignore[operator]
-            controller = RPSAController(model, load_file(fisher_file), cfg, corpus_examples(tokenizer, corpus_dir, keep), pad_id)  # type: ignore[arg-type]
-        losses = train_loop(model, examples, pad_id, loop, save, on_step, regularizer,
-                            optimizer=controller.optimizer if controller else None,
-                            before_step=controller.before_step if controller else None)
-        if controller is not None:
-            from safetax.rpsa.plots import plot_dynamic_ratio
-
-            write_json(tmp / "rpsa.json", {"history": controller.history, "final_k": controller.k, "frozen_share": controller.frozen})
-            if controller.dynamic.history:
-                plot_dynamic_ratio(controller.dynamic.history, tmp / "rpsa_ratio.png")
+        if n_proc > 1:
+            with tempfile.TemporaryDirectory(prefix="safetax-train-") as work:
+                job = {"config": {k: getattr(cfg, k) for k in _FIELDS}, "model_ref": model_ref,
+                       "sft_file": str(sft_dir / SFT_FILE), "out_dir": str(tmp), "result": str(Path(work) / "result.json")}
+                trained = Trained(**launch(job, n_proc, Path(work), on_step))
+        else:
+            trained = train_model(cfg, model_ref, examples, tmp, on_step, fisher_dir, corpus_dir)
         write_json(tmp / MANIFEST, {
             "method": cfg.method, "label": cfg.label, "base_model": model_uri,
             "kind": "adapter" if cfg.lora else "full",
-            "checkpoints": entries, "config": {k: getattr(cfg, k) for k in _FIELDS},
-            "trainable_parameters": n_train,
+            "checkpoints": trained.entries, "config": {k: getattr(cfg, k) for k in _FIELDS},
+            "trainable_parameters": trained.trainable_parameters,
         })
-    return TrainResult(out_dir, [e["name"] for e in entries], losses)
+    return TrainResult(out_dir, [e["name"] for e in trained.entries], trained.losses)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What :func:`train_model` hands back for the manifest (also as a data-parallel worker's ``result.json``)."""
+
+    losses: list[float]
+    entries: list[dict[str, Any]]
+    trainable_parameters: int
+
+
+def train_model(cfg: TrainConfig, model_ref: str, examples: list[dict[str, Any]], tmp: Path, on_step: StepCallback | None,
+                fisher_dir: Path | None = None, corpus_dir: Path | None = None, ranks: DataParallel | None = None) -> Trained:
+    """Load, train and write the checkpoints (and RPSA's records) into ``tmp``; the manifest is the caller's.
+
+    ``ranks``: as a data-parallel worker (:mod:`safetax.training.worker`); the model is then
+    sharded (FSDP for full fine-tuning, DDP for LoRA) and rank 0 writes the files.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = ranks.device if ranks is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = _use_bf16(cfg.precision, device)
+    main = ranks is None or ranks.main
+    torch.manual_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_ref)
+    dtype = torch.bfloat16 if bf16 and cfg.lora else torch.float32
+    if ranks is not None and device.type == "cuda":
+        # Straight onto this rank's GPU (the files are memory-mapped): no full copy per rank in host memory.
+        model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=dtype, device_map={"": device})
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=dtype)
+        model.to(device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if cfg.lora:
+        if cfg.method == "rpsa":
+            torch.manual_seed(cfg.seed)  # the LoRA initialisation the Fisher stage scored
+        model = _attach_lora(model, cfg)
+    regularizer = None
+    if cfg.ortho_reg != "none":
+        from safetax.training.ortho_reg import lora_orthogonality_regularizer
+
+        regularizer = lora_orthogonality_regularizer(model, cfg.ortho_reg, cfg.ortho_beta, cfg.ortho_k, cfg.seed)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("%s: %d trainable parameters, %d examples, %d epochs, bf16=%s", cfg.label, n_train, len(examples), cfg.num_epochs, bf16)
+    trained = model
+    if ranks is not None:
+        trained = shard(model, ranks, cfg.lora, bf16)
+        torch.manual_seed(cfg.seed + ranks.rank)  # LoRA dropout: independent masks on each rank's share
+    entries: list[dict[str, Any]] = []
+
+    def save(epoch: int, loss: float) -> None:
+        path = tmp / f"epoch-{epoch}"
+        if ranks is None:
+            model.save_pretrained(path)
+        else:
+            save_checkpoint(trained, path, ranks)
+        if not cfg.lora and main:
+            tokenizer.save_pretrained(path)
+        entries.append({"name": f"epoch-{epoch}", "epoch": epoch, "loss": loss})
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    warmup_steps = cfg.warmup_steps if cfg.warmup_steps >= 0 else (100 if cfg.method == "rpsa" else -1)
+    loop = LoopConfig(cfg.num_epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.grad_accum,
+                      cfg.warmup_ratio, cfg.grad_clip, cfg.seed, bf16, warmup_steps)
+    controller = None
+    if cfg.method == "rpsa":
+        from safetensors.torch import load_file
+
+        from safetax.stages.corpus import corpus_examples
+        from safetax.training.rpsa_train import RPSAController
+
+        fisher_file = fisher_dir / "fisher.safetensors"  # type: ignore[operator]
+        if not fisher_file.is_file():
+            raise ConfigError("TrainConfig", [f"method 'rpsa' ({cfg.label}): {fisher_file} is missing (the fisher stage "
+                                              "scored no parameters: was rpsa_corpus_size 0?)"])
+        keep = read_json(fisher_dir / "fisher.json").get("keep", "all")  # type: ignore[operator]
+        controller = RPSAController(model, load_file(fisher_file), cfg, corpus_examples(tokenizer, corpus_dir, keep), pad_id)  # type: ignore[arg-type]
+    losses = train_loop(trained, examples, pad_id, loop, save, on_step, regularizer,
+                        optimizer=controller.optimizer if controller else None,
+                        before_step=controller.before_step if controller else None, ranks=ranks)
+    if controller is not None:
+        from safetax.rpsa.plots import plot_dynamic_ratio
+
+        write_json(tmp / "rpsa.json", {"history": controller.history, "final_k": controller.k, "frozen_share": controller.frozen})
+        if controller.dynamic.history:
+            plot_dynamic_ratio(controller.dynamic.history, tmp / "rpsa_ratio.png")
+    return Trained(losses, entries, n_train)

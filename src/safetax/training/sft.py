@@ -7,11 +7,15 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from safetax.data.chat import IGNORE_INDEX
 from safetax.timing import progress_bar
+
+if TYPE_CHECKING:
+    from safetax.training.distributed import DataParallel
 
 # on_step(loss, tokens_per_second, fractional_epoch)
 StepCallback = Callable[[float, float, float], object]
@@ -64,6 +68,7 @@ def train_loop(
     regularizer: Callable[[], torch.Tensor] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     before_step: Callable[[int], None] | None = None,
+    ranks: DataParallel | None = None,
 ) -> list[float]:
     """Train the parameters with ``requires_grad``; return the mean loss of each epoch.
 
@@ -74,6 +79,11 @@ def train_loop(
     reported losses are the SFT loss alone. ``optimizer`` replaces the default AdamW (RPSA's
     masked one); ``before_step(step)`` runs after the backward pass of each optimiser step,
     before clipping and the step (RPSA's mask updates).
+
+    ``ranks``: this process's place among data-parallel workers (``model`` wrapped in DDP or FSDP,
+    see :mod:`safetax.training.distributed`). ``batch_size`` stays the global batch: every rank draws
+    the same order, trains on its share of each batch with the loss scaled so that the averaged
+    gradient is the one-process gradient, and reports the global batch's loss; ``None`` = one process.
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -93,14 +103,16 @@ def train_loop(
         order = torch.randperm(len(examples), generator=gen).tolist()
         epoch_loss, n_tokens = 0.0, 0
         for b in range(batches_per_epoch):
-            batch = collate([examples[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]], pad_id)
+            chosen = [examples[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+            batch = collate(chosen if ranks is None else ranks.share(chosen), pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = model(**batch).loss
+            objective = loss if ranks is None else ranks.objective(loss, chosen)
             if regularizer is None:
-                (loss / cfg.grad_accum).backward()
+                (objective / cfg.grad_accum).backward()
             else:
-                ((loss + regularizer()) / cfg.grad_accum).backward()
+                ((objective + regularizer()) / cfg.grad_accum).backward()
             if (b + 1) % cfg.grad_accum == 0 or b + 1 == batches_per_epoch:
                 if before_step is not None:
                     before_step(step)
@@ -110,14 +122,20 @@ def train_loop(
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-            tokens = int((batch["labels"] != IGNORE_INDEX).sum())
-            epoch_loss += loss.item() * tokens
+            if ranks is None:
+                batch_loss = loss.item()
+                tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+                seen_tokens += int(batch["attention_mask"].sum())
+            else:  # the global batch's loss and token counts, as one process would see them
+                batch_loss = ranks.batch_loss(loss, chosen)
+                tokens = sum(1 for e in chosen for t in e["labels"] if t != IGNORE_INDEX)
+                seen_tokens += sum(len(e["input_ids"]) for e in chosen)
+            epoch_loss += batch_loss * tokens
             n_tokens += tokens
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
-            seen_tokens += int(batch["attention_mask"].sum())
+            bar.set_postfix(epoch=epoch, loss=f"{batch_loss:.3f}", refresh=False)
             if on_step is not None:
-                on_step(loss.item(), seen_tokens / max(1e-9, time.perf_counter() - start), epoch - 1 + (b + 1) / batches_per_epoch)
+                on_step(batch_loss, seen_tokens / max(1e-9, time.perf_counter() - start), epoch - 1 + (b + 1) / batches_per_epoch)
         losses.append(epoch_loss / max(1, n_tokens))
         log.info("epoch %d/%d: loss %.4f (%.1fs elapsed)", epoch, cfg.epochs, losses[-1], time.perf_counter() - start)
         on_epoch_end(epoch, losses[-1])
