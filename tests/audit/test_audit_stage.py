@@ -163,3 +163,9 @@ def test_failed_evaluation_leaves_no_record(tmp_path: Path) -> None:
         stage.finish(tmp_path / "plan", [], tmp_path / "out", "run-1", gateway="")
     assert not list((tmp_path / "store").rglob("ledger/*.json"))
     assert [t["name"] for t in stage.plan(cfg, tmp_path / "plan-2")["targets"]] == ["ckpt-a"]  # audited next time
+
+
+def test_missing_bucket_is_named(tmp_path: Path, s3_env) -> None:
+    with pytest.raises(StoreError, match=r"checkpoint_prefix: 's3://no-such-bucket/ckpts': bucket 'no-such-bucket' does not exist"):
+        stage.plan(config(tmp_path, checkpoint_prefix="s3://no-such-bucket/ckpts"), tmp_path / "plan")
+    assert not (tmp_path / "store").exists()

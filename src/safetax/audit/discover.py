@@ -17,7 +17,7 @@ from pathlib import Path
 from safetax.store import is_hub_id, is_s3
 from safetax.store.local import StoreError
 from safetax.store.manifest import MANIFEST, Manifest
-from safetax.store.objects import check_reachable, published_dirs, read_text
+from safetax.store.objects import published_dirs, read_text
 from safetax.telemetry.labels import model_label
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,7 @@ def discover(prefix: str, uris: list[str], audited: set[str]) -> Discovery:
     found: list[tuple[str, str, str]] = []  # (name, uri, digest)
     incomplete: list[str] = []
     if prefix:
-        check_reachable(prefix, "checkpoint_prefix")
-        dirs, incomplete = published_dirs(prefix)
+        dirs, incomplete = published_dirs(prefix, "checkpoint_prefix")
         found += [(d.name or model_label(d.uri), d.uri, d.manifest.digest) for d in dirs]
     found += [(model_label(u), u, digest_of(u)) for u in uris]
     targets, seen = [], set()

@@ -9,7 +9,6 @@ written, or was abandoned) and the top-level entries that carry none.
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,26 +28,9 @@ def _join(uri: str, key: str) -> str:
 def read_text(uri: str) -> str | None:
     """The object's text, or None when there is none."""
     if uri.startswith("s3://"):
-        from minio.error import S3Error
+        from safetax.store.s3 import S3Store
 
-        from safetax.store.s3 import S3Store, parse_uri
-
-        store, (bucket, key) = S3Store(), parse_uri(uri)
-
-        def get() -> bytes | None:
-            try:
-                resp = store.client.get_object(bucket, key)
-            except S3Error as e:
-                if e.code in ("NoSuchKey", "NoSuchObject"):
-                    return None
-                raise
-            try:
-                return resp.read()
-            finally:
-                resp.close()
-                resp.release_conn()
-
-        data = store._call("reading", uri, get)
+        data = S3Store().get_bytes(uri)
         return None if data is None else data.decode("utf-8")
     path = _local(uri)
     return path.read_text(encoding="utf-8") if path.is_file() else None
@@ -58,12 +40,9 @@ def write_text(uri: str, text: str, content_type: str = "application/json") -> N
     """Create or replace one object in one step (creating the bucket or directories it needs)."""
     data = text.encode("utf-8")
     if uri.startswith("s3://"):
-        from safetax.store.s3 import S3Store, parse_uri
+        from safetax.store.s3 import S3Store
 
-        store, (bucket, key) = S3Store(), parse_uri(uri)
-        store.ensure_bucket(bucket)
-        store._call("writing", uri, lambda: store.client.put_object(
-            bucket, key, io.BytesIO(data), len(data), content_type=content_type))
+        S3Store().put_bytes(uri, data, content_type)
         return
     path = _local(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,36 +51,26 @@ def write_text(uri: str, text: str, content_type: str = "application/json") -> N
     os.replace(tmp, path)
 
 
-def list_keys(uri: str) -> list[str]:
-    """Every object key under ``uri`` (recursive), relative to it, sorted; [] when there is nothing."""
+def list_keys(uri: str, must_exist: str = "") -> list[str]:
+    """Every object key under ``uri`` (recursive), relative to it, sorted; [] when there is nothing.
+
+    With ``must_exist`` (what the URI is, for the message), a missing bucket or directory, a dead
+    endpoint or refused credentials raise a StoreError instead (a dead endpoint always does).
+    """
     if uri.startswith("s3://"):
         from safetax.store.s3 import S3Store, parse_uri
 
-        store, (bucket, prefix) = S3Store(), parse_uri(uri)
-        if not store._call("checking bucket", uri, lambda: store.client.bucket_exists(bucket)):
-            return []
-        start = f"{prefix}/" if prefix else ""
-        names = store._call("listing", uri, lambda: [o.object_name for o in store.client.list_objects(
-            bucket, prefix=start, recursive=True)])
-        return sorted(n[len(start):] for n in names if not n.endswith("/"))
+        store = S3Store(retries=2, backoff_s=0.2) if must_exist else S3Store()
+        keys = store.keys(uri)
+        if keys is None and must_exist:
+            raise StoreError(f"{must_exist}: {uri!r}: bucket {parse_uri(uri)[0]!r} does not exist on {store.settings.endpoint}")
+        return sorted(keys or [])
     root = _local(uri)
     if not root.is_dir():
+        if must_exist:
+            raise StoreError(f"{must_exist}: {uri!r} is not an existing directory")
         return []
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-
-
-def check_reachable(uri: str, what: str) -> None:
-    """Raise a StoreError naming ``what`` when the prefix cannot be listed (no bucket, no directory,
-    endpoint down, credentials refused)."""
-    if uri.startswith("s3://"):
-        from safetax.store.s3 import S3Store, parse_uri
-
-        store, (bucket, _) = S3Store(retries=2, backoff_s=0.2), parse_uri(uri)
-        if not store._call(f"{what}: checking bucket", uri, lambda: store.client.bucket_exists(bucket)):
-            raise StoreError(f"{what}: {uri!r}: bucket {bucket!r} does not exist on {store.settings.endpoint}")
-        return
-    if not _local(uri).is_dir():
-        raise StoreError(f"{what}: {uri!r} is not an existing directory")
 
 
 @dataclass(frozen=True)
@@ -111,12 +80,13 @@ class Published:
     manifest: Manifest
 
 
-def published_dirs(prefix: str) -> tuple[list[Published], list[str]]:
+def published_dirs(prefix: str, what: str = "prefix") -> tuple[list[Published], list[str]]:
     """(directories under ``prefix`` with a manifest, top-level names under ``prefix`` without any).
 
-    A directory inside a published one (an upload id) is not a separate entry.
+    A directory inside a published one (an upload id) is not a separate entry. A prefix that cannot be
+    listed raises a StoreError naming ``what``.
     """
-    keys = list_keys(prefix)
+    keys = list_keys(prefix, must_exist=what)
     dirs = sorted(k[: -len(MANIFEST)].rstrip("/") for k in keys if k == MANIFEST or k.endswith("/" + MANIFEST))
     done: list[Published] = []
     for d in dirs:

@@ -188,12 +188,11 @@ class S3Store:
         return manifest
 
     # -- reading --------------------------------------------------------------------------
-    def manifest(self, uri: str) -> Manifest | None:
-        """The manifest published at ``uri``, or None when there is none (nothing complete there)."""
+    def get_bytes(self, uri: str, what: str = "reading") -> bytes | None:
+        """One object's content, or None when there is no such object."""
         from minio.error import S3Error
 
-        bucket, prefix = parse_uri(uri)
-        key = _join(prefix, MANIFEST)
+        bucket, key = parse_uri(uri)
 
         def get() -> bytes | None:
             try:
@@ -208,7 +207,26 @@ class S3Store:
                 resp.close()
                 resp.release_conn()
 
-        text = self._call("reading manifest", uri, get)
+        return self._call(what, uri, get)
+
+    def put_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Create or replace one object in one PUT (creating the bucket if needed)."""
+        bucket, key = parse_uri(uri)
+        self.ensure_bucket(bucket)
+        self._call("writing", uri, lambda: self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type))
+
+    def keys(self, uri: str) -> list[str] | None:
+        """Every object key under ``uri`` (recursive), relative to it; None when the bucket does not exist."""
+        bucket, prefix = parse_uri(uri)
+        if not self._call("checking bucket", uri, lambda: self.client.bucket_exists(bucket)):
+            return None
+        start = f"{prefix}/" if prefix else ""
+        names = self._call("listing", uri, lambda: [o.object_name for o in self.client.list_objects(bucket, prefix=start, recursive=True)])
+        return [n[len(start):] for n in names if not n.endswith("/")]
+
+    def manifest(self, uri: str) -> Manifest | None:
+        """The manifest published at ``uri``, or None when there is none (nothing complete there)."""
+        text = self.get_bytes(f"{uri.rstrip('/')}/{MANIFEST}", "reading manifest")
         return None if text is None else Manifest.from_json(text, f"{uri}/{MANIFEST}")
 
     def list(self, uri: str) -> list[str]:
