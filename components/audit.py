@@ -16,12 +16,12 @@ def audit_plan(run_id: str, audit_name: str, store_uri: str, checkpoint_prefix: 
     from safetax.timing import setup_logging
 
     setup_logging()
-    cfg = stage.AuditConfig.from_dict({
-        "audit_name": audit_name, "store_uri": store_uri, "checkpoint_prefix": checkpoint_prefix, "checkpoints": checkpoints,
-        "profile": profile, "custom_profile": custom_profile, "thresholds": thresholds, "baseline": baseline,
-        "baseline_model": baseline_model, "audit_schedule": audit_schedule, "promote": promote,
-    })
-    with stage_run("audit-plan", RunContext(run_id, audit=audit_name), Path(plan.path)):
+    with stage_run("audit-plan", RunContext(run_id, audit=audit_name), Path(plan.path)):  # a bad parameter fails the run visibly
+        cfg = stage.AuditConfig.from_dict({
+            "audit_name": audit_name, "store_uri": store_uri, "checkpoint_prefix": checkpoint_prefix, "checkpoints": checkpoints,
+            "profile": profile, "custom_profile": custom_profile, "thresholds": thresholds, "baseline": baseline,
+            "baseline_model": baseline_model, "audit_schedule": audit_schedule, "promote": promote,
+        })
         return len(stage.plan(cfg, Path(plan.path))["targets"])
 
 
