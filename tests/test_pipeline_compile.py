@@ -30,7 +30,8 @@ def test_kubernetes_settings_per_stage() -> None:
     spec, platform = yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text())
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert {_stage(e) for e in executors} == {"prepare", "corpus", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics"}
+    assert {_stage(e) for e in executors} == {"prepare", "corpus", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics",
+                                             "gate"}
     for name, ex in executors.items():
         resources = ex["container"]["resources"]
         assert {"cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"} <= resources.keys()
