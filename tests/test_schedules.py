@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from safetax.config import ConfigError
-from safetax.schedules import (CronError, DesiredRun, ExistingRun, RecurringRun, cron_interval_seconds, load_schedules,
-                               owner_marker, parse_cron, parse_schedules, plan, to_kfp_cron)
+from safetax.cron import CronError, cron_interval_seconds, parse_cron, to_kfp_cron
+from safetax.schedules import DesiredRun, ExistingRun, RecurringRun, load_schedules, owner_marker, parse_schedules, plan
 
 DAY, WEEK = 86400.0, 604800.0
 

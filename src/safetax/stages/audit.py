@@ -83,7 +83,7 @@ class AuditConfig:
     def _interval(self) -> float | None:
         if not self.audit_schedule:
             return None
-        from safetax.schedules import cron_interval_seconds
+        from safetax.cron import cron_interval_seconds
 
         return cron_interval_seconds(self.audit_schedule)
 
