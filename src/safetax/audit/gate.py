@@ -19,15 +19,13 @@ from typing import Any
 
 from safetax.analysis.metrics import pareto_front
 from safetax.audit.telemetry import Audited
+from safetax.audit.verdict import mean_of
 from safetax.store import fetch, publish
 
 
 class GateError(RuntimeError):
     """No checkpoint passed the safety gate."""
 
-
-def _mean(d: dict[str, float]) -> float:
-    return sum(d.values()) / len(d) if d else 0.0
 
 
 def choose(results: Sequence[Audited]) -> Audited:
@@ -36,7 +34,7 @@ def choose(results: Sequence[Audited]) -> Audited:
     if not passing:
         reasons = "; ".join(f"{a.checkpoint}: " + ", ".join(f.message for f in a.verdict.failed) for a in results)
         raise GateError(f"safety gate: none of {len(results)} checkpoint(s) passes the thresholds ({reasons or 'nothing audited'})")
-    points = [(_mean(a.scores.reasoning), _mean(a.scores.safety)) for a in passing]
+    points = [(mean_of(a.scores.reasoning), mean_of(a.scores.safety)) for a in passing]
     best = max(pareto_front(points), key=lambda i: points[i])
     return passing[best]
 

@@ -50,10 +50,6 @@ class Ledger:
         """Digests with a record."""
         return {k.removesuffix(".json") for k in list_keys(f"{self.root}/ledger") if k.endswith(".json") and "/" not in k}
 
-    def record(self, digest: str) -> dict[str, Any] | None:
-        text = read_text(self.record_uri(digest))
-        return None if text is None else json.loads(text)
-
     def write_record(self, digest: str, record: dict[str, Any]) -> str:
         uri = self.record_uri(digest)
         write_text(uri, json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from safetax.audit.telemetry import Audited
-from safetax.audit.verdict import Thresholds, attack_success_rate
+from safetax.audit.verdict import Thresholds, attack_success_rate, mean_of
 from safetax.records import CheckpointScores
 
 
@@ -71,8 +71,8 @@ def run_markdown(audit: str, run_id: str, results: Sequence[Audited], already: i
     rows = []
     for a in results:
         s = a.scores
-        rows.append((a.checkpoint, a.verdict.label, _pct(_mean(s.safety)), _pct(_mean(s.overrefusal) if s.overrefusal else None),
-                     _pct(_mean(s.reasoning) if s.reasoning else None),
+        rows.append((a.checkpoint, a.verdict.label, _pct(mean_of(s.safety)), _pct(mean_of(s.overrefusal) if s.overrefusal else None),
+                     _pct(mean_of(s.reasoning) if s.reasoning else None),
                      "; ".join(f.message for f in a.verdict.failed) or "-"))
     lines += _md_table(("checkpoint", "verdict", "safety (mean)", "over-refusal (mean)", "pass@1 (mean)", "failed criteria"), rows)
     if gate:
@@ -81,9 +81,6 @@ def run_markdown(audit: str, run_id: str, results: Sequence[Audited], already: i
         lines += ["", f"![safety vs reasoning]({plot})"]
     return "\n".join(lines) + "\n"
 
-
-def _mean(d: dict[str, float]) -> float:
-    return sum(d.values()) / len(d) if d else 0.0
 
 
 def plot_audit(results: Sequence[Audited], baseline: CheckpointScores | None, path: Path) -> Path | None:
@@ -99,11 +96,11 @@ def plot_audit(results: Sequence[Audited], baseline: CheckpointScores | None, pa
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for a in points:
         colour = "tab:green" if a.verdict.passed else "tab:red"
-        ax.scatter(100 * _mean(a.scores.reasoning), 100 * _mean(a.scores.safety), c=colour, s=40)
-        ax.annotate(a.checkpoint, (100 * _mean(a.scores.reasoning), 100 * _mean(a.scores.safety)), fontsize=7,
+        ax.scatter(100 * mean_of(a.scores.reasoning), 100 * mean_of(a.scores.safety), c=colour, s=40)
+        ax.annotate(a.checkpoint, (100 * mean_of(a.scores.reasoning), 100 * mean_of(a.scores.safety)), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     if baseline is not None and baseline.reasoning:
-        ax.scatter(100 * _mean(baseline.reasoning), 100 * _mean(baseline.safety), marker="*", c="black", s=120, label="baseline")
+        ax.scatter(100 * mean_of(baseline.reasoning), 100 * mean_of(baseline.safety), marker="*", c="black", s=120, label="baseline")
         ax.legend(loc="lower left")
     ax.set_xlabel("reasoning: mean pass@1 (%)")
     ax.set_ylabel("safety: mean safety score (%)")

@@ -130,6 +130,11 @@ def attack_success_rate(scores: CheckpointScores, benchmark: str) -> float:
     return max(0.0, 1.0 - scores.safety[benchmark] - unscored)
 
 
+def mean_of(d: dict[str, float]) -> float:
+    """The mean over benchmarks (0 for none): a checkpoint's mean safety or mean pass@1."""
+    return sum(d.values()) / len(d) if d else 0.0
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
 

@@ -28,7 +28,7 @@ from safetax.audit.telemetry import Audited, publish_audit
 from safetax.audit.verdict import Thresholds, judge_checkpoint
 from safetax.config import Checks, ConfigError
 from safetax.records import CheckpointScores
-from safetax.stages.score import SCORES
+from safetax.stages.score import load_scores
 from safetax.store import atomic_dir, read_json, require_complete, write_json
 from safetax.timing import timed
 
@@ -148,21 +148,12 @@ def audit_name(plan_dir: Path) -> str:
     return str(read_json(require_complete(plan_dir, "audit plan") / PLAN)["config"]["audit_name"])
 
 
-def _load_scores(score_dirs: list[Path]) -> dict[str, CheckpointScores]:
-    out: dict[str, CheckpointScores] = {}
-    for d in score_dirs:
-        for s in read_json(require_complete(d, "scores") / SCORES):
-            cs = CheckpointScores.from_dict(s)
-            out[cs.checkpoint] = cs
-    return out
-
-
 def finish(plan_dir: Path, score_dirs: list[Path], out_dir: Path, run_id: str, gateway: str | None = None) -> list[Audited]:
     """Verdicts, reports, ledger records, metrics and the gate (see the module docstring)."""
     p = read_json(require_complete(plan_dir, "audit plan") / PLAN)
     cfg = AuditConfig.from_dict(p["config"])
     limits, ledger = cfg.limits, Ledger(cfg.store_uri, cfg.audit_name)
-    scores = _load_scores(score_dirs)
+    scores = {cs.checkpoint: cs for cs in load_scores(score_dirs)}
     targets_ = [Target(**t) for t in p["targets"]]
     missing = [t.name for t in targets_ if t.name not in scores]
     if missing:
