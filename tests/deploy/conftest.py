@@ -137,3 +137,30 @@ def promtool() -> str:
     if not path:
         pytest.skip("promtool not installed (.ci/run installs Debian's prometheus)")
     return path
+
+
+
+@pytest.fixture()
+def helm_error(render: Any) -> Callable[[dict[str, Any]], str]:
+    """The error message of an install (a render) with ``values`` that must fail."""
+    def error(values: dict[str, Any]) -> str:
+        helm = pytest.importorskip("helm_python")
+        with pytest.raises(helm.HelmError) as info:
+            render(values)
+        return str(info.value)
+
+    return error
+
+
+@pytest.fixture()
+def assert_rejected(chart: Any, helm_error: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any], list[str]], None]:
+    """Check that the values schema rejects ``values`` naming every text of ``expected``, and an install fails the same way."""
+    def check(values: dict[str, Any], expected: list[str]) -> None:
+        helm = pytest.importorskip("helm_python")
+        with pytest.raises(helm.HelmValuesError) as info:
+            chart.validate_schema(values)
+        for text in expected:
+            assert text in str(info.value), str(info.value)
+        assert all(text in helm_error(values) for text in expected)
+
+    return check
