@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # safetax-cpu: data preparation, scoring (math-verify, code execution), analytics; no GPU.
 # Build from the repository root: `make images`, or
-#   docker build -f images/cpu.Dockerfile -t ghcr.io/safetax/safetax-cpu:VERSION --build-arg VERSION=VERSION .
+#   docker build -f images/cpu.Dockerfile -t ghcr.io/safetax/safetax-cpu:TAG --build-arg VERSION=VERSION --build-arg IMAGE_TAG=TAG .
+#   (TAG: <version>-<12 hex of the commit>, as `python -m safetax.images` prints it)
 #
 # No evalplus package: safetax.scoring.code reimplements EvalPlus's semantics (canonical outputs,
 # base/plus inputs, its tolerances) and runs candidates in its own resource-limited subprocess.
@@ -29,7 +30,6 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:${PATH} \
-    PYTHONPATH=/opt/safetax \
     HOME=/home/safetax \
     XDG_CACHE_HOME=/home/safetax/.cache \
     HF_HOME=/home/safetax/.cache/huggingface \
@@ -48,14 +48,15 @@ RUN if getent passwd "${USER_UID}" >/dev/null; then userdel "$(getent passwd "${
 
 WORKDIR /opt/safetax
 COPY pyproject.toml ./
-COPY images/pins.py images/constraints.txt images/
+COPY images/pins.py images/
+COPY images/locks/cpu.txt images/locks/
 
 # Dependencies first, so that a code change rebuilds only the last layers. The CPU torch comes
 # first, from TORCH_INDEX_URL; everything after it is installed under constraints that pin that
-# torch (+cpu build) and take images/constraints.txt for the rest, so pip cannot swap it for
+# torch (+cpu build) and take images/locks/cpu.txt for the rest, so pip cannot swap it for
 # PyPI's CUDA build. `torch==` is listed again so that pip installs its dependencies.
 RUN pip install --no-deps --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
-    && python images/pins.py constraints images/constraints.txt --installed torch > /tmp/constraints.txt \
+    && python images/pins.py constraints images/locks/cpu.txt --installed torch > /tmp/constraints.txt \
     && python images/pins.py requirements pyproject.toml --exclude torch > /tmp/requirements.txt \
     && pip install --constraint /tmp/constraints.txt --requirement /tmp/requirements.txt \
         "torch==${TORCH_VERSION}" "kfp==${KFP_VERSION}" "kfp-kubernetes==${KFP_VERSION}" \
@@ -63,20 +64,22 @@ RUN pip install --no-deps --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSI
     && rm /tmp/constraints.txt /tmp/requirements.txt
 
 # safetax itself, without dependencies (above), built with the pinned setuptools that torch
-# brought (no build isolation, so nothing unpinned is fetched). components/ and pipelines/ are
-# imported from /opt/safetax (PYTHONPATH) by the KFP components.
+# brought (no build isolation, so nothing unpinned is fetched); the KFP components are in it
+# (safetax.runner.components).
 COPY README.md ./
 COPY src/ src/
-COPY components/ components/
-COPY pipelines/ pipelines/
 RUN pip install --no-deps --no-build-isolation /opt/safetax \
-    && python -c "import math_verify, safetax.stages.prepare, safetax.stages.score, safetax.stages.analytics, components.score"
+    && python -c "import math_verify, safetax.stages.prepare, safetax.stages.score, safetax.stages.analytics, safetax.runner.components.score"
 
 # For the OCI labels (`make images` passes both); declared after the installs, so that a new
 # version or commit invalidates no install layer. The package version:
 ARG VERSION=dev
 # the git commit:
 ARG REVISION=unknown
+# The tag `make images` gave this image, <version>-<commit>: without git, safetax.images names the
+# stage images with it, so a pipeline compiled in this image (the chart's registrar) runs its siblings.
+ARG IMAGE_TAG=""
+ENV SAFETAX_IMAGE_TAG=${IMAGE_TAG}
 LABEL org.opencontainers.image.title="safetax-cpu" \
       org.opencontainers.image.description="safetax: data preparation, scoring, code execution and analytics (CPU)" \
       org.opencontainers.image.version="${VERSION}" \

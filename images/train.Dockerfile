@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # safetax-train: LoRA and full fine-tuning on NVIDIA GPUs (CUDA torch, transformers, peft, accelerate).
 # Build from the repository root: `make images`, or
-#   docker build -f images/train.Dockerfile -t ghcr.io/safetax/safetax-train:VERSION --build-arg VERSION=VERSION .
+#   docker build -f images/train.Dockerfile -t ghcr.io/safetax/safetax-train:TAG --build-arg VERSION=VERSION --build-arg IMAGE_TAG=TAG .
+#   (TAG: <version>-<12 hex of the commit>, as `python -m safetax.images` prints it)
 
 # The CUDA base supplies the OS and what the NVIDIA container runtime reads (NVIDIA_* variables, the
 # driver check). torch's wheels bring their own CUDA libraries (nvidia-* wheels), so "base" is enough.
@@ -25,7 +26,6 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:${PATH} \
-    PYTHONPATH=/opt/safetax \
     HOME=/home/safetax \
     XDG_CACHE_HOME=/home/safetax/.cache \
     HF_HOME=/home/safetax/.cache/huggingface
@@ -47,16 +47,17 @@ RUN if getent passwd "${USER_UID}" >/dev/null; then userdel "$(getent passwd "${
 
 WORKDIR /opt/safetax
 COPY pyproject.toml ./
-COPY images/pins.py images/constraints.txt images/
+COPY images/pins.py images/
+COPY images/locks/train.txt images/locks/
 
 # Dependencies first, so that a code change rebuilds only the last layers. pyproject.toml pins
 # the CPU torch of the dev machines, so torch comes first, from TORCH_INDEX_URL, and everything
 # after it is installed under constraints that pin that torch at its installed (CUDA) build and
-# take images/constraints.txt for the rest: pip adds safetax's dependencies (accelerate comes with
+# take images/locks/train.txt for the rest: pip adds safetax's dependencies (accelerate comes with
 # peft) but cannot replace the CUDA torch. `torch==` is listed again so that pip installs its
 # dependencies (the nvidia-* CUDA libraries, triton).
 RUN pip install --no-deps --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
-    && python images/pins.py constraints images/constraints.txt --installed torch > /tmp/constraints.txt \
+    && python images/pins.py constraints images/locks/train.txt --installed torch > /tmp/constraints.txt \
     && python images/pins.py requirements pyproject.toml --exclude torch > /tmp/requirements.txt \
     && pip install --constraint /tmp/constraints.txt --requirement /tmp/requirements.txt \
         "torch==${TORCH_VERSION}" "kfp==${KFP_VERSION}" "kfp-kubernetes==${KFP_VERSION}" \
@@ -64,20 +65,22 @@ RUN pip install --no-deps --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSI
     && rm /tmp/constraints.txt /tmp/requirements.txt
 
 # safetax itself, without dependencies (above), built with the pinned setuptools that torch
-# brought (no build isolation, so nothing unpinned is fetched). components/ and pipelines/ are
-# imported from /opt/safetax (PYTHONPATH) by the KFP components.
+# brought (no build isolation, so nothing unpinned is fetched); the KFP components are in it
+# (safetax.runner.components).
 COPY README.md ./
 COPY src/ src/
-COPY components/ components/
-COPY pipelines/ pipelines/
 RUN pip install --no-deps --no-build-isolation /opt/safetax \
-    && python -c "import torch, peft, accelerate, safetax.stages.train, components.train"
+    && python -c "import torch, peft, accelerate, safetax.stages.train, safetax.runner.components.train"
 
 # For the OCI labels (`make images` passes both); declared after the installs, so that a new
 # version or commit invalidates no install layer. The package version:
 ARG VERSION=dev
 # the git commit:
 ARG REVISION=unknown
+# The tag `make images` gave this image, <version>-<commit>: without git, safetax.images names the
+# stage images with it, so a pipeline compiled in this image (the chart's registrar) runs its siblings.
+ARG IMAGE_TAG=""
+ENV SAFETAX_IMAGE_TAG=${IMAGE_TAG}
 LABEL org.opencontainers.image.title="safetax-train" \
       org.opencontainers.image.description="safetax: LoRA and full safety fine-tuning of reasoning LLMs (CUDA torch, transformers, peft, accelerate)" \
       org.opencontainers.image.version="${VERSION}" \

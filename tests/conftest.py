@@ -1,12 +1,23 @@
-"""Shared fixtures: a tiny random Qwen2 model with the demo's R1-style tokenizer."""
+"""Shared fixtures: a tiny random Qwen2 model with the demo's R1-style tokenizer, the benchmark files, S3."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# Compiled YAML in the tests names the release's images, as the shipped files do (`make compile`), not this commit's.
+import safetax  # noqa: E402
+
+os.environ.setdefault("SAFETAX_IMAGE_TAG", safetax.__version__)
+
+# Where the tests find the benchmark files: $SAFETAX_TEST_DATA_DIR, else the project's shared/data
+# beside the repository (its README lists the files; they hold harmful prompts: assert on counts only).
+TEST_DATA_ENV = "SAFETAX_TEST_DATA_DIR"
+DEFAULT_TEST_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # <repo>/../shared/data
 
 
 def make_tiny_model(path: Path, layers: int = 4, seed: int = 0) -> Path:
@@ -56,3 +67,20 @@ def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch):
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     return s3_server
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The benchmark files' directory (``$SAFETAX_TEST_DATA_DIR`` or ``<repo>/../shared/data``); fails naming the setting."""
+    path = Path(os.environ.get(TEST_DATA_ENV) or DEFAULT_TEST_DATA).expanduser()
+    if not path.is_dir():
+        pytest.fail(f"benchmark data not found at {path}: set {TEST_DATA_ENV} to a directory laid out like the "
+                    "project's shared/data (e.g. the output of `safetax data fetch --to DIR`)", pytrace=False)
+    return path
+
+
+@pytest.fixture()
+def data_dir(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """:func:`shared_data` set as ``SAFETAX_DATA_DIR``, the setting through which runs find benchmark files."""
+    monkeypatch.setenv("SAFETAX_DATA_DIR", str(shared_data))
+    return shared_data

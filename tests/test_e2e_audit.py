@@ -14,7 +14,7 @@ import yaml
 
 from safetax.cli import main
 from safetax.demo import build_demo
-from safetax.runner import REPO_ROOT, run_local
+from safetax.runner import run_local
 from safetax.store import publish
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ BUCKET = "audit-e2e"
 
 def _stale_expr() -> str:
     """The SafetaxAuditStale alert's expression, as the kustomize base ships it."""
-    doc = yaml.safe_load((REPO_ROOT / "k8s" / "prometheusrule.yaml").read_text())
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "k8s" / "base" / "prometheusrule.yaml").read_text())
     rules = [r for g in doc["spec"]["groups"] for r in g["rules"] if r.get("alert") == "SafetaxAuditStale"]
     return rules[0]["expr"]
 

@@ -33,7 +33,7 @@ def test_demo_pipeline_aligns_both_methods(
         out, err = capfd.readouterr()
         # Every stage's metrics, read back through Prometheus' query API.
         stages = {r["metric"]["stage"] for r in query(prom, "safetax_stage_duration_seconds", timeout=60)}
-        assert stages == {"prepare", "corpus", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics", "gate"}
+        assert stages == {"plan", "prepare", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics", "gate"}
         safety = query(prom, 'safetax_safety_score{benchmark="demo-harmful"}', timeout=30)
         assert {r["metric"]["method"] for r in safety} == {"base", *(m["name"] for m in DEMO_METHODS)}
         assert query(prom, "safetax_train_loss", timeout=30) and query(prom, "safetax_reasoning_drop", timeout=30)

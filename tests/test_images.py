@@ -1,9 +1,10 @@
-"""Container images: tags from the package version, linted Dockerfiles, pins that match pyproject.toml."""
+"""Container images: <version>-<commit> tags and digest pinning, linted Dockerfiles, one lock per image within pyproject.toml."""
 
 from __future__ import annotations
 
 import doctest
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from types import ModuleType
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 import safetax
 from safetax import images
@@ -26,7 +28,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 DEPENDENCIES = {Requirement(d).name.lower(): Requirement(d) for d in PYPROJECT["project"]["dependencies"]}
 
 # The build args each Dockerfile documents (README and `make images` name them).
-COMMON_ARGS = {"KFP_VERSION", "USER_UID", "VERSION", "REVISION"}
+COMMON_ARGS = {"KFP_VERSION", "USER_UID", "VERSION", "REVISION", "IMAGE_TAG"}
 PROFILE_ARGS = {
     "train": {"BASE_IMAGE", "TORCH_VERSION", "TORCH_INDEX_URL"},
     "vllm": {"VLLM_IMAGE"},
@@ -85,27 +87,93 @@ def test_instructions_parser_joins_continuations_and_keeps_comments() -> None:
 
 @pytest.fixture()
 def no_registry_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(images.REGISTRY_ENV, raising=False)
+    for name in (images.REGISTRY_ENV, images.TAG_ENV, images.DIGESTS_ENV):
+        monkeypatch.delenv(name, raising=False)
+
+
+def head() -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
 # --- tags ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("no_registry_env")
-def test_tags_follow_package_version() -> None:
+def test_tags_are_version_and_commit() -> None:
     assert images.PROFILES == ("train", "vllm", "cpu")
+    expected = f"{safetax.__version__}-{head()[:12]}"
+    assert images.image_tag() == expected and re.fullmatch(r".+-[0-9a-f]{12}", expected)
     for profile in images.PROFILES:
-        assert images.image(profile) == f"ghcr.io/safetax/safetax-{profile}:{safetax.__version__}"
+        assert images.image(profile) == images.tagged(profile) == f"ghcr.io/safetax/safetax-{profile}:{expected}"
     assert len({images.image(p) for p in images.PROFILES}) == 3
 
 
 @pytest.mark.usefixtures("no_registry_env")
 def test_tag_changes_with_the_version_and_is_never_latest(monkeypatch: pytest.MonkeyPatch) -> None:
+    sha = head()[:12]
     monkeypatch.setattr(safetax, "__version__", "0.7.1")
-    assert images.image("train") == "ghcr.io/safetax/safetax-train:0.7.1"
+    assert images.image("train") == f"ghcr.io/safetax/safetax-train:0.7.1-{sha}"
     monkeypatch.setattr(safetax, "__version__", "0.8.0.dev2+g1a2b3c")
-    assert images.image("vllm").endswith("/safetax-vllm:0.8.0.dev2-g1a2b3c")  # '+' is not allowed in a tag
+    assert images.image("vllm").endswith(f"/safetax-vllm:0.8.0.dev2-g1a2b3c-{sha}")  # '+' is not allowed in a tag
     assert not any(images.image(p).endswith(":latest") for p in images.PROFILES)
+
+
+@pytest.mark.usefixtures("no_registry_env")
+def test_tag_from_env_overrides_the_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(images.TAG_ENV, " pr-12_build.3 ")
+    assert images.image("cpu") == "ghcr.io/safetax/safetax-cpu:pr-12_build.3"
+    for bad in ("-rc", "a/b", "x" * 129, "v1:2"):
+        monkeypatch.setenv(images.TAG_ENV, bad)
+        with pytest.raises(ValueError, match=images.TAG_ENV) as e:
+            images.image("cpu")
+        assert repr(bad) in str(e.value)
+
+
+@pytest.mark.usefixtures("no_registry_env")
+def test_without_git_the_tag_is_the_release_version_with_a_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An installed wheel: no .git at its repository root, no tag variable."""
+    monkeypatch.setattr(images, "REPO_ROOT", tmp_path)
+    assert images.revision() is None
+    with pytest.warns(UserWarning, match=f"no git checkout and no `{images.TAG_ENV}`"):
+        assert images.image("train") == f"ghcr.io/safetax/safetax-train:{safetax.__version__}"
+    monkeypatch.setenv(images.TAG_ENV, "0.1.0-0123456789ab")  # what an image sets (ENV SAFETAX_IMAGE_TAG)
+    assert images.image("train") == "ghcr.io/safetax/safetax-train:0.1.0-0123456789ab"
+
+
+@pytest.mark.usefixtures("no_registry_env")
+@pytest.mark.parametrize("where", ["inline", "file"])
+def test_digest_pinning_appends_the_digest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str) -> None:
+    pins = {"train": DIGEST, "vllm": "@" + DIGEST.replace("0", "1"), "cpu": DIGEST.replace("0", "2")}
+    value = json.dumps(pins)
+    if where == "file":
+        (tmp_path / "digests.json").write_text(value)
+        value = str(tmp_path / "digests.json")
+    monkeypatch.setenv(images.DIGESTS_ENV, value)
+    tag = images.image_tag()
+    assert images.image("train") == f"ghcr.io/safetax/safetax-train:{tag}@{DIGEST}"
+    assert images.image("vllm").endswith(f"/safetax-vllm:{tag}@{DIGEST.replace('0', '1')}")
+    assert images.tagged("cpu") == f"ghcr.io/safetax/safetax-cpu:{tag}"  # what make images builds: no digest
+
+
+@pytest.mark.usefixtures("no_registry_env")
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('{"train": "%s", "vllm": "%s"}' % (DIGEST, DIGEST), "no digest for 'cpu'"),
+        ('{"train": "%s", "vllm": "%s", "cpu": "%s", "gpu": "%s"}' % ((DIGEST,) * 4), "unknown profile 'gpu'"),
+        ('{"train": "sha256:abc", "vllm": "%s", "cpu": "%s"}' % (DIGEST, DIGEST), "train: 'sha256:abc' is not"),
+        ("[1, 2]", "JSON object profile -> digest"),
+        ("/nonexistent/digests.json", "must be a JSON object or a file"),
+    ],
+)
+def test_malformed_digests_are_an_error_naming_the_variable(monkeypatch: pytest.MonkeyPatch, value: str, expected: str) -> None:
+    monkeypatch.setenv(images.DIGESTS_ENV, value)
+    with pytest.raises(ValueError, match=images.DIGESTS_ENV) as e:
+        images.image("train")
+    assert expected in str(e.value)
 
 
 @pytest.mark.parametrize(
@@ -116,10 +184,11 @@ def test_tag_changes_with_the_version_and_is_never_latest(monkeypatch: pytest.Mo
         ("", "ghcr.io/safetax"),
     ],
 )
+@pytest.mark.usefixtures("no_registry_env")
 def test_registry_from_env(monkeypatch: pytest.MonkeyPatch, value: str, expected: str) -> None:
     monkeypatch.setenv(images.REGISTRY_ENV, value)
     assert images.registry() == expected
-    assert images.image("cpu") == f"{expected}/safetax-cpu:{safetax.__version__}"
+    assert images.image("cpu") == f"{expected}/safetax-cpu:{images.image_tag()}"
 
 
 @pytest.mark.parametrize("value", ["https://ghcr.io/org", "ghcr.io/My Org", "ghcr.io/org:latest", "ghcr.io/Org"])
@@ -146,39 +215,81 @@ def test_dockerfile_per_profile() -> None:
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != images.REGISTRY_ENV} | env
-    return subprocess.run(args, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120)
+    unset = {images.REGISTRY_ENV, images.TAG_ENV, images.DIGESTS_ENV}
+    environ = {k: v for k, v in os.environ.items() if k not in unset} | env
+    return subprocess.run(args, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300)
 
 
-def test_module_entry_prints_profile_image_dockerfile() -> None:
+def test_module_entry_prints_profile_image_dockerfile_version() -> None:
     done = _run([sys.executable, "-m", "safetax.images"], SAFETAX_IMAGE_REGISTRY="localhost:5000/ml")
     assert done.returncode == 0, done.stderr
     rows = [line.split() for line in done.stdout.splitlines()]
     assert [r[0] for r in rows] == list(images.PROFILES)
-    for profile, ref, path in rows:
-        assert ref == f"localhost:5000/ml/safetax-{profile}:{safetax.__version__}"
+    tag = f"{safetax.__version__}-{head()[:12]}"
+    for profile, ref, path, version in rows:
+        assert ref == f"localhost:5000/ml/safetax-{profile}:{tag}" and version == safetax.__version__
         assert (ROOT / path) == images.dockerfile(profile)
-    one = _run([sys.executable, "-m", "safetax.images", "cpu"])
-    assert one.stdout.split() == ["cpu", f"ghcr.io/safetax/safetax-cpu:{safetax.__version__}", "images/cpu.Dockerfile"]
+    pinned = json.dumps(dict.fromkeys(images.PROFILES, DIGEST))
+    one = _run([sys.executable, "-m", "safetax.images", "cpu"], SAFETAX_IMAGE_TAG="t1", SAFETAX_IMAGE_DIGESTS=pinned)
+    assert one.stdout.split() == ["cpu", "ghcr.io/safetax/safetax-cpu:t1", "images/cpu.Dockerfile", safetax.__version__]
     bad = _run([sys.executable, "-m", "safetax.images", "gpu"])
     assert bad.returncode == 2 and bad.stdout == ""
     assert all(p in bad.stderr for p in images.PROFILES)
 
 
+def fake_engine(tmp_path: Path, repo_digests: dict[str, list[str]]) -> Path:
+    """An executable that answers `ENGINE image inspect --format ... REF` with the RepoDigests JSON of REF."""
+    engine = tmp_path / "engine"
+    engine.write_text(
+        f"#!{sys.executable}\nimport json, sys\ndigests = {json.dumps(repo_digests)!s}\nref = sys.argv[-1]\n"
+        "if sys.argv[1:3] != ['image', 'inspect'] or ref not in digests:\n    sys.exit(f'Error: No such image: {ref}')\n"
+        "print(json.dumps(digests[ref]))\n"
+    )
+    engine.chmod(0o755)
+    return engine
+
+
+def test_digests_of_pushed_images_for_the_compile_step(tmp_path: Path) -> None:
+    ref = "localhost:5000/ml/safetax-cpu:t2"
+    other = "mirror.example.com/ml/safetax-cpu@" + DIGEST.replace("0", "9")
+    engine = fake_engine(tmp_path, {ref: [other, f"localhost:5000/ml/safetax-cpu@{DIGEST}"], "localhost:5000/ml/safetax-vllm:t2": []})
+    env = {"SAFETAX_IMAGE_REGISTRY": "localhost:5000/ml", "SAFETAX_IMAGE_TAG": "t2"}
+    done = _run([sys.executable, "-m", "safetax.images", "--digests", "--engine", str(engine), "cpu"], **env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"cpu": DIGEST}  # the digest in the image's own registry
+    unpushed = _run([sys.executable, "-m", "safetax.images", "--digests", "--engine", str(engine), "vllm"], **env)
+    assert unpushed.returncode == 2 and "push it first" in unpushed.stderr
+    missing = _run([sys.executable, "-m", "safetax.images", "--digests", "--engine", str(engine), "train"], **env)
+    assert missing.returncode == 2 and "No such image" in missing.stderr
+
+
 def test_component_images_come_from_safetax_images() -> None:
-    """Read in a fresh interpreter, with and without the registry variable (the module is read at import)."""
+    """Read in a fresh interpreter, with and without the variables (the module is read at import)."""
     code = (
-        "import components._image as m; "
+        "import safetax.runner.components._image as m; "
         "print(m.TRAIN_IMAGE, m.VLLM_IMAGE, m.CPU_IMAGE, sorted(n for n in dir(m) if n.endswith('_IMAGE')))"
     )
-    for env in ({}, {images.REGISTRY_ENV: "registry.example.com/ml"}):
+    tag = f"{safetax.__version__}-{head()[:12]}"
+    for env in ({}, {images.REGISTRY_ENV: "registry.example.com/ml", images.TAG_ENV: "t3"}):
         done = _run([sys.executable, "-c", code], **env)
         assert done.returncode == 0, done.stderr
         *refs, names = done.stdout.split(maxsplit=3)
-        reg = env.get(images.REGISTRY_ENV, images.DEFAULT_REGISTRY)
-        assert refs == [f"{reg}/safetax-{p}:{safetax.__version__}" for p in ("train", "vllm", "cpu")]
+        reg, want = env.get(images.REGISTRY_ENV, images.DEFAULT_REGISTRY), env.get(images.TAG_ENV, tag)
+        assert refs == [f"{reg}/safetax-{p}:{want}" for p in ("train", "vllm", "cpu")]
         assert names.strip() == repr(sorted(f"{p.upper()}_IMAGE" for p in images.PROFILES))
-    assert "from __future__" not in (ROOT / "components" / "_image.py").read_text()
+    assert "from __future__" not in (ROOT / "src" / "safetax" / "runner" / "components" / "_image.py").read_text()
+
+
+def test_compiled_component_references_the_pinned_digest(tmp_path: Path) -> None:
+    """The compile step with SAFETAX_IMAGE_DIGESTS: the compiled YAML names image@sha256:..."""
+    digests = tmp_path / "digests.json"
+    digests.write_text(json.dumps({"train": DIGEST, "vllm": DIGEST, "cpu": DIGEST.replace("0", "7")}))
+    out = tmp_path / "score.yaml"
+    code = f"from kfp import compiler; from safetax.runner.components.score import score; compiler.Compiler().compile(score, {str(out)!r})"
+    done = _run([sys.executable, "-c", code], SAFETAX_IMAGE_DIGESTS=str(digests), SAFETAX_IMAGE_TAG="t4")
+    assert done.returncode == 0, done.stderr
+    found = re.findall(r"^\s+image: (\S+)$", out.read_text(), flags=re.M)
+    assert found == [f"ghcr.io/safetax/safetax-cpu:t4@{DIGEST.replace('0', '7')}"]
 
 
 # --- Dockerfiles --------------------------------------------------------------------------------
@@ -252,7 +363,7 @@ def test_dockerfile_image_settings(profile: str) -> None:
     text = images.dockerfile(profile).read_text()
     steps = instructions(text)
     env = " ".join(v for k, v, _ in steps if k == "ENV")
-    for setting in ("PYTHONUNBUFFERED=1", "HF_HOME=/home/safetax/", "HOME=/home/safetax", "PYTHONPATH=/opt/safetax"):
+    for setting in ("PYTHONUNBUFFERED=1", "HF_HOME=/home/safetax/", "HOME=/home/safetax", "SAFETAX_IMAGE_TAG=${IMAGE_TAG}"):
         assert setting in env
     labels = " ".join(v for k, v, _ in steps if k == "LABEL")
     for label in ("title", "version", "revision", "licenses", "description"):
@@ -260,7 +371,7 @@ def test_dockerfile_image_settings(profile: str) -> None:
     assert f'org.opencontainers.image.title="safetax-{profile}"' in labels
     assert any(k == "WORKDIR" for k, _, _ in steps)
     copied = {v.split()[0] for k, v, _ in steps if k == "COPY"}
-    assert {"pyproject.toml", "README.md", "src/", "components/", "pipelines/"} <= copied
+    assert {"pyproject.toml", "README.md", "src/", "images/pins.py", f"images/locks/{profile}.txt"} == copied
     # safetax goes in without dependencies, so pip never replaces the image's torch.
     assert re.search(r"pip install --no-deps --no-build-isolation /opt/safetax", text)
     # The home and the KFP launcher's artifact roots belong to the user.
@@ -296,35 +407,87 @@ def load_pins() -> ModuleType:
     return module
 
 
-def lock_pins() -> dict[str, str]:
-    pins = load_pins()
-    out: dict[str, str] = {}
-    for line in (IMAGES / "constraints.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, eq, version = line.partition("==")
-            assert eq and version, f"constraints.txt: {line!r} is not an exact pin"
-            out[pins.normalize(name)] = version
-    return out
+PINS = load_pins()
+LOCKS = {profile: PINS.read_lock(IMAGES / "locks" / f"{profile}.txt") for profile in images.PROFILES}
+VLLM_TRANSFORMERS = SpecifierSet(">=5.16.1,<5.21.0")  # vllm 0.33.0's requirement (its wheel's metadata)
 
 
-def test_constraints_pin_every_dependency_within_pyproject() -> None:
-    pins = lock_pins()
-    assert "torch" not in pins and "safetax" not in pins
+def test_one_lock_per_profile() -> None:
+    assert sorted(p.name for p in (IMAGES / "locks").iterdir()) == sorted(f"{p}.txt" for p in images.PROFILES)
+    assert set(PINS.PROFILES) == set(images.PROFILES)
+    assert not (IMAGES / "constraints.txt").exists()
+
+
+@pytest.mark.parametrize("profile", images.PROFILES)
+def test_lock_pins_every_dependency_within_pyproject(profile: str) -> None:
+    pins = LOCKS[profile]
+    assert "torch" not in pins and "safetax" not in pins  # the image's torch; safetax goes in without deps
     for name, req in DEPENDENCIES.items():
         if name == "torch":
             continue
-        key = load_pins().normalize(name)
-        assert key in pins, f"{name} is not pinned in images/constraints.txt"
-        assert req.specifier.contains(pins[key], prereleases=True), f"{name}=={pins[key]} breaks pyproject's {req}"
-    assert "accelerate" in pins  # the train image's accelerate, through peft
+        key = PINS.normalize(name)
+        assert key in pins, f"{name} is not pinned in images/locks/{profile}.txt"
+        assert req.specifier.contains(pins[key], prereleases=True), f"{profile}: {name}=={pins[key]} breaks pyproject's {req}"
+    assert "accelerate" in pins  # through peft
     for extra in DEPENDENCIES["math-verify"].extras:  # math-verify[antlr4_13_2] needs its ANTLR runtime
-        assert extra.startswith("antlr4") and "antlr4-python3-runtime" in pins
+        assert extra.removeprefix("antlr") == pins["antlr4-python3-runtime"].replace(".", "_")
+
+
+def test_shared_packages_agree_across_images() -> None:
+    assert {"transformers", "tokenizers", "peft", "safetensors", "math-verify", "kfp"} <= PINS.SHARED
+    for name in sorted(PINS.SHARED):
+        versions = {profile: pins[name] for profile, pins in LOCKS.items() if name in pins}
+        assert len(versions) == len(images.PROFILES), f"{name} is SHARED but not in every lock: {versions}"
+        assert len(set(versions.values())) == 1, f"{name} differs between the images' locks: {versions}"
+    # vLLM decides: its transformers range holds in every image.
+    assert VLLM_TRANSFORMERS.contains(LOCKS["vllm"]["transformers"])
+
+
+@pytest.mark.parametrize("profile", images.PROFILES)
+def test_lock_header_matches_the_dockerfile(profile: str) -> None:
+    text = (IMAGES / "locks" / f"{profile}.txt").read_text()
+    args = build_args(images.dockerfile(profile).read_text())
+    assert text.startswith(f"# Generated by `.venv/bin/python images/pins.py lock {profile} > images/locks/{profile}.txt`")
+    assert f"CPython {PINS.PYTHON[profile]}'s" in text
+    assert LOCKS[profile]["kfp"] == LOCKS[profile]["kfp-kubernetes"] == args["KFP_VERSION"]
+    if profile == "vllm":
+        assert f"under vllm=={args['VLLM_IMAGE'].rsplit(':v', 1)[1]}'s own requirements" in text
+    else:
+        assert f"with torch=={args['TORCH_VERSION']} (TORCH_VERSION)" in text
+    if profile == "cpu":
+        assert args["BASE_IMAGE"].startswith(f"python:{PINS.PYTHON['cpu']}-")
+        assert not any(PINS.CUDA_ONLY.fullmatch(name) for name in LOCKS["cpu"])
+
+
+def test_read_lock_rejects_anything_but_exact_pins(tmp_path: Path) -> None:
+    lock = tmp_path / "lock.txt"
+    lock.write_text("# header\nPyYAML==6.0.4  # why\n\n")
+    assert PINS.read_lock(lock) == {"pyyaml": "6.0.4"}
+    for bad in ("numpy>=2", "numpy==", "-e .", "numpy"):
+        lock.write_text(bad + "\n")
+        with pytest.raises(ValueError, match="not an exact pin"):
+            PINS.read_lock(lock)
+
+
+@pytest.mark.parametrize("profile", images.PROFILES)
+def test_dockerfile_installs_with_its_lock_then_pip_check(profile: str) -> None:
+    text = images.dockerfile(profile).read_text()
+    runs = [args for keyword, args, _ in instructions(text) if keyword == "RUN" and "--constraint" in args]
+    assert len(runs) == 1, "one dependency layer"
+    (run,) = runs
+    assert f"pins.py constraints images/locks/{profile}.txt" in run
+    assert run.index("pip install --constraint") < run.index("pip check")  # pip check after the install
+    assert ("--relock-shared" in run) == (profile == "vllm") and ("--installed torch" in run) == (profile != "vllm")
+
+
+def test_dockerfile_pins_vllm_like_its_lock() -> None:
+    comment = images.dockerfile("vllm").read_text()
+    assert "transformers >=5.16.1,<5.21" in comment and "pins.py lock vllm" in comment
 
 
 def test_pins_doctests() -> None:
     result = doctest.testmod(load_pins())
-    assert result.attempted >= 4 and result.failed == 0
+    assert result.attempted >= 5 and result.failed == 0
 
 
 def test_pins_requirements_leave_out_what_the_image_provides() -> None:
@@ -348,6 +511,10 @@ def test_pins_merge_keeps_installed_versions() -> None:
     ]
     with pytest.raises(ValueError, match="vllm"):
         pins.merge(lock, installed, keep=["vllm"])
+    # --relock-shared: the vLLM image's transformers takes the lock's version, its other packages stay.
+    assert pins.merge(lock, installed, relock=pins.SHARED) == [
+        "setuptools==65.5.0", "torch==2.14.0+cu128", "transformers==5.23.0", "Pandas==3.1.1",
+    ]
 
 
 def test_dockerignore_admits_what_the_dockerfiles_copy() -> None:
@@ -359,7 +526,8 @@ def test_dockerignore_admits_what_the_dockerfiles_copy() -> None:
         for keyword, args, _ in instructions(images.dockerfile(profile).read_text()):
             if keyword == "COPY" and not args.startswith("--from"):
                 for source in args.split()[:-1]:
-                    assert source.rstrip("/") in admitted, f"{profile}: COPY {source} is excluded by .dockerignore"
+                    parents = {source.rstrip("/")} | {str(p) for p in Path(source.rstrip("/")).parents}
+                    assert parents & admitted, f"{profile}: COPY {source} is excluded by .dockerignore"
 
 
 # --- make images --------------------------------------------------------------------------------
@@ -377,24 +545,31 @@ def test_make_images_builds_every_profile_with_its_tag() -> None:
     assert done.returncode == 0, done.stderr
     builds = [line for line in done.stdout.splitlines() if line.strip()]
     assert len(builds) == len(images.PROFILES)
+    sha = head()
+    tag = f"{safetax.__version__}-{sha[:12]}"
     for line, profile in zip(builds, images.PROFILES):
-        ref = f"ghcr.io/safetax/safetax-{profile}:{safetax.__version__}"
+        ref = f"ghcr.io/safetax/safetax-{profile}:{tag}"
         assert line.startswith(f"docker build --file images/{profile}.Dockerfile --tag {ref} ")
-        assert f"--build-arg VERSION={safetax.__version__}" in line and line.endswith(" .")
-    assert "push" not in done.stdout
+        for arg in (f"VERSION={safetax.__version__}", f"REVISION={sha}", f"IMAGE_TAG={tag}"):
+            assert f"--build-arg {arg} " in line
+        assert line.endswith(" .")
+    assert "push" not in done.stdout and "--digests" not in done.stdout
 
 
-def test_make_images_push_engine_registry_and_profiles() -> None:
+def test_make_images_push_engine_registry_tag_profiles_and_digests() -> None:
     done = make_images(
-        PUSH="1", CONTAINER_ENGINE="podman", IMAGE_PROFILES="cpu",
+        PUSH="1", CONTAINER_ENGINE="podman", IMAGE_PROFILES="cpu", SAFETAX_IMAGE_TAG="rc-1",
         SAFETAX_IMAGE_REGISTRY="localhost:5000/ml", IMAGE_BUILD_ARGS="--build-arg TORCH_VERSION=2.14.0",
     )
     assert done.returncode == 0, done.stderr
-    ref = f"localhost:5000/ml/safetax-cpu:{safetax.__version__}"
+    ref = "localhost:5000/ml/safetax-cpu:rc-1"
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert lines[0].startswith(f"podman build --file images/cpu.Dockerfile --tag {ref} ")
-    assert "--build-arg TORCH_VERSION=2.14.0" in lines[0]
-    assert lines[1:] == [f"podman push {ref}"]
+    assert "--build-arg TORCH_VERSION=2.14.0" in lines[0] and "--build-arg IMAGE_TAG=rc-1 " in lines[0]
+    assert lines[1] == f"podman push {ref}"
+    assert lines[2].startswith("mkdir -p build/ && SAFETAX_IMAGE_REGISTRY=localhost:5000/ml SAFETAX_IMAGE_TAG=rc-1 PYTHONPATH=src ")
+    assert lines[2].endswith("-m safetax.images --digests --engine podman cpu > build/image-digests.json")
+    assert len(lines) == 3
 
 
 def test_make_images_stops_on_an_unknown_profile() -> None:

@@ -1,4 +1,5 @@
-"""The compiled pipeline is a golden file; GPU settings sit on GPU executors only."""
+"""The compiled pipelines and components are golden files; GPU settings sit on GPU executors only; the run shape
+starts no pod without work; tasks are KFP-native (display names, retries, timeouts, caching)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import pytest
 import yaml
 
 from safetax.platform import PlatformConfig
-from safetax.runner import REPO_ROOT, compile_pipelines
+from safetax.runner import compile_components, compile_pipelines
 
-GOLDEN = REPO_ROOT / "pipelines" / "compiled"
-GPU_STAGES = {"corpus", "fisher", "train", "generate", "judge"}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = REPO_ROOT / "pipelines"
+GPU_STAGES = {"train", "generate", "judge"}
 
 
 def _stage(executor: str) -> str:
@@ -23,15 +25,27 @@ def test_compiled_pipeline_matches_golden(tmp_path: Path) -> None:
         golden = GOLDEN / path.name
         # Compared as parsed YAML: KFP's header comment prints dict defaults in hash order.
         fresh, stored = list(yaml.safe_load_all(path.read_text())), list(yaml.safe_load_all(golden.read_text()))
-        assert fresh == stored, f"{golden} is stale: run `safetax compile --out pipelines/compiled`"
+        assert fresh == stored, f"{golden} is stale: run `make compile`"
+
+
+def test_component_specs_match_golden_and_load(tmp_path: Path) -> None:
+    """components/<stage>.yaml: each stage's component for users' own pipelines, kept fresh like the pipelines."""
+    from kfp import components
+
+    paths = compile_components(tmp_path)
+    assert {p.name for p in paths} == {p.name for p in (REPO_ROOT / "components").glob("*.yaml")}
+    for path in paths:
+        golden = REPO_ROOT / "components" / path.name
+        assert yaml.safe_load(path.read_text()) == yaml.safe_load(golden.read_text()), f"{golden} is stale: run `make compile`"
+    train = components.load_component_from_file(str(REPO_ROOT / "components" / "train.yaml"))
+    assert {"method", "model_uri", "sft", "gpus"} <= set(train.component_spec.inputs)
 
 
 def test_kubernetes_settings_per_stage() -> None:
     spec, platform = yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text())
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert {_stage(e) for e in executors} == {"prepare", "corpus", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics",
-                                             "gate"}
+    assert {_stage(e) for e in executors} == {"plan", "prepare", "train", "analyze", "generate", "judge", "score", "analytics", "gate"}
     for name, ex in executors.items():
         resources = ex["container"]["resources"]
         assert {"cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"} <= resources.keys()
@@ -39,11 +53,10 @@ def test_kubernetes_settings_per_stage() -> None:
             assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
             # Per-run GPU counts: a pipeline parameter per GPU stage, defaulting to the platform's count.
             param = f"{_stage(name)}_gpus"
-            if _stage(name) in {"train", "generate", "judge"}:
-                assert resources["accelerator"]["resourceCount"] == f"{{{{$.inputs.parameters['pipelinechannel--{param}']}}}}"
-                assert spec["root"]["inputDefinitions"]["parameters"][param]["defaultValue"] == 1
-            else:  # corpus and fisher: the platform file's count, fixed at compile time
-                assert resources["accelerator"]["resourceCount"] == "1"
+            assert resources["accelerator"]["resourceCount"] == f"{{{{$.inputs.parameters['pipelinechannel--{param}']}}}}"
+            # A string parameter: KFP's backend resolves accelerator counts from strings only.
+            assert spec["root"]["inputDefinitions"]["parameters"][param] | {"description": "", "isOptional": True} == \
+                {"parameterType": "STRING", "defaultValue": "1", "description": "", "isOptional": True}
             assert k8s[name]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
             assert k8s[name]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
             assert k8s[name]["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "16Gi"}]
@@ -53,6 +66,9 @@ def test_kubernetes_settings_per_stage() -> None:
         labels = k8s.get(name, {}).get("podMetadata", {}).get("labels", {})
         assert (labels.get("safetax.io/code-execution") == "true") == (_stage(name) == "score")
         assert ":latest" not in ex["container"]["image"] and ex["container"]["image"].endswith(":0.1.0")
+        # GPU stages retry (preemption, a lost node) and have a deadline; a hung pod never holds GPUs forever.
+        if _stage(name) in GPU_STAGES:
+            assert int(k8s[name]["activeDeadlineSeconds"]) > 0
 
 
 def test_platform_file_reaches_every_task(tmp_path: Path) -> None:
@@ -71,7 +87,7 @@ def test_platform_file_reaches_every_task(tmp_path: Path) -> None:
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     train = next(e for e in executors if _stage(e) == "train")
     judge = next(e for e in executors if _stage(e) == "judge")
-    assert spec["root"]["inputDefinitions"]["parameters"]["train_gpus"]["defaultValue"] == 4
+    assert spec["root"]["inputDefinitions"]["parameters"]["train_gpus"]["defaultValue"] == "4"
     assert executors[train]["container"]["resources"]["memoryLimit"] == 512 * 2**30 / 1e9 or \
         executors[train]["container"]["resources"]["resourceMemoryLimit"] == "512Gi"
     assert k8s[train]["nodeSelector"]["labels"] == {"pool": "h100"}
@@ -137,7 +153,7 @@ def test_platform_config_from_dict_and_errors() -> None:
         PlatformConfig.from_dict({"stages": {"training": {}, "train": {"accelerator_count": "two", "memory_limit": "lots", "gpus": 1}},
                                   "defaults": {"env": {"SAFETAX_S3_SECRET_KEY": "x"}}})
     msg = str(err.value)
-    assert "`stages key` must be one of 'prepare'" in msg and "stages.train.gpus" in msg
+    assert "`stages key` must be one of 'plan', 'prepare'" in msg and "stages.train.gpus" in msg
     assert "`stages.train.accelerator_count` must be an integer >= 0, got 'two'" in msg
     assert "stages.train.memory_limit" in msg and "defaults.env.SAFETAX_S3_SECRET_KEY" in msg
 
@@ -154,3 +170,124 @@ def test_every_dag_input_a_task_reads_is_wired(pipeline: str) -> None:
             for param in task.get("inputs", {}).get("parameters", {}).values():
                 ref = param.get("componentInputParameter")
                 assert ref is None or ref in defined, f"{name}/{task_name} reads {ref}, which {name} does not define"
+
+
+def _tasks(spec: dict) -> dict[str, dict]:
+    """Every task of every DAG, by task name."""
+    out = {}
+    for comp in [spec["root"], *spec["components"].values()]:
+        out |= comp.get("dag", {}).get("tasks", {})
+    return out
+
+
+def test_no_gpu_pod_without_work_and_plan_first() -> None:
+    """RPSA's corpus and Fisher run inside an RPSA method's train pod, merging inside the per-method analyze pod:
+    no GPU executor exists for a stage that only some methods need, and every GPU task waits for the CPU plan."""
+    spec, _ = yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text())
+    gpu = {e for e, ex in spec["deploymentSpec"]["executors"].items() if "accelerator" in ex["container"]["resources"]}
+    assert {_stage(e) for e in gpu} == GPU_STAGES
+    tasks = _tasks(spec)
+    assert not any(_stage(f"exec-{t}") in {"corpus", "fisher", "merge"} for t in tasks)
+
+    def upstream(name: str, seen: set[str]) -> set[str]:
+        task = tasks[name]
+        deps = set(task.get("dependentTasks", []))
+        for group in task.get("inputs", {}).get("artifacts", {}).values():
+            deps.add(group.get("taskOutputArtifact", {}).get("producerTask", ""))
+        for p in task.get("inputs", {}).get("parameters", {}).values():
+            deps.add(p.get("taskOutputParameter", {}).get("producerTask", ""))
+        deps.discard("")
+        for d in deps - seen:
+            seen |= {d} | upstream(d, seen | {d})
+        return seen
+
+    loop = next(t for t, task in spec["root"]["dag"]["tasks"].items() if "parameterIterator" in task)
+    for name, task in tasks.items():
+        stage = _stage(task["componentRef"]["name"].replace("comp-", "exec-"))
+        if stage in GPU_STAGES and name in spec["root"]["dag"]["tasks"]:
+            assert "plan" in upstream(name, set()), f"{name} can start before the plan validated the run"
+    assert "plan" in upstream(loop, set())  # the loop iterates over the plan's method items
+
+
+def test_tasks_are_kfp_native() -> None:
+    spec, platform = yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text())
+    tasks = _tasks(spec)
+    for name, task in tasks.items():
+        if "componentRef" in task and not task["componentRef"]["name"].startswith("comp-for-loop"):
+            assert task["taskInfo"]["name"] != name or not name[-1].isdigit(), f"{name} has no display name"
+    names = {t["taskInfo"]["name"] for t in tasks.values()}
+    assert {"plan: validate the run", "generate (base model)", "generate (per method)", "train (per method)", "safety gate"} <= names
+    # The run id never enters a cache key: no task takes the job id placeholder as an input.
+    assert "pipeline_job_uuid" not in (GOLDEN / "alignment.yaml").read_text()
+    assert "pipeline_job_uuid" not in (GOLDEN / "audit.yaml").read_text()
+    by_display = {t["taskInfo"]["name"]: t for t in tasks.values()}
+    assert by_display["safety gate"]["cachingOptions"] == {} or not by_display["safety gate"]["cachingOptions"].get("enableCache")
+    assert by_display["train (per method)"]["cachingOptions"]["enableCache"] is True
+    assert by_display["train (per method)"]["retryPolicy"]["maxRetryCount"] == 2
+    audit = {t["taskInfo"]["name"]: t for t in _tasks(next(yaml.safe_load_all((GOLDEN / "audit.yaml").read_text()))).values()}
+    assert not audit["audit-plan: new checkpoints"]["cachingOptions"].get("enableCache")
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["eval_sets"]["defaultValue"][0] == {"benchmark": "strongreject"}  # an example in the UI
+
+
+def test_platform_cluster_profile_and_secrets(tmp_path: Path) -> None:
+    """A cluster profile: vLLM by default, a parallelism limit, a scratch volume, HF_TOKEN from a Secret on the
+    stages that load models and on no other (never the scoring pod, which runs model-written code)."""
+    platform_file = tmp_path / "platform.yaml"
+    platform_file.write_text(yaml.safe_dump({
+        "defaults": {"generation_backend": "vllm", "max_parallel_methods": 2, "hf_token_secret": "hf-token"},
+        "stages": {"train": {"scratch_size": "200Gi", "timeout": 3600, "retries": 1}},
+    }))
+    paths = {p.stem: p for p in compile_pipelines(tmp_path / "out", platform=str(platform_file))}
+    spec, platform = yaml.safe_load_all(paths["alignment"].read_text())
+    assert spec["root"]["inputDefinitions"]["parameters"]["generation_backend"]["defaultValue"] == "vllm"
+    loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 2
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in spec["deploymentSpec"]["executors"]:
+        secrets = {s["secretName"]: s for s in k8s.get(name, {}).get("secretAsEnv", [])}
+        loads_models = _stage(name) in {"plan", "prepare", "train", "analyze", "generate", "judge"}
+        assert ("hf-token" in secrets) == loads_models, name
+        if loads_models:
+            assert secrets["hf-token"]["keyToEnv"] == [{"secretKey": "token", "envVar": "HF_TOKEN"}]
+    train = next(e for e in k8s if _stage(e) == "train")
+    assert int(k8s[train]["activeDeadlineSeconds"]) == 3600
+    [volume] = k8s[train]["genericEphemeralVolume"]
+    assert volume["mountPath"] == "/scratch" and volume["size"] == "200Gi"
+    env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][train]["container"]["env"]}
+    assert env["SAFETAX_CACHE"].startswith("/scratch") and "HF_TOKEN" not in env
+
+
+def test_platform_rejects_folded_stages_and_token_values() -> None:
+    from safetax.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        PlatformConfig.from_dict({"stages": {"fisher": {"accelerator_count": 1}, "train": {"retry_backoff": "soon", "timeout": -1}},
+                                  "defaults": {"env": {"HF_TOKEN": "hf_x"}, "generation_backend": "tgi"}})
+    msg = str(err.value)
+    assert "stages.fisher" in msg and "train" in msg and "hf_x" not in msg
+    assert "stages.train.retry_backoff" in msg and "stages.train.timeout" in msg
+    assert "defaults.env.HF_TOKEN" in msg and "defaults.generation_backend" in msg
+
+
+def test_factories_hold_no_global_state(tmp_path: Path) -> None:
+    """Two platforms in one process give two different pipelines, each as its platform says, in any order."""
+    from safetax.platform import load_platform
+    from safetax.runner import pipeline
+
+    four = tmp_path / "four.yaml"
+    four.write_text("stages: {train: {accelerator_count: 4}}\n")
+    a, b, c = pipeline("alignment", str(four)), pipeline("alignment", None), pipeline("alignment", load_platform(str(four)))
+    default = lambda p: p.pipeline_spec.root.input_definitions.parameters["train_gpus"].default_value.string_value  # noqa: E731
+    assert (default(a), default(b), default(c)) == ("4", "1", "4")
+
+
+@pytest.mark.parametrize("path", sorted((GOLDEN / "params").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_parameter_files_fit_their_pipeline(path: Path) -> None:
+    """Every key of a ready-to-run parameter file is a parameter of its pipeline, and every required one is set."""
+    params = yaml.safe_load(path.read_text())
+    name = "audit" if "audit_name" in params else "alignment"
+    inputs = next(yaml.safe_load_all((GOLDEN / f"{name}.yaml").read_text()))["root"]["inputDefinitions"]["parameters"]
+    assert set(params) <= set(inputs), set(params) - set(inputs)
+    assert {k for k, v in inputs.items() if not v.get("isOptional")} <= set(params)
+    assert all(isinstance(params[k], str) for k in params if k.endswith("_gpus"))

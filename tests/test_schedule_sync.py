@@ -61,6 +61,8 @@ class FakeKFP:
         run = {**body, "recurring_run_id": rid, "created_at": at, "updated_at": at, "namespace": "",
                "max_concurrency": str(body.get("max_concurrency", 1)), "mode": mode,
                "status": "ENABLED" if mode == "ENABLE" else "DISABLED"}
+        if not run.get("no_catchup"):
+            run.pop("no_catchup", None)  # proto3 JSON leaves out a false bool (KFP's default: catch up)
         self.runs[rid] = run
         return run
 
@@ -223,7 +225,7 @@ def test_first_sync_creates_second_is_a_no_op(cluster: tuple[FakeKFP, str, str],
     assert nightly["pipeline_version_reference"] == {"pipeline_id": pid, "pipeline_version_id": latest}
     assert nightly["runtime_config"]["parameters"] == NIGHTLY["parameters"]
     assert nightly["description"] == "nightly audit [managed-by: safetax/prod]"
-    assert (nightly["mode"], nightly["max_concurrency"]) == ("ENABLE", "1")
+    assert (nightly["mode"], nightly["max_concurrency"], nightly["no_catchup"]) == ("ENABLE", "1", True)
     assert weekly["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * MON"
     assert weekly["pipeline_version_reference"]["pipeline_version_id"] == pinned
     assert (weekly["mode"], weekly["max_concurrency"], weekly["description"]) == ("DISABLE", "2", "[managed-by: safetax/prod]")
@@ -280,6 +282,23 @@ def test_a_name_taken_by_a_foreign_run_is_a_conflict(cluster: tuple[FakeKFP, str
     with pytest.raises(ScheduleError, match="(?s)1 conflict.*nothing was changed.*nightly-7b: a recurring run of that name exists"):
         sync(write(tmp_path / "s.yaml", NIGHTLY), host=host, owner="prod", report=quiet)
     assert state.runs == before and state.changes() == []  # weekly-14b, no longer listed, was not deleted either
+
+
+def test_runs_without_no_catchup_are_replaced_and_catchup_is_per_run(cluster: tuple[FakeKFP, str, str], tmp_path: Path) -> None:
+    """Runs created before no_catchup was set (KFP backfills every missed interval) are replaced once; `catchup: true`
+    asks for the backfill."""
+    state, host, pid = cluster
+    file = write(tmp_path / "s.yaml", NIGHTLY)
+    sync(file, host=host, owner="prod", report=quiet)
+    old = by_name(state)["nightly-7b"]
+    del old["no_catchup"]  # as a sync before no_catchup created it
+    result = sync(file, host=host, owner="prod", report=quiet)
+    assert [r.reasons for r in result.replace] == [("catchup true -> false",)]
+    assert by_name(state)["nightly-7b"]["no_catchup"] is True and old["recurring_run_id"] not in state.runs
+    assert sync(file, host=host, owner="prod", report=quiet).changes == 0
+    result = sync(write(file, {**NIGHTLY, "catchup": True}), host=host, owner="prod", report=quiet)
+    assert [r.reasons for r in result.replace] == [("catchup false -> true",)]
+    assert "no_catchup" not in by_name(state)["nightly-7b"]
 
 
 def test_dry_run_changes_nothing(cluster: tuple[FakeKFP, str, str], tmp_path: Path) -> None:
@@ -379,16 +398,19 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         assert option in out
 
 
-def _chart_job(values: dict[str, Any], release: str) -> tuple[list[str], str]:
-    """The schedule-sync Job's command line and its ConfigMap's schedules.yaml, as Helm renders them."""
+def _chart_job(values: dict[str, Any], release: str, job_suffix: str = "-schedule-sync") -> tuple[list[str], str]:
+    """A schedule Job's command line and the ConfigMap file it reads (its --file), as Helm renders them."""
     helm = pytest.importorskip("helm_python", reason="helm-python-sdk (the [test] extra) renders the chart")
     with helm.Chart.load(str(Path(__file__).resolve().parents[1] / "helm" / "safetax")) as chart:
         manifests = chart.render(values, name=release, namespace="kubeflow", is_install=True)
     docs = [doc for name, text in manifests.items() if not name.endswith("NOTES.txt") for doc in yaml.safe_load_all(text) if doc]
-    job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].endswith("-schedule-sync"))
+    job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].endswith(job_suffix))
     configmap = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-schedules"))
     container = job["spec"]["template"]["spec"]["containers"][0]
-    return container["command"] + container["args"], configmap["data"]["schedules.yaml"]
+    args = container["args"]
+    mount = Path(args[args.index("--file") + 1])
+    assert mount.parent == Path("/etc/safetax-schedules")
+    return container["command"] + args, configmap["data"][mount.name]
 
 
 def test_the_charts_job_keeps_kfp_in_line_with_audits(cluster: tuple[FakeKFP, str, str], tmp_path: Path) -> None:
@@ -396,8 +418,8 @@ def test_the_charts_job_keeps_kfp_in_line_with_audits(cluster: tuple[FakeKFP, st
     state, host, pid = cluster
     file = tmp_path / "schedules.yaml"
 
-    def run_job(values: dict[str, Any]) -> None:
-        command, schedules = _chart_job(values, release="audits-prod")
+    def run_job(values: dict[str, Any], job_suffix: str = "-schedule-sync") -> None:
+        command, schedules = _chart_job(values, release="audits-prod", job_suffix=job_suffix)
         file.write_text(schedules)
         assert command[:3] == ["safetax", "schedule", "sync"]
         args = command[1:]
@@ -412,5 +434,31 @@ def test_the_charts_job_keeps_kfp_in_line_with_audits(cluster: tuple[FakeKFP, st
     assert runs["nightly-7b"]["description"] == "safetax audit nightly-7b [managed-by: safetax/audits-prod]"
     assert runs["nightly-7b"]["runtime_config"]["parameters"]["audit_schedule"] == "0 2 * * *"
     assert runs["weekly-14b"]["trigger"]["cron_schedule"]["cron"] == "0 30 3 * * MON" and runs["weekly-14b"]["mode"] == "DISABLE"
+    assert runs["nightly-7b"]["no_catchup"] is True  # auditDefaults.catchup: false
+    assert "no_catchup" not in runs["weekly-14b"]  # `catchup: true`: KFP backfills missed weeks
     run_job({})  # `audits: []`: the Job still runs and deletes the release's runs
     assert state.runs == {}
+
+
+def test_the_charts_uninstall_hook_deletes_the_releases_runs_only(cluster: tuple[FakeKFP, str, str], tmp_path: Path) -> None:
+    """`helm uninstall` runs the pre-delete cleanup Job: the release's recurring runs go, other owners' and hand-made ones stay."""
+    state, host, _ = cluster
+    values = yaml.safe_load((Path(__file__).resolve().parents[1] / "helm" / "safetax" / "ci" / "audits-values.yaml").read_text())
+    file = tmp_path / "schedules.yaml"
+
+    def run_job(release: str, job_suffix: str) -> None:
+        command, schedules = _chart_job(values, release=release, job_suffix=job_suffix)
+        file.write_text(schedules)
+        args = command[1:]
+        args[args.index("--file") + 1] = str(file)
+        args[args.index("--host") + 1] = host
+        main(args)
+
+    run_job("audits-prod", "-schedule-sync")
+    other = sync(write(tmp_path / "other.yaml", {**NIGHTLY, "name": "staging-nightly"}), host=host, owner="staging", report=quiet)
+    assert len(other.create) == 1
+    weekly = by_name(state)["weekly-14b"]
+    state.add_run({**{k: weekly[k] for k in ("experiment_id", "trigger", "pipeline_version_reference")},
+                   "display_name": "hand-made", "description": "made in the UI"})
+    run_job("audits-prod", "-schedule-cleanup")
+    assert set(by_name(state)) == {"staging-nightly", "hand-made"}

@@ -36,6 +36,7 @@ def test_defaults_and_a_file_on_disk(tmp_path: Path) -> None:
     assert nightly == RecurringRun("nightly", "0 2 * * *", "safetax-audit")
     assert (nightly.version, nightly.max_concurrency, nightly.enabled, nightly.experiment, nightly.parameters) == (
         "latest", 1, True, "safetax-audits", {})
+    assert nightly.catchup is False  # KFP's no_catchup by default
     assert nightly.kfp_cron == "0 0 2 * * *"
     assert (weekly.version, weekly.max_concurrency, weekly.enabled, weekly.experiment, weekly.kfp_cron) == (
         "safetax-audit-abc123", 2, False, "nightly-audits", "0 0 3 * * 1")
@@ -48,9 +49,10 @@ def test_every_problem_is_reported_at_once_naming_file_entry_and_field() -> None
         entry(name="Weekly_Audit"),
         entry(name="b", maxConcurrency=0),
         entry(name="c", enabled="yes", parameters={"when": None}, colour="red"),
-        entry(name="d", pipeline="", maxConcurrency=11),
+        entry(name="d", pipeline="", maxConcurrency=11, catchup="no"),
     ]})
-    assert message.startswith("invalid schedules file test.yaml (8 problem(s))")
+    assert message.startswith("invalid schedules file test.yaml (9 problem(s))")
+    assert "`recurringRuns[4] ('d').catchup` must be true or false, got 'no'" in message
     assert "`recurringRuns[0] ('nightly').cron` '61 2 * * *' is not a valid cron: field 1 of 5 (minute): 61 is out of range 0-59" in message
     assert "`recurringRuns[1] ('Weekly_Audit').name` must be a DNS-1123 label" in message and "ScheduledWorkflow" in message
     assert "`recurringRuns[2] ('b').maxConcurrency` must be an integer in [1, 10] (KFP's limit), got 0" in message
@@ -162,7 +164,7 @@ def desired(name: str, cron: str = "0 2 * * *", version_id: str = "v2", **spec: 
 def existing(name: str, owner: str | None = OWNER, cron: str = "0 0 2 * * *", version_id: str = "v2",
              run_id: str | None = None, **fields: Any) -> ExistingRun:
     values = {"pipeline_id": "p1", "parameters": {}, "max_concurrency": 1, "enabled": True, "experiment_id": "e1",
-              "description": owner_marker(owner) if owner else "made by hand", **fields}
+              "no_catchup": True, "description": owner_marker(owner) if owner else "made by hand", **fields}
     return ExistingRun(name=name, id=run_id or f"id-{name}", cron=cron, version_id=version_id, **values)
 
 
@@ -214,3 +216,16 @@ def test_other_differences_and_duplicates() -> None:
     assert reasons == ("pipeline p1 -> p2 (safetax-audit)", "experiment -> new-exp (to be created)")
     with pytest.raises(ConfigError, match="`owner` must be a Helm release name"):
         plan([], [], "Prod Release")
+
+
+def test_catchup_is_off_by_default_and_a_run_without_no_catchup_is_replaced() -> None:
+    """KFP backfills every missed interval unless a run has no_catchup: runs created without it are replaced."""
+    (run,) = parse_schedules({"recurringRuns": [entry()]})
+    assert run.catchup is False
+    created_before = existing("nightly", no_catchup=False)  # KFP's default, what older syncs created
+    result = plan([desired("nightly")], [created_before], OWNER)
+    assert result.replace[0].reasons == ("catchup true -> false",)
+    assert plan([desired("nightly")], [existing("nightly")], OWNER).unchanged  # no_catchup set: nothing to do
+    backfill = plan([desired("nightly", catchup=True)], [existing("nightly")], OWNER)
+    assert backfill.replace[0].reasons == ("catchup false -> true",)
+    assert "experiment safetax-audits, catchup" in plan([desired("new", catchup=True)], [], OWNER).render()

@@ -29,10 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--max-new-tokens", type=int, default=96, help="generation budget per response (default 96; demo answers are short)")
     _platform_args(d)
 
-    c = sub.add_parser("compile", help="compile the KFP pipelines to YAML",
+    c = sub.add_parser("compile", help="compile the KFP pipelines (or the stages' components) to YAML",
                        description="Writes <pipeline>.yaml for every pipeline: KFP IR to upload in the KFP UI, or with "
-                                   "--k8s-manifests the Pipeline/PipelineVersion custom resources of KFP's Kubernetes-native API.")
+                                   "--k8s-manifests the Pipeline/PipelineVersion custom resources of KFP's Kubernetes-native API; "
+                                   "with --components, <stage>.yaml for every stage's component instead, for use in your own "
+                                   "pipelines with kfp.components.load_component_from_file.")
     c.add_argument("--out", type=Path, required=True, help="output directory")
+    c.add_argument("--components", action="store_true", help="write each stage's component spec instead of the pipelines")
     c.add_argument("--platform", default=None, help="platform YAML (per-stage GPUs, node selectors, resources, secrets); "
                                                      "default: $SAFETAX_PLATFORM, else the built-in defaults")
     c.add_argument("--k8s-manifests", action="store_true", help="write custom resources (version named by the spec's digest) instead of KFP IR")
@@ -48,8 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--platform", default=None, help="platform YAML (default: $SAFETAX_PLATFORM, else the built-in defaults)")
     g.add_argument("--namespace", default="kubeflow", help="KFP's namespace for --mode cr (default: kubeflow)")
     g.add_argument("--host", default=None, help="KFP API endpoint for --mode api, e.g. http://ml-pipeline.kubeflow:8888")
+    g.add_argument("--out", type=Path, default=None, help="with --mode cr: write the custom resources into this directory "
+                                                          "instead of creating them (a dry run, or for GitOps); no cluster is contacted")
+    g.add_argument("--skip-version-check", action="store_true",
+                   help="do not check the KFP backend's version first (by default an older backend than the pipelines need is "
+                        "refused with a message naming both versions)")
 
     _schedule_parser(sub)
+    from safetax.data import cli as data_cli
+
+    data_cli.add_parser(sub)
 
     r = sub.add_parser("run", help="run a pipeline locally with parameters from a JSON/YAML file",
                        description="Runs a pipeline with KFP's local runner (no cluster needed).")
@@ -57,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="alignment (refusal SFT and evaluation; prints the results table) or audit (audits the new "
                         "checkpoints under checkpoint_prefix; prints where its ledger and reports are) (default: alignment)")
     r.add_argument("--params", type=Path, required=True, help="JSON or YAML file with the pipeline parameters")
+    r.add_argument("--compiled", type=Path, default=None, metavar="YAML",
+                   help="run this compiled pipeline (e.g. pipelines/alignment.yaml, what a cluster runs) instead of building "
+                        "--pipeline from the installed package; --pipeline still says how to print the results")
     r.add_argument("--out", type=Path, default=Path("runs/local"), help="local pipeline root (default: runs/local)")
     _platform_args(r)
     return p
@@ -155,7 +169,7 @@ def _run(args: argparse.Namespace) -> None:
     params = yaml.safe_load(args.params.read_text()) if args.params.suffix in (".yaml", ".yml") else json.loads(args.params.read_text())
     if args.store:
         params["store_uri"] = args.store
-    results = run_local(args.pipeline, params, args.out)
+    results = run_local(args.pipeline, params, args.out, compiled=args.compiled)
     if results is None:  # the audit: its outputs live in its store
         root = f"{str(params.get('store_uri', '')).rstrip('/')}/audits/{params.get('audit_name', '')}"
         reports = sorted(Path(args.out).glob("**/audit-*/results/report.md"), key=lambda q: q.stat().st_mtime)
@@ -178,7 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "compile":
         from safetax.runner import compile_manifests, compile_pipelines
 
-        if args.k8s_manifests:
+        from safetax.runner import compile_components
+
+        if args.components:
+            paths = compile_components(args.out)
+        elif args.k8s_manifests:
             paths = compile_manifests(args.out, args.platform, args.namespace)
         else:
             paths = compile_pipelines(args.out, args.platform)
@@ -187,9 +205,14 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "register":
         from safetax.runner import register
 
-        for version in register(args.mode, args.platform, args.namespace, args.host):
+        check = not args.skip_version_check and args.out is None
+        for version in register(args.mode, args.platform, args.namespace, args.host, out=args.out, check_server=check):
             print(version)
     elif args.command == "schedule":
         _schedule(args)
+    elif args.command == "data":
+        from safetax.data import cli as data_cli
+
+        raise SystemExit(data_cli.main(args))
     else:
         _run(args)

@@ -38,8 +38,16 @@ from typing import Any
 
 from safetax.config import Checks, ConfigError
 
-STAGES = ("prepare", "corpus", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics")
-GPU_STAGES = ("corpus", "fisher", "train", "generate", "judge")
+STAGES = ("plan", "prepare", "train", "analyze", "generate", "judge", "score", "analytics")
+GPU_STAGES = ("train", "generate", "judge")
+# Stages of earlier releases, folded into others so that no pod starts without work.
+FOLDED = {"corpus": "train (an RPSA method's train pod writes its corpus and Fisher first)",
+          "fisher": "train (an RPSA method's train pod writes its corpus and Fisher first)",
+          "merge": "analyze (one pod per method merges and analyses the weight updates)"}
+# Stages that load a model or a tokenizer: they get HF_TOKEN from `hf_token_secret`. Scoring runs model-written
+# code and gets no credential at all.
+MODEL_STAGES = ("plan", "prepare", "train", "analyze", "generate", "judge")
+BACKENDS = ("hf", "vllm")
 OPERATORS = ("Exists", "Equal")
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute", "")
 CODE_EXECUTION_LABEL = ("safetax.io/code-execution", "true")
@@ -47,6 +55,7 @@ CODE_EXECUTION_LABEL = ("safetax.io/code-execution", "true")
 S3_ACCESS_KEY_ENV = "SAFETAX_S3_ACCESS_KEY"
 S3_SECRET_KEY_ENV = "SAFETAX_S3_SECRET_KEY"
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
@@ -82,6 +91,12 @@ class StageSettings:
     memory_limit: str = "16Gi"
     shm_size: str = ""  # "" = no /dev/shm volume (CPU stages); GPU stages default to 16Gi
     pod_labels: dict[str, str] = field(default_factory=dict)
+    # Disk for downloads, caches and checkpoints before upload: a generic ephemeral volume of this size at /scratch
+    # (KFP's IR has no ephemeral-storage resource); "" = none (the node's own disk).
+    scratch_size: str = ""
+    retries: int = 0  # KFP retries of a failed pod (preemption, a lost node), with exponential backoff
+    retry_backoff: str = "60s"  # first backoff; doubled each retry, at most 1h
+    timeout: int = 0  # seconds the pod may run (activeDeadlineSeconds); 0 = no limit
 
     @property
     def gpu(self) -> bool:
@@ -90,9 +105,15 @@ class StageSettings:
     def check(self, c: Checks, where: str) -> None:
         if isinstance(self.accelerator_count, bool) or not isinstance(self.accelerator_count, int) or self.accelerator_count < 0:
             c.fail(f"{where}.accelerator_count", self.accelerator_count, "an integer >= 0")
-        for name in ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size"):
+        for name in ("retries", "timeout"):
             value = getattr(self, name)
-            if not (value == "" and name == "shm_size") and not (isinstance(value, str) and _QUANTITY.match(value)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                c.fail(f"{where}.{name}", value, "an integer >= 0" + (" (seconds)" if name == "timeout" else ""))
+        if not (isinstance(self.retry_backoff, str) and re.fullmatch(r"[0-9]+(s|m|h)", self.retry_backoff)):
+            c.fail(f"{where}.retry_backoff", self.retry_backoff, 'a duration such as "30s", "5m" or "1h"')
+        for name in ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size", "scratch_size"):
+            value = getattr(self, name)
+            if not (value == "" and name in ("shm_size", "scratch_size")) and not (isinstance(value, str) and _QUANTITY.match(value)):
                 c.fail(f"{where}.{name}", value, 'a Kubernetes quantity string such as "4", "500m" or "16Gi"')
         for key, value in {**self.node_selector, **self.pod_labels}.items():
             if not _LABEL.match(str(key)) or not isinstance(value, str) or len(value) > 63:
@@ -108,15 +129,20 @@ _GPU_DEFAULTS = StageSettings(
     memory_request="64Gi",
     memory_limit="128Gi",
     shm_size="16Gi",
+    retries=2,
+    retry_backoff="120s",
 )
 _CPU_DEFAULTS = StageSettings()
 BUILTIN: dict[str, StageSettings] = {s: (_GPU_DEFAULTS if s in GPU_STAGES else _CPU_DEFAULTS) for s in STAGES}
+# A day for a 7B sweep's training or a checkpoint's generation; a hung pod is ended, not left holding GPUs.
+BUILTIN["train"] = replace(_GPU_DEFAULTS, timeout=2 * 86400, scratch_size="")
+BUILTIN["generate"] = replace(_GPU_DEFAULTS, timeout=86400)
+BUILTIN["judge"] = replace(_GPU_DEFAULTS, timeout=43200)
 # Scoring runs model-written code in a sandbox subprocess: more cores, and the egress-deny label.
 BUILTIN["score"] = replace(_CPU_DEFAULTS, cpu_request="4", cpu_limit="8", pod_labels=dict([CODE_EXECUTION_LABEL]))
 BUILTIN["analytics"] = replace(_CPU_DEFAULTS, memory_request="2Gi", memory_limit="8Gi")
-# Merging holds the base model in memory (CPU tensors; no GPU needed); the analysis one matrix pair at a time.
-BUILTIN["merge"] = replace(_CPU_DEFAULTS, cpu_request="8", cpu_limit="16", memory_request="64Gi", memory_limit="128Gi")
-BUILTIN["analyze"] = replace(_CPU_DEFAULTS, cpu_request="2", cpu_limit="8", memory_request="8Gi", memory_limit="32Gi")
+# Merging holds the base model in memory (CPU tensors; no GPU needed); the analysis reads one matrix pair at a time.
+BUILTIN["analyze"] = replace(_CPU_DEFAULTS, cpu_request="8", cpu_limit="16", memory_request="64Gi", memory_limit="128Gi", retries=1)
 
 
 @dataclass(frozen=True)
@@ -130,6 +156,17 @@ class PlatformConfig:
     # KFP's pipeline_root for the compiled pipeline, e.g. minio://mlpipeline/v2/artifacts or s3://bucket/kfp;
     # "" = the KFP deployment's default. The local runner takes a local folder instead (safetax demo/run --out).
     pipeline_root: str = ""
+    # An existing Secret with a Hugging Face token (gated models such as Llama-Guard-3): its key becomes HF_TOKEN in
+    # the stages that load models (MODEL_STAGES). Never a value in this file.
+    hf_token_secret: str = ""
+    hf_token_secret_key: str = "token"
+    # The pipelines' default `generation_backend` (a cluster profile sets vllm; the local runner has no vLLM).
+    generation_backend: str = "hf"
+    # Methods trained and evaluated at the same time (ParallelFor parallelism; 0 = all). KFP compiles it into the
+    # pipeline: it is a platform setting, not a run parameter.
+    max_parallel_methods: int = 0
+    # StorageClass of the stages' scratch volumes ("" = the cluster's default).
+    scratch_storage_class: str = ""
 
     def __post_init__(self) -> None:
         c = Checks("platform config")
@@ -140,9 +177,15 @@ class PlatformConfig:
             c.fail("defaults.pipeline_root", self.pipeline_root, "a minio://, s3:// or gs:// URI, or empty")
         if set(self.s3_secret_keys) != {"access_key", "secret_key"}:
             c.fail("defaults.s3_secret_keys", self.s3_secret_keys, "a mapping with exactly the keys access_key and secret_key")
+        c.one_of("defaults.generation_backend", self.generation_backend, BACKENDS)
+        if isinstance(self.max_parallel_methods, bool) or not isinstance(self.max_parallel_methods, int) or self.max_parallel_methods < 0:
+            c.fail("defaults.max_parallel_methods", self.max_parallel_methods, "an integer >= 0 (0 = no limit)")
+        if self.hf_token_secret and not _DNS_NAME.match(self.hf_token_secret):
+            c.fail("defaults.hf_token_secret", self.hf_token_secret, "the name of an existing Secret (a DNS subdomain name)")
         for key in self.env:
-            if key in (S3_ACCESS_KEY_ENV, S3_SECRET_KEY_ENV):
-                c.fail(f"defaults.env.{key}", "<hidden>", "absent: credentials come from `s3_secret`, never from the platform file")
+            if key == "HF_TOKEN" or key.startswith("AWS_SECRET") or key in (S3_ACCESS_KEY_ENV, S3_SECRET_KEY_ENV):
+                c.fail(f"defaults.env.{key}", "<hidden>", "absent: credentials come from `s3_secret` / `hf_token_secret`, "
+                                                           "never from the platform file")
         c.raise_if_any()
 
     def settings(self, stage: str) -> StageSettings:
@@ -164,10 +207,13 @@ class PlatformConfig:
         c = Checks(source)
         _unknown(c, "", d, {"defaults", "stages"})
         defaults = dict(d.get("defaults") or {})
-        _unknown(c, "defaults.", defaults, {"image_pull_secrets", "pod_labels", "env", "s3_secret", "s3_secret_keys", "pipeline_root"})
+        _unknown(c, "defaults.", defaults, set(_DEFAULT_KEYS) | {"image_pull_secrets"})
         allowed = {f.name for f in fields(StageSettings)}
         stages = dict(BUILTIN)
         for name, raw in (d.get("stages") or {}).items():
+            if name in FOLDED:
+                c.fail(f"stages.{name}", "(a stage of earlier releases)", f"moved: its work now runs in {FOLDED[name]}; set that stage")
+                continue
             if name not in STAGES:
                 c.one_of("stages key", name, STAGES)
                 continue
@@ -180,7 +226,7 @@ class PlatformConfig:
                 except (TypeError, ConfigError) as e:
                     c.fail(f"stages.{name}.tolerations", raw["tolerations"], f"a list of {{key, operator, value, effect}} ({e})")
                     continue
-            for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size"):
+            for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size", "scratch_size"):
                 if isinstance(raw.get(key), (int, float)) and not isinstance(raw.get(key), bool):
                     raw[key] = str(raw[key])  # YAML `cpu_limit: 8`
             base = BUILTIN[name]
@@ -193,7 +239,7 @@ class PlatformConfig:
                 raw["pod_labels"] = {**base.pod_labels, **raw["pod_labels"]}
             stages[name] = replace(base, **raw)
         kw: dict[str, Any] = {"stages": stages}
-        for key in ("pod_labels", "env", "s3_secret", "s3_secret_keys", "pipeline_root"):
+        for key in _DEFAULT_KEYS:
             if key in defaults:
                 kw[key] = defaults[key]
         if "image_pull_secrets" in defaults:
@@ -204,6 +250,10 @@ class PlatformConfig:
             c.errors += e.errors
         c.raise_if_any()
         return config
+
+
+_DEFAULT_KEYS = ("pod_labels", "env", "s3_secret", "s3_secret_keys", "pipeline_root", "hf_token_secret", "hf_token_secret_key",
+                 "generation_backend", "max_parallel_methods", "scratch_storage_class")
 
 
 def _unknown(c: Checks, prefix: str, d: dict[str, Any], allowed: set[str]) -> None:

@@ -12,6 +12,7 @@ A schedules file (YAML)::
         parameters: {audit_name: nightly-7b}
         maxConcurrency: 1             # default; KFP allows 1-10
         enabled: true                 # default
+        catchup: false                # default: after a pause, start only the latest missed run (KFP's no_catchup)
         experiment: safetax-audits    # default; created when missing
         description: nightly audit    # optional
 
@@ -40,7 +41,8 @@ NAME_RULE = ("a DNS-1123 label: 1-63 lowercase letters, digits or '-', starting 
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _OWNER = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _MARKER = re.compile(r"\[managed-by: safetax/([^\]\s]+)\]")
-_KEYS = ("name", "cron", "pipeline", "version", "parameters", "maxConcurrency", "enabled", "experiment", "description")
+_KEYS = ("name", "cron", "pipeline", "version", "parameters", "maxConcurrency", "enabled", "catchup", "experiment",
+         "description")
 
 # --- the schedules file ------------------------------------------------------------------------------
 
@@ -55,6 +57,9 @@ class RecurringRun:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     max_concurrency: int = 1
     enabled: bool = True
+    # False = KFP's no_catchup: after a pause or a scheduler outage only the latest missed run starts, not one per
+    # missed interval (an audit covers every new checkpoint in one run, so a backfill only queues duplicate work)
+    catchup: bool = False
     experiment: str = DEFAULT_EXPERIMENT
     description: str = ""
 
@@ -133,16 +138,17 @@ def _entry(entry: Any, i: int, checks: Checks) -> RecurringRun | None:
     concurrency = entry.get("maxConcurrency", 1)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= KFP_MAX_CONCURRENCY:
         checks.fail(f"{at}.maxConcurrency", concurrency, f"an integer in [1, {KFP_MAX_CONCURRENCY}] (KFP's limit)")
-    enabled = entry.get("enabled", True)
-    if not isinstance(enabled, bool):
-        checks.fail(f"{at}.enabled", enabled, "true or false")
+    enabled, catchup = entry.get("enabled", True), entry.get("catchup", False)
+    for key, value in (("enabled", enabled), ("catchup", catchup)):
+        if not isinstance(value, bool):
+            checks.fail(f"{at}.{key}", value, "true or false")
     description = entry.get("description", "")
     if not isinstance(description, str) or "[managed-by:" in description:
         checks.fail(f"{at}.description", description, "a string without '[managed-by:' (safetax appends its owner marker)")
     if len(checks.errors) > errors_before:
         return None
     return RecurringRun(name=name, cron=cron, pipeline=entry["pipeline"], version=entry.get("version", "latest"),
-                        parameters=parameters, max_concurrency=concurrency, enabled=enabled,
+                        parameters=parameters, max_concurrency=concurrency, enabled=enabled, catchup=catchup,
                         experiment=entry.get("experiment", DEFAULT_EXPERIMENT), description=description)
 
 
@@ -201,6 +207,7 @@ class ExistingRun:
     enabled: bool
     description: str
     experiment_id: str = ""
+    no_catchup: bool = False  # KFP's default: backfill every missed interval
 
     @property
     def owner(self) -> str | None:
@@ -262,7 +269,8 @@ class Plan:
 def _target(d: DesiredRun) -> str:
     version = d.version_name or d.version_id
     latest = " (latest)" if d.spec.version == "latest" else ""
-    return f"{d.spec.pipeline}@{version}{latest}, experiment {d.spec.experiment}" + ("" if d.spec.enabled else ", disabled")
+    return (f"{d.spec.pipeline}@{version}{latest}, experiment {d.spec.experiment}" + ("" if d.spec.enabled else ", disabled")
+            + (", catchup" if d.spec.catchup else ""))
 
 
 def differences(existing: ExistingRun, desired: DesiredRun, owner: str) -> tuple[str, ...]:
@@ -280,6 +288,8 @@ def differences(existing: ExistingRun, desired: DesiredRun, owner: str) -> tuple
         reasons.append(f"maxConcurrency {existing.max_concurrency} -> {spec.max_concurrency}")
     if existing.enabled != spec.enabled:
         reasons.append(f"enabled {str(existing.enabled).lower()} -> {str(spec.enabled).lower()}")
+    if existing.no_catchup == spec.catchup:
+        reasons.append(f"catchup {str(not existing.no_catchup).lower()} -> {str(spec.catchup).lower()}")
     if existing.experiment_id != desired.experiment_id:
         reasons.append(f"experiment -> {spec.experiment}" + ("" if desired.experiment_id else " (to be created)"))
     if existing.description != desired.description(owner):

@@ -10,9 +10,6 @@ import pytest
 from safetax.benchmarks.registry import Item, get_benchmark
 from safetax.scoring.code import extract_code, run_untrusted, score_code
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-HE = DATA / "humanevalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"
-MBPP = DATA / "mbppplus" / "MbppPlus-prerelease-767efcc-2023-11-16.jsonl.gz"
 # Mbpp/255 (combinations_colors): the canonical solution itself exceeds the limits on plus input 85.
 MBPP_KNOWN_BAD = {"Mbpp/255"}
 
@@ -22,9 +19,9 @@ def r1(code: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def he(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def he(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     b = get_benchmark("humanevalplus")
-    return b, b.load(str(HE)), tmp_path_factory.mktemp("cache")
+    return b, b.load(str(shared_data / b.default_path)), tmp_path_factory.mktemp("cache")
 
 
 def test_extract_code() -> None:
@@ -74,19 +71,18 @@ def test_run_untrusted_limits() -> None:
     assert "safetax-code-" in res.stdout and "PYTHONHASHSEED" in res.stdout and "HOME" not in res.stdout
 
 
-def test_mbppplus_sample_of_canonical_solutions_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mbppplus_sample_of_canonical_solutions_pass(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAFETAX_CACHE", str(tmp_path))
     b = get_benchmark("mbppplus")
-    items = b.load(str(MBPP))
+    items = b.load()
     assert len(items) == 399 and "Your code should pass this test" in items[0].prompt
     sample = [i for i in items if i.id not in MBPP_KNOWN_BAD][::20]
     scores = b.score([r1(b.tasks[i.id]["canonical_solution"]) for i in sample], sample)
     assert [i.id for i, s in zip(sample, scores) if s.value != 1.0] == []
 
 
-def test_score_reloads_tasks_in_a_fresh_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_score_reloads_tasks_in_a_fresh_instance(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAFETAX_CACHE", str(tmp_path))
-    monkeypatch.setenv("SAFETAX_DATA_DIR", str(DATA))
     item = Item("HumanEval/2", "p", "", {"task_id": "HumanEval/2", "entry_point": "truncate_number", "atol": 0.0})
     fresh = get_benchmark("humanevalplus")
     [s] = fresh.score([r1("def truncate_number(number: float) -> float:\n    return number % 1.0\n")], [item])

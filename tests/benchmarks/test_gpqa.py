@@ -17,8 +17,6 @@ from safetax.benchmarks.registry import Item, get_benchmark
 from safetax.data.tables import DataError
 from safetax.scoring.mcq import extract_choice, score_choice
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-GPQA = DATA / "gpqa" / "gpqa_diamond.zip"
 R1 = "Considering each option in turn.\n</think>\n\n"
 FORMATS = (
     "Thus the answer is \\boxed{{{L}}}.",
@@ -34,27 +32,32 @@ FORMATS = (
 
 
 @pytest.fixture(scope="module")
-def gpqa() -> list[Item]:
-    return get_benchmark("gpqa").load(str(GPQA))
+def gpqa_zip(shared_data: Path) -> Path:
+    return shared_data / "gpqa" / "gpqa_diamond.zip"
 
 
-def test_loads_198_from_encrypted_zip(gpqa: list[Item]) -> None:
+@pytest.fixture(scope="module")
+def gpqa(gpqa_zip: Path) -> list[Item]:
+    return get_benchmark("gpqa").load(str(gpqa_zip))
+
+
+def test_loads_198_from_encrypted_zip(gpqa: list[Item], data_dir: Path) -> None:
     assert len(gpqa) == 198 and len({it.id for it in gpqa}) == 198
     assert all(it.reference in "ABCD" and len(it.reference) == 1 for it in gpqa)
     assert all(it.prompt.startswith("Answer the following multiple choice question.") for it in gpqa)
     assert all(all(f"\n{x}) " in it.prompt for x in "ABCD") for it in gpqa)
     assert {it.meta["domain"] for it in gpqa} == {"Biology", "Chemistry", "Physics"}
-    assert len(Gpqa().load(str(GPQA), limit=3)) == 3
+    assert len(Gpqa().load(limit=3)) == 3  # $SAFETAX_DATA_DIR/gpqa/gpqa_diamond.zip
 
 
-def test_shuffle_deterministic_and_spread(gpqa: list[Item]) -> None:
-    again = Gpqa().load(str(GPQA))
+def test_shuffle_deterministic_and_spread(gpqa: list[Item], gpqa_zip: Path) -> None:
+    again = Gpqa().load(str(gpqa_zip))
     # compare digests so that a failure never prints question text
     digest = [hashlib.sha256((it.reference + it.prompt).encode()).hexdigest() for it in gpqa]
     assert [hashlib.sha256((it.reference + it.prompt).encode()).hexdigest() for it in again] == digest
     counts = Counter(it.reference for it in gpqa)
     assert set(counts) == set("ABCD") and min(counts.values()) >= 30  # 198/4 ~ 50 each
-    other = Gpqa(seed=1).load(str(GPQA))
+    other = Gpqa(seed=1).load(str(gpqa_zip))
     assert sum(a.reference != b.reference for a, b in zip(gpqa, other)) > 100  # the seed matters
 
 

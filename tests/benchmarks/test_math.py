@@ -16,9 +16,6 @@ from safetax.scoring.equivalence import (
     score_math,
 )
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-AIME = DATA / "aime24" / "aime24.jsonl"
-MATH500 = DATA / "math500" / "math500.jsonl"
 R1 = "Let me work through this carefully.\nSo the result follows.\n</think>\n\n"
 
 
@@ -36,21 +33,21 @@ def aime_responses(ans: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def aime() -> list[Item]:
-    return get_benchmark("aime24").load(str(AIME))
+def aime(shared_data: Path) -> list[Item]:
+    return get_benchmark("aime24").load(str(shared_data / "aime24" / "aime24.jsonl"))
 
 
 @pytest.fixture(scope="module")
-def math500() -> list[Item]:
-    return get_benchmark("math500").load(str(MATH500))
+def math500(shared_data: Path) -> list[Item]:
+    return get_benchmark("math500").load(str(shared_data / "math500" / "math500.jsonl"))
 
 
-def test_aime_loads_30_with_prompt(aime: list[Item]) -> None:
+def test_aime_loads_30_with_prompt(aime: list[Item], data_dir: Path) -> None:
     assert len(aime) == 30 and len({it.id for it in aime}) == 30
     assert all(it.prompt.endswith("\nPlease reason step by step, and put your final answer within \\boxed{}.") for it in aime)
     assert sum(it.reference.startswith("0") for it in aime) == 7
     assert get_benchmark("aime24").VERSION == "1"
-    assert len(get_benchmark("aime24").load(str(AIME), limit=5)) == 5
+    assert len(get_benchmark("aime24").load(limit=5)) == 5  # $SAFETAX_DATA_DIR/aime24/aime24.jsonl
 
 
 def test_aime_every_answer_scores_in_every_format(aime: list[Item]) -> None:

@@ -120,15 +120,87 @@ def values(values_file: Path | None) -> dict[str, Any]:
     return load_values(values_file) if values_file else {}
 
 
-@pytest.fixture(scope="session")
-def kustomized() -> list[dict[str, Any]]:
-    """The objects of ``kubectl kustomize k8s/``."""
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    """The objects of ``kubectl kustomize <path>``."""
     kubectl = shutil.which("kubectl")
     if not kubectl:
         pytest.skip("kubectl not installed (.ci/run installs Debian's kubernetes-client)")
-    out = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, f"kubectl kustomize k8s/ failed:\n{out.stderr}"
+    out = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"kubectl kustomize {path.relative_to(REPO)} failed:\n{out.stderr}"
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+@pytest.fixture(scope="session")
+def kustomized() -> list[dict[str, Any]]:
+    """The objects of ``kubectl kustomize k8s/``."""
+    return kustomize(K8S)
+
+
+@pytest.fixture(scope="session")
+def kustomized_example() -> list[dict[str, Any]]:
+    """The objects of ``kubectl kustomize k8s/overlays/example/``."""
+    return kustomize(K8S / "overlays" / "example")
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a connection goes: a pod (its namespace's and its own labels) or an address outside the pod network."""
+
+    port: int
+    protocol: str = "TCP"
+    namespace: str = ""
+    pod_labels: dict[str, str] | None = None  # None: not a pod (an address, e.g. the API server or the internet)
+    ip: str = ""
+
+    def namespace_labels(self) -> dict[str, str]:
+        return {"kubernetes.io/metadata.name": self.namespace}  # set on every namespace since Kubernetes 1.22
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector's verdict on ``labels`` (an empty selector selects everything)."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions", []):
+        present, value = e["key"] in labels, labels.get(e["key"])
+        ok = {"In": present and value in e.get("values", []), "NotIn": not present or value not in e.get("values", []),
+              "Exists": present, "DoesNotExist": not present}[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def _peer_matches(peer: dict[str, Any], policy_namespace: str, to: Destination) -> bool:
+    if "ipBlock" in peer:
+        if not to.ip:
+            return False
+        import ipaddress
+
+        address = ipaddress.ip_address(to.ip)
+        block = peer["ipBlock"]
+        return address in ipaddress.ip_network(block["cidr"]) and not any(
+            address in ipaddress.ip_network(c) for c in block.get("except", []))
+    if to.pod_labels is None:
+        return False  # pod and namespace selectors select pods only
+    if "namespaceSelector" in peer:
+        namespace_ok = _selects(peer["namespaceSelector"], to.namespace_labels())
+    else:
+        namespace_ok = to.namespace == policy_namespace  # a podSelector alone: the policy's own namespace
+    return namespace_ok and _selects(peer.get("podSelector", {}), to.pod_labels)
+
+
+def egress_allows(policy: dict[str, Any], to: Destination) -> bool:
+    """Whether ``policy`` (a NetworkPolicy with Egress in its policyTypes) lets its pods open a connection to ``to``,
+    by the NetworkPolicy rules: a connection is allowed when one rule matches both a peer (no `to`: any) and a port
+    (no `ports`: any). Named ports and endPort ranges are not used by safetax's policies and are not evaluated."""
+    assert "Egress" in policy["spec"]["policyTypes"]
+    namespace = policy["metadata"].get("namespace", "")
+    for rule in policy["spec"].get("egress") or []:
+        peers, ports = rule.get("to"), rule.get("ports")
+        peer_ok = not peers or any(_peer_matches(p, namespace, to) for p in peers)
+        port_ok = not ports or any(p.get("port") in (None, to.port) and p.get("protocol", "TCP") == to.protocol for p in ports)
+        if peer_ok and port_ok:
+            return True
+    return False
 
 
 @pytest.fixture(scope="session")
@@ -162,5 +234,15 @@ def assert_rejected(chart: Any, helm_error: Callable[[dict[str, Any]], str]) -> 
         for text in expected:
             assert text in str(info.value), str(info.value)
         assert all(text in helm_error(values) for text in expected)
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def reaches() -> Callable[..., bool]:
+    """``reaches(policy, port, protocol="TCP", namespace=..., pod_labels=..., ip=...)``: :func:`egress_allows` on a
+    :class:`Destination` (test modules cannot import from conftest under --import-mode=importlib)."""
+    def check(policy: dict[str, Any], port: int, **where: Any) -> bool:
+        return egress_allows(policy, Destination(port, **where))
 
     return check

@@ -63,6 +63,8 @@ def test_defaults_fit_a_standard_kubeflow_pipelines(render: Any) -> None:
     assert platform.s3_secret == "mlpipeline-minio-artifact"
     assert platform.secret_env() == {"accesskey": "SAFETAX_S3_ACCESS_KEY", "secretkey": "SAFETAX_S3_SECRET_KEY"}
     assert platform.stages == BUILTIN  # no stage overridden: the compiler's own placement
+    assert platform.generation_backend == "vllm"  # a cluster generates with vLLM (the platform's own default is hf)
+    assert platform.hf_token_secret == "" and "SAFETAX_DATA_DIR" not in platform.env
     # The address the stages push to is the bundled Pushgateway's Service.
     service = rendered.one("Service", "pushgateway")
     host, port = platform.env["SAFETAX_PUSHGATEWAY"].split(":")
@@ -75,13 +77,17 @@ def test_defaults_fit_a_standard_kubeflow_pipelines(render: Any) -> None:
         "safetax", "register", "--mode", "api", "--platform", "/etc/safetax/platform.yaml",
         "--host", "http://ml-pipeline.kubeflow:8888"]
     assert rendered.one("NetworkPolicy")["metadata"]["namespace"] == "kubeflow"
+    # The notes name both pipelines and the KFP backend the chart needs.
+    assert '"safetax-alignment" and "safetax-audit"' in rendered.notes
+    assert "Kubeflow Pipelines backend 2.15.0 or newer" in rendered.notes
     # Optional features that need the Prometheus Operator or Grafana are off by default.
     assert not rendered.kinds() & {"ServiceMonitor", "PrometheusRule"}
     assert not [c for c in rendered.of_kind("ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]]
 
 
 def test_custom_node_pools_reach_the_platform_config(render: Any) -> None:
-    platform = platform_of(render(yaml.safe_load((CHART / "ci" / "custom-node-pools-values.yaml").read_text())))
+    rendered = render(yaml.safe_load((CHART / "ci" / "custom-node-pools-values.yaml").read_text()))
+    platform = platform_of(rendered)
     train = platform.settings("train")
     assert train.accelerator_count == 4 and train.accelerator_type == "nvidia.com/gpu"
     assert train.node_selector == {"cloud.google.com/gke-nodepool": "h100-train",
@@ -90,18 +96,44 @@ def test_custom_node_pools_reach_the_platform_config(render: Any) -> None:
                                  Toleration("dedicated", "Equal", "training", "NoSchedule"))
     assert (train.cpu_request, train.cpu_limit, train.memory_request, train.memory_limit, train.shm_size) == (
         "32", "48", "400Gi", "600Gi", "64Gi")
+    assert (train.scratch_size, train.retries, train.retry_backoff, train.timeout) == ("200Gi", 3, "5m", 172800)
     generate = platform.settings("generate")
     assert generate.accelerator_count == 2 and generate.node_selector == {"cloud.google.com/gke-nodepool": "l4-inference"}
+    assert generate.scratch_size == "100Gi"
     assert generate.memory_limit == BUILTIN["generate"].memory_limit  # unset keys keep the built-in default
-    fisher = platform.settings("fisher")
-    assert not fisher.gpu and fisher.node_selector == {} and fisher.tolerations == () and fisher.shm_size == ""
+    assert (generate.retries, generate.retry_backoff, generate.timeout) == (
+        BUILTIN["generate"].retries, BUILTIN["generate"].retry_backoff, BUILTIN["generate"].timeout)
+    judge = platform.settings("judge")  # a GPU stage moved to CPU, its retries and timeout switched off
+    assert not judge.gpu and judge.node_selector == {} and judge.tolerations == () and judge.shm_size == ""
+    assert (judge.retries, judge.timeout) == (0, 0)
     score = platform.settings("score")
     assert (score.cpu_request, score.cpu_limit, score.memory_limit) == ("8", "16", "32Gi")
-    # A stage's own pod labels replace the built-in ones: the chart keeps the code-execution label.
+    # A stage's own pod labels keep the code-execution label.
     assert score.pod_labels == {"sandbox": "true", CODE_EXECUTION_LABEL[0]: CODE_EXECUTION_LABEL[1]}
     assert platform.pod_labels == {"team": "safety"}
-    assert platform.env["HF_HUB_OFFLINE"] == "1"
+    assert platform.env["HF_HUB_OFFLINE"] == "1" and platform.env["SAFETAX_DATA_DIR"] == "s3://safetax/data"
+    assert (platform.hf_token_secret, platform.hf_token_secret_key) == ("hf-token", "hf_token")
+    assert (platform.generation_backend, platform.scratch_storage_class, platform.max_parallel_methods) == ("hf", "premium-rwo", 2)
     assert platform.settings("prepare") == BUILTIN["prepare"]
+    # Only the Secret's name and key reach the ConfigMap, and the notes say where the Secret must be.
+    data = rendered.one("ConfigMap", "platform")["data"]["platform.yaml"]
+    assert "HF_TOKEN" not in data and "hf-token" in data
+    assert 'key "hf_token" of Secret hf-token' in rendered.notes
+
+
+def test_stages_of_earlier_releases_name_where_their_settings_go(render: Any, helm_error: Any) -> None:
+    """corpus, fisher and merge were folded into train and analyze: left empty they are ignored, set they fail."""
+    assert platform_of(render({"stages": {"fisher": {}, "merge": {}}})).stages == BUILTIN
+    message = helm_error({"stages": {"fisher": {"gpus": 2}}})
+    assert "stages.fisher: that stage of earlier releases is gone, its work now runs in train" in message
+    assert "stages.merge" in helm_error({"stages": {"merge": {"resources": {"limits": {"memory": "256Gi"}}}}})
+
+
+def test_data_dir_must_be_an_s3_prefix_or_an_absolute_path(render: Any, assert_rejected: Any) -> None:
+    for good in ("s3://safetax/data", "s3://safetax", "/data/safetax"):
+        assert platform_of(render({"dataDir": good})).env["SAFETAX_DATA_DIR"] == good
+    for bad in ("data/safetax", "http://minio:9000/safetax", "s3:/safetax", "gs://bucket/data"):
+        assert_rejected({"dataDir": bad}, ["/dataDir"])
 
 
 @pytest.mark.parametrize(("mode", "namespace"), [("customResources", "safetax"), ("customResources", "kubeflow"),
@@ -124,9 +156,11 @@ def test_registration_modes(render: Any, validate: Any, mode: str, namespace: st
         assert args[args.index("--mode") + 1] == "api" and args[args.index("--host") + 1] == "http://ml-pipeline.kubeflow:8888"
         assert not rendered.kinds() & {"Role", "RoleBinding"}
         assert pod["automountServiceAccountToken"] is False and sa["automountServiceAccountToken"] is False
+        assert_kfp_token(pod)  # the KFP API's own token, not the Kubernetes API's
         return
     assert args[args.index("--mode") + 1] == "cr" and args[args.index("--namespace") + 1] == "kubeflow"
     assert pod["automountServiceAccountToken"] is True
+    assert not [v for v in pod["volumes"] if "projected" in v]  # the Kubernetes API takes the automounted token
     role, binding = rendered.one("Role"), rendered.one("RoleBinding")
     # The custom resources live in KFP's namespace, whatever the release's namespace.
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "kubeflow"
@@ -136,6 +170,26 @@ def test_registration_modes(render: Any, validate: Any, mode: str, namespace: st
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": namespace}]
     for _, doc in rendered.objects:
         validate(doc)
+
+
+def assert_kfp_token(pod: dict[str, Any]) -> None:
+    """The pod has a projected token for the KFP API where kfp and safetax look for it."""
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    token = Path(env["KF_PIPELINES_SA_TOKEN_PATH"])
+    assert token == Path("/var/run/secrets/kubeflow/pipelines/token")  # kfp.client.KF_PIPELINES_SA_TOKEN_PATH
+    mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == token.parent)
+    assert mount["readOnly"] is True
+    (source,) = next(v for v in pod["volumes"] if v["name"] == mount["name"])["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+    assert source["serviceAccountToken"]["path"] == token.name
+    assert 600 <= source["serviceAccountToken"]["expirationSeconds"] <= 86400
+
+
+def test_registrar_token_can_be_switched_off(render: Any) -> None:
+    pod = render({"registration": {"kfpServiceAccountToken": False}}).one("Job", "registrar")["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if "projected" in v]
+    assert "KF_PIPELINES_SA_TOKEN_PATH" not in {e["name"] for e in pod["containers"][0]["env"]}
 
 
 def test_registrar_is_a_well_behaved_hook_job(render: Any, values: dict[str, Any]) -> None:
@@ -203,17 +257,6 @@ def test_external_pushgateway(render: Any, helm_error: Any) -> None:
     assert "/pushgateway" in message and "address" in message
 
 
-def test_code_execution_networkpolicy(render: Any) -> None:
-    policy = render({}).one("NetworkPolicy")
-    assert policy["spec"]["podSelector"] == {"matchLabels": dict([CODE_EXECUTION_LABEL])}
-    assert policy["spec"]["policyTypes"] == ["Egress"] and policy["spec"]["egress"] == []  # deny all egress
-    allowed = [{"to": [{"podSelector": {"matchLabels": {"app": "minio"}}}], "ports": [{"port": 9000, "protocol": "TCP"}]}]
-    policies = render({"networkPolicy": {"namespaces": ["team-a", "team-b"], "allowedEgress": allowed}}).of_kind("NetworkPolicy")
-    assert [p["metadata"]["namespace"] for p in policies] == ["team-a", "team-b"]
-    assert all(p["spec"]["egress"] == allowed for p in policies)
-    assert not render({"networkPolicy": {"enabled": False}}).of_kind("NetworkPolicy")
-
-
 @pytest.mark.parametrize(("values", "expected"), [
     ({"stages": {"train": {"gpus": "two"}}}, ["/stages/train/gpus", "integer"]),
     ({"stages": {"generate": {"gpus": -1}}}, ["/stages/generate/gpus", "minimum"]),
@@ -231,6 +274,22 @@ def test_code_execution_networkpolicy(render: Any) -> None:
      ["/prometheusRule/reasoningDrop/for"]),
     ({"pushgateway": {"image": {"tag": "latest"}}}, ["/pushgateway/image/tag"]),
     ({"unknownTopLevel": True}, ["'unknownTopLevel'"]),
+    ({"extraEnv": {"HF_TOKEN": "hf_x"}}, ["/extraEnv"]),  # a token never goes into values or a ConfigMap
+    ({"extraEnv": {"AWS_SECRET_ACCESS_KEY": "x"}}, ["/extraEnv"]),
+    ({"extraEnv": {"SAFETAX_DATA_DIR": "/data"}}, ["/extraEnv"]),  # dataDir is the key for it
+    ({"huggingface": {"tokenSecret": {"name": "HF Token"}}}, ["/huggingface/tokenSecret/name"]),
+    ({"huggingface": {"tokenSecret": {"name": "hf", "key": ""}}}, ["/huggingface/tokenSecret/key"]),
+    ({"huggingface": {"token": "hf_x"}}, ["/huggingface", "'token'"]),
+    ({"generationBackend": "tgi"}, ["/generationBackend", "vllm"]),
+    ({"stages": {"train": {"retries": -1}}}, ["/stages/train/retries", "minimum"]),
+    ({"stages": {"train": {"retryBackoff": "1 minute"}}}, ["/stages/train/retryBackoff"]),
+    ({"stages": {"train": {"retryBackoff": 60}}}, ["/stages/train/retryBackoff"]),
+    ({"stages": {"generate": {"timeoutSeconds": 1.5}}}, ["/stages/generate/timeoutSeconds", "integer"]),
+    ({"stages": {"train": {"scratchSize": "lots"}}}, ["/stages/train/scratchSize"]),
+    ({"stages": {"train": {"ephemeralStorage": "200Gi"}}}, ["/stages/train", "'ephemeralStorage'"]),
+    ({"scratchStorageClass": "Fast SSD"}, ["/scratchStorageClass"]),
+    ({"maxParallelMethods": -1}, ["/maxParallelMethods"]),
+    ({"kfp": {"namespace": "kubeflow", "minBackendVersion": "two"}}, ["/kfp/minBackendVersion"]),
 ])
 def test_bad_values_are_rejected_naming_the_value(assert_rejected: Any, values: dict[str, Any], expected: list[str]) -> None:
     assert_rejected(values, expected)

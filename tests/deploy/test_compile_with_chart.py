@@ -27,8 +27,9 @@ def test_values_reach_the_compiled_pipeline(render: Any, validate: Any, tmp_path
     rendered = render(values)
     (tmp_path / "platform.yaml").write_text(rendered.one("ConfigMap", "platform")["data"]["platform.yaml"])
     container = rendered.one("Job", "registrar")["spec"]["template"]["spec"]["containers"][0]
-    env = {**os.environ, **{e["name"]: e["value"] for e in container["env"] if e["name"] != "HOME"}}
+    env = {**os.environ, **{e["name"]: e["value"] for e in container["env"] if e["name"] not in ("HOME", "KF_PIPELINES_SA_TOKEN_PATH")}}
     env.pop("SAFETAX_PLATFORM", None)
+    env["SAFETAX_IMAGE_TAG"] = container["image"].rsplit(":", 1)[1]  # set in the registrar's image: the tag it was built with
     extra = ["--k8s-manifests", "--namespace", "kubeflow"] if output == "custom-resources" else []
     out = subprocess.run([sys.executable, "-m", "safetax", "compile", *extra, "--platform", "platform.yaml", "--out", "compiled"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -48,7 +49,7 @@ def test_values_reach_the_compiled_pipeline(render: Any, validate: Any, tmp_path
     assert train["image"] == "registry.example.com/mirror/safetax/safetax-train:0.1.0"
     # The GPU count is a per-run pipeline parameter whose default is the chart's value.
     assert train["resources"]["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--train_gpus']}}"
-    assert pipeline_spec["root"]["inputDefinitions"]["parameters"]["train_gpus"]["defaultValue"] == 4
+    assert pipeline_spec["root"]["inputDefinitions"]["parameters"]["train_gpus"]["defaultValue"] == "4"
     assert train["resources"]["resourceMemoryLimit"] == "600Gi"
     train_env = {e["name"]: e["value"] for e in train["env"]}
     assert train_env["SAFETAX_PUSHGATEWAY"] == "safetax-pushgateway.kubeflow:9091"
@@ -62,3 +63,22 @@ def test_values_reach_the_compiled_pipeline(render: Any, validate: Any, tmp_path
     score_labels = placement["exec-score"]["podMetadata"]["labels"]
     assert score_labels[CODE_EXECUTION_LABEL[0]] == CODE_EXECUTION_LABEL[1] and score_labels["team"] == "safety"
     assert executors["exec-score"]["container"]["image"] == "registry.example.com/mirror/safetax/safetax-cpu:0.1.0"
+    # Scratch volume, retries, timeouts and the Hugging Face token Secret, from the same values.
+    assert placement["exec-train"]["genericEphemeralVolume"] == [{
+        "volumeName": "scratch", "mountPath": "/scratch", "size": "200Gi", "storageClassName": "premium-rwo",
+        "accessModes": ["ReadWriteOnce"]}]
+    assert placement["exec-train"]["activeDeadlineSeconds"] in ("172800", 172800)
+    assert "activeDeadlineSeconds" not in placement.get("exec-judge", {})  # timeoutSeconds: 0
+    retries = {name: task["retryPolicy"] for name, task in _tasks(pipeline_spec) if "retryPolicy" in task}
+    assert retries["train"]["maxRetryCount"] == 3 and retries["train"]["backoffDuration"] == "300s"  # 5m
+    assert "judge" not in retries  # retries: 0
+    hf = {name for name, e in placement.items() if any(s["secretName"] == "hf-token" for s in e.get("secretAsEnv", []))}
+    assert {"exec-train", "exec-generate"} <= hf and not {n for n in hf if n.startswith("exec-score")}  # never to model-written code
+    token = next(s for s in placement["exec-train"]["secretAsEnv"] if s["secretName"] == "hf-token")
+    assert token["keyToEnv"] == [{"secretKey": "hf_token", "envVar": "HF_TOKEN"}]
+
+
+def _tasks(pipeline_spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every task of the pipeline: the root DAG's and those inside its components' DAGs (ParallelFor bodies)."""
+    dags = [pipeline_spec["root"], *pipeline_spec["components"].values()]
+    return [(name, task) for dag in dags for name, task in dag.get("dag", {}).get("tasks", {}).items()]

@@ -30,6 +30,7 @@ def test_audits_become_recurring_runs(render: Any, validate: Any) -> None:
     assert {r.pipeline for r in (nightly, weekly)} == {"safetax-audit"}
     assert {r.version for r in (nightly, weekly)} == {"latest"} and {r.experiment for r in (nightly, weekly)} == {"safetax-audits"}
     assert (nightly.enabled, nightly.max_concurrency, weekly.enabled, weekly.max_concurrency) == (True, 1, False, 2)
+    assert (nightly.catchup, weekly.catchup) == (False, True)  # auditDefaults.catchup: false, unless an audit says so
     assert nightly.parameters == {
         "audit_name": "nightly-7b", "audit_schedule": "0 2 * * *", "checkpoint_prefix": "s3://safetax/runs/r1-7b/",
         "checkpoints": [], "profile": "nightly", "baseline": "r1-distill-qwen-7b",
@@ -55,6 +56,8 @@ def test_entry_parameters_override_and_defaults_apply(render: Any) -> None:
         "my-audit", "my-audit-v3", "audits", 3, "0 0 0 * * *")
     assert run.parameters["profile"] == "nightly" and run.parameters["store_uri"] == "s3://elsewhere"
     assert run.parameters["thresholds"] == {}
+    (run,) = schedules_of(render({**values, "auditDefaults": {**values["auditDefaults"], "catchup": True}}))
+    assert run.catchup is True
 
 
 def test_schedule_sync_is_a_well_behaved_hook_job(render: Any) -> None:
@@ -103,10 +106,40 @@ def test_no_audits_still_syncs_so_removed_runs_are_deleted(render: Any, validate
     validate(job)
     pod = job["spec"]["template"]["spec"]
     assert "--namespace" not in pod["containers"][0]["args"]
-    assert not [v for v in pod["volumes"] if "projected" in v]  # standalone KFP needs no token
+    assert [v for v in pod["volumes"] if "projected" in v]  # the KFP token by default: standalone KFP ignores it
+    no_token = render({"scheduleSync": {"kfpServiceAccountToken": False}}).one("Job", "schedule-sync")["spec"]["template"]["spec"]
+    assert not [v for v in no_token["volumes"] if "projected" in v]
+    assert "KF_PIPELINES_SA_TOKEN_PATH" not in {e["name"] for e in no_token["containers"][0]["env"]}
     off = render({"scheduleSync": {"enabled": False}})
-    assert not [d for d in off.of_kind("Job") if d["metadata"]["name"].endswith("schedule-sync")]
+    assert not [d for d in off.of_kind("Job") if "schedule" in d["metadata"]["name"]]
     assert not [d for d in off.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-schedules")]
+
+
+def test_uninstall_deletes_the_releases_recurring_runs_first(render: Any, validate: Any) -> None:
+    """A pre-delete hook runs the same sync, on the ConfigMap's empty file: every run this release owns is deleted
+    before Helm removes the release (the ConfigMap and the ServiceAccount are still there then)."""
+    rendered = render(AUDITS, namespace="safetax")
+    sync, cleanup = rendered.one("Job", "schedule-sync"), rendered.one("Job", "schedule-cleanup")
+    validate(cleanup)
+    annotations = cleanup["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-delete"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    pod, sync_pod = cleanup["spec"]["template"]["spec"], sync["spec"]["template"]["spec"]
+    (container,), (sync_container,) = pod["containers"], sync_pod["containers"]
+    args = container["args"]
+    assert args[:3] == ["schedule", "sync", "--file"]
+    assert args[3] == "/etc/safetax-schedules/uninstall.yaml"
+    # Everything else as the sync Job: owner (the release), host, profile namespace, token, image, security.
+    assert args[4:] == sync_container["args"][4:] and "--owner" in args and "team-safety" in args
+    for key in ("image", "env", "volumeMounts", "securityContext", "resources", "command"):
+        assert container[key] == sync_container[key], key
+    for key in ("serviceAccountName", "volumes", "securityContext", "automountServiceAccountToken"):
+        assert pod[key] == sync_pod[key], key
+    configmap = rendered.one("ConfigMap", "schedules")
+    assert parse_schedules(yaml.safe_load(configmap["data"]["uninstall.yaml"])) == []
+    assert not [d for d in render({"scheduleSync": {"deleteOnUninstall": False}}).of_kind("Job")
+                if d["metadata"]["name"].endswith("schedule-cleanup")]
+    assert "`helm uninstall` first deletes these recurring runs" in rendered.notes
 
 
 def audit(**overrides: Any) -> dict[str, Any]:
@@ -130,6 +163,9 @@ def audit(**overrides: Any) -> dict[str, Any]:
     ({"auditDefaults": {"thresholds": {"max_attack_success_rate": 2}}}, ["/auditDefaults/thresholds/max_attack_success_rate"]),
     ({"auditDefaults": {"profile": "hourly"}}, ["/auditDefaults/profile"]),
     ({"scheduleSync": {"enabled": True, "backoffLimit": -1}}, ["/scheduleSync/backoffLimit"]),
+    (audit(catchup="yes"), ["/audits/0/catchup", "boolean"]),
+    ({"auditDefaults": {"catchup": 1}}, ["/auditDefaults/catchup"]),
+    ({"scheduleSync": {"enabled": True, "deleteOnUninstall": "always"}}, ["/scheduleSync/deleteOnUninstall"]),
 ])
 def test_bad_audit_values_are_rejected(assert_rejected: Any, values: dict[str, Any], expected: list[str]) -> None:
     assert_rejected(values, expected)

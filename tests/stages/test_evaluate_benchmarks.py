@@ -12,7 +12,6 @@ from safetax.generation.base import SamplingConfig
 from safetax.records import read_jsonl
 from safetax.stages import generate, judge, score
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 SETS = [
     {"benchmark": "strongreject", "limit": 3},
     {"benchmark": "xstest", "limit": 4},
@@ -22,9 +21,8 @@ SETS = [
 ]
 
 
-def test_benchmarks_flow_through_the_stages(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_benchmarks_flow_through_the_stages(tiny_model: Path, tmp_path: Path, data_dir: Path,
                                             caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("SAFETAX_DATA_DIR", str(DATA))
     caplog.set_level(logging.DEBUG)
     sets = tuple(EvalSet.from_dict(d) for d in SETS)
     assert [(s.name, s.kind) for s in sets] == [("strongreject", "safety"), ("xstest", "overrefusal"),

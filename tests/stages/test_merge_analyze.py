@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from safetax.config import ConfigError
 from safetax.stages import analyze, merge, train
+from safetax.store import StoreError
 
 FAST = {"batch_size": 4, "learning_rate": 1e-2, "epochs": 2, "lora_dropout": 0.0, "seed": 3}
 
@@ -19,6 +20,23 @@ FAST = {"batch_size": 4, "learning_rate": 1e-2, "epochs": 2, "lora_dropout": 0.0
 def lora_run(tiny_model: Path, sft: Path, tmp_path: Path) -> Path:
     train.run(train.TrainConfig(method="lora", target_modules="mlp", **FAST), str(tiny_model), sft, tmp_path / "lora")
     return tmp_path / "lora"
+
+
+@pytest.fixture()
+def offline_hub(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The tiny model as hub model ``org/tiny`` in an HF cache laid out as huggingface_hub writes one, the hub offline."""
+    import shutil
+
+    import huggingface_hub.constants as hf
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "models--org--tiny"
+    shutil.copytree(tiny_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))  # read at import from HF_HUB_CACHE / HF_HUB_OFFLINE
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    return "org/tiny"
 
 
 def _logits(model_dir: Path, adapter: Path | None = None) -> torch.Tensor:
@@ -138,3 +156,15 @@ def test_bad_merge_and_regulariser_configs_fail_before_work(tiny_model: Path, sf
     assert merge.MergeConfig.from_method({"method": "lora", "merge": "ortho-both", "merge_k": 8.0, "merge_lambdas": [1, 1.15]}) == \
         merge.MergeConfig(mode="ortho-both", k=8, lambdas=(1.0, 1.15))
     assert train.TrainConfig.from_dict({"method": "lora", "merge": "ortho-both", "merge_k": 8}).method == "lora"
+
+
+def test_merge_and_analyze_take_the_base_model_as_a_hub_id(tiny_model: Path, lora_run: Path, offline_hub: str, tmp_path: Path) -> None:
+    [name] = merge.run(merge.MergeConfig(mode="plain"), offline_hub, lora_run, tmp_path / "hub")
+    merge.run(merge.MergeConfig(mode="plain"), str(tiny_model), lora_run, tmp_path / "local")
+    hub, local = (load_file(tmp_path / d / name / "model.safetensors") for d in ("hub", "local"))
+    assert hub.keys() == local.keys() and all(torch.equal(hub[k], local[k]) for k in hub)
+    from_hub = analyze.run(analyze.AnalyzeConfig(k=8), offline_hub, lora_run, tmp_path / "a-hub")
+    pd.testing.assert_frame_equal(from_hub, analyze.run(analyze.AnalyzeConfig(k=8), str(tiny_model), lora_run, tmp_path / "a-local"))
+    with pytest.raises(StoreError, match=r"model_uri: hub model 'org/other': the hub is offline \(HF_HUB_OFFLINE=1\) and the "
+                                         r"repo is not \(completely\) in the local HF cache"):
+        analyze.run(analyze.AnalyzeConfig(k=8), "org/other", lora_run, tmp_path / "a-other")

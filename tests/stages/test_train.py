@@ -109,3 +109,39 @@ def test_prepare_rejects_missing_column_before_writing(tiny_model: Path, tmp_pat
     with pytest.raises(DataError, match=r"bad\.csv: missing column\(s\) refusal"):
         prepare.run(prepare.PrepareConfig(str(bad), str(tiny_model)), tmp_path / "sft")
     assert not (tmp_path / "sft").exists()
+
+
+def _dtypes(path: Path) -> set[torch.dtype]:
+    return {t.dtype for t in load_file(path).values()}
+
+
+def test_checkpoints_take_the_base_models_dtype(tiny_model: Path, sft: Path, tmp_path: Path) -> None:
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    bf16 = tmp_path / "bf16-base"
+    AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16).save_pretrained(bf16)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(bf16)
+    one = {"batch_size": 4, "learning_rate": 3e-3, "epochs": 1}
+    train.run(train.TrainConfig(method="full", **one), str(bf16), sft, tmp_path / "full")
+    train.run(train.TrainConfig(method="full", save_dtype="float32", **one), str(bf16), sft, tmp_path / "full32")
+    ckpt = tmp_path / "full" / "epoch-1"
+    assert _dtypes(ckpt / "model.safetensors") == {torch.bfloat16}
+    assert json.loads((ckpt / "config.json").read_text())["dtype"] == "bfloat16"
+    # the same fp32 training, rounded once at the end
+    exact, stored = load_file(tmp_path / "full32" / "epoch-1" / "model.safetensors"), load_file(ckpt / "model.safetensors")
+    assert exact[next(iter(exact))].dtype == torch.float32 and all(torch.equal(exact[k].to(torch.bfloat16), stored[k]) for k in exact)
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype="auto")
+    assert model.dtype == torch.bfloat16
+    ids = torch.arange(3, 20).reshape(1, -1)
+    assert torch.isfinite(model(input_ids=ids).logits).all()
+    assert train.read_checkpoints(tmp_path / "full")["checkpoints"][0]["dtype"] == "bfloat16"
+
+    # LoRA adapters stay fp32 unless asked otherwise
+    train.run(train.TrainConfig(method="lora", **one), str(bf16), sft, tmp_path / "lora")
+    train.run(train.TrainConfig(method="lora", save_dtype="bfloat16", **one), str(bf16), sft, tmp_path / "lora16")
+    assert _dtypes(tmp_path / "lora" / "epoch-1" / "adapter_model.safetensors") == {torch.float32}
+    assert _dtypes(tmp_path / "lora16" / "epoch-1" / "adapter_model.safetensors") == {torch.bfloat16}
+    with pytest.raises(ConfigError, match=r"`save_dtype` must be one of 'base', 'float32', 'bfloat16', 'float16', got 'fp8'"):
+        train.TrainConfig(save_dtype="fp8")

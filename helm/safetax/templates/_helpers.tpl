@@ -70,23 +70,43 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/*
-The platform config (src/safetax/platform.py) as YAML: `defaults` from the S3, Pushgateway, image and
-pod-label values, `stages` from `.Values.stages` with the chart's camelCase keys translated to the
-platform file's keys. Keys a stage does not set are left out, so the compiler's built-in defaults apply.
+The platform config (src/safetax/platform.py) as YAML: `defaults` from the S3, Pushgateway, data dir, Hugging Face
+token Secret, generation backend, scratch, image and pod-label values, `stages` from `.Values.stages` with the
+chart's camelCase keys translated to the platform file's keys. Keys a stage does not set are left out, so the
+compiler's built-in defaults apply. The stages corpus, fisher and merge of earlier releases are accepted empty.
 */}}
 {{- define "safetax.platform" -}}
 {{- $env := dict "SAFETAX_S3_ENDPOINT" .Values.s3.endpoint "SAFETAX_PUSHGATEWAY" (include "safetax.pushgateway.address" .) -}}
 {{- with .Values.s3.region }}{{ $_ := set $env "SAFETAX_S3_REGION" . }}{{ end -}}
+{{- with .Values.dataDir -}}
+{{- if not (or (hasPrefix "s3://" .) (hasPrefix "/" .)) -}}
+{{- fail (printf "dataDir %q must be an s3://bucket/prefix or an absolute path" .) -}}
+{{- end -}}
+{{- $_ := set $env "SAFETAX_DATA_DIR" . -}}
+{{- end -}}
 {{- $env = merge $env .Values.extraEnv -}}
-{{- $defaults := dict "env" $env -}}
+{{- $defaults := dict "env" $env "generation_backend" .Values.generationBackend -}}
 {{- with .Values.s3.existingSecret.name -}}
 {{- $_ := set $defaults "s3_secret" . -}}
 {{- $_ := set $defaults "s3_secret_keys" (dict "access_key" $.Values.s3.existingSecret.accessKeyKey "secret_key" $.Values.s3.existingSecret.secretKeyKey) -}}
 {{- end -}}
+{{- /* Only the Secret's name and key: the token itself never reaches a ConfigMap. */ -}}
+{{- with .Values.huggingface.tokenSecret -}}
+{{- if .name -}}
+{{- $_ := set $defaults "hf_token_secret" .name -}}
+{{- $_ := set $defaults "hf_token_secret_key" (.key | default "token") -}}
+{{- end -}}
+{{- end -}}
 {{- with .Values.image.pullSecrets }}{{ $_ := set $defaults "image_pull_secrets" . }}{{ end -}}
 {{- with .Values.podLabels }}{{ $_ := set $defaults "pod_labels" . }}{{ end -}}
+{{- with .Values.scratchStorageClass }}{{ $_ := set $defaults "scratch_storage_class" . }}{{ end -}}
+{{- with .Values.maxParallelMethods }}{{ $_ := set $defaults "max_parallel_methods" (int .) }}{{ end -}}
 {{- $stages := dict -}}
+{{- $folded := dict "corpus" "train (an RPSA method's train pod writes its corpus and Fisher first)" "fisher" "train (an RPSA method's train pod writes its corpus and Fisher first)" "merge" "analyze (one pod per method merges and analyses the weight updates)" -}}
 {{- range $name, $stage := .Values.stages -}}
+{{- if hasKey $folded $name -}}
+{{- if $stage }}{{ fail (printf "stages.%s: that stage of earlier releases is gone, its work now runs in %s: move its settings there" $name (get $folded $name)) }}{{ end -}}
+{{- else -}}
 {{- $s := dict -}}
 {{- if hasKey $stage "gpus" }}{{ $_ := set $s "accelerator_count" (int $stage.gpus) }}{{ end -}}
 {{- with $stage.acceleratorType }}{{ $_ := set $s "accelerator_type" . }}{{ end -}}
@@ -103,6 +123,10 @@ platform file's keys. Keys a stage does not set are left out, so the compiler's 
 {{- end -}}
 {{- end -}}
 {{- if hasKey $stage "shmSize" }}{{ $_ := set $s "shm_size" (toString $stage.shmSize) }}{{ end -}}
+{{- if hasKey $stage "scratchSize" }}{{ $_ := set $s "scratch_size" (toString $stage.scratchSize) }}{{ end -}}
+{{- if hasKey $stage "retries" }}{{ $_ := set $s "retries" (int $stage.retries) }}{{ end -}}
+{{- if hasKey $stage "retryBackoff" }}{{ $_ := set $s "retry_backoff" (toString $stage.retryBackoff) }}{{ end -}}
+{{- if hasKey $stage "timeoutSeconds" }}{{ $_ := set $s "timeout" (int $stage.timeoutSeconds) }}{{ end -}}
 {{- if hasKey $stage "podLabels" -}}
 {{- /* A stage's pod_labels replace the built-in ones: keep the label the code-execution NetworkPolicy selects. */ -}}
 {{- $labels := $stage.podLabels -}}
@@ -111,5 +135,32 @@ platform file's keys. Keys a stage does not set are left out, so the compiler's 
 {{- end -}}
 {{- if $s }}{{ $_ := set $stages $name $s }}{{ end -}}
 {{- end -}}
+{{- end -}}
 {{- toYaml (dict "defaults" $defaults "stages" $stages) -}}
+{{- end -}}
+
+{{/*
+The projected service-account token that `kfp.Client` callers send to the KFP API (multi-user KFP checks it; a
+standalone KFP ignores it): audience pipelines.kubeflow.org, at kfp's own default path, which the jobs also name
+in KF_PIPELINES_SA_TOKEN_PATH. The kubelet rotates it; safetax re-reads it before every request.
+*/}}
+{{- define "safetax.kfpToken.env" -}}
+- name: KF_PIPELINES_SA_TOKEN_PATH  # read by safetax.runner.schedules.kfp_client (kfp's own variable)
+  value: /var/run/secrets/kubeflow/pipelines/token
+{{- end -}}
+
+{{- define "safetax.kfpToken.volumeMount" -}}
+- name: kfp-token
+  mountPath: /var/run/secrets/kubeflow/pipelines
+  readOnly: true
+{{- end -}}
+
+{{- define "safetax.kfpToken.volume" -}}
+- name: kfp-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          audience: pipelines.kubeflow.org
+          expirationSeconds: 3600
 {{- end -}}

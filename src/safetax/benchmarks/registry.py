@@ -5,10 +5,11 @@ A benchmark module defines a class with ``name``, ``kind``, ``VERSION``,
 ``@benchmark("name")``, and is imported in :data:`MODULES` so that
 :func:`get_benchmark` finds it. ``VERSION`` is written into every result.
 
-Data location: an explicit ``uri`` (local path or ``file://``); else
-``$SAFETAX_DATA_DIR/<default_path>`` (a directory laid out like the project's
-``shared/data``); else the benchmark's hub id, which is tried only when a
-loader supports it and fails with a clear error offline.
+Data location (:func:`resolve_data`, the one place that finds a benchmark's file): an explicit
+``uri`` (local path, ``file://``, ``s3://`` or a hub dataset id); else
+``$SAFETAX_DATA_DIR/<default_path>``, where ``SAFETAX_DATA_DIR`` is a local directory laid out like
+the project's ``shared/data`` or an ``s3://bucket/prefix`` seeded from one (``safetax data upload``):
+its files are downloaded once through the store and cached by digest.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from safetax.records import Score
-from safetax.store import fetch, is_hub_id, is_s3
+from safetax.store import StoreError, fetch, is_hub_id, is_s3
 
 KINDS = ("safety", "overrefusal", "reasoning")
+DATA_DIR_ENV = "SAFETAX_DATA_DIR"  # where benchmarks without a uri find <default_path>: a directory or s3:// prefix
 # Modules that register benchmarks when imported.
 MODULES = ("safetax.benchmarks.safety", "safetax.benchmarks.math", "safetax.benchmarks.gpqa", "safetax.benchmarks.code")
 _REGISTRY: dict[str, Callable[[], Benchmark]] = {}
@@ -89,6 +91,10 @@ def get_benchmark(name: str) -> Benchmark:
     return _REGISTRY[name]()
 
 
+class BenchmarkDataError(FileNotFoundError):
+    """A benchmark's file cannot be found or read; the message names the setting and the expected path."""
+
+
 def resolve_data(uri: str | None, default_path: str, what: str) -> Path:
     """The local file of a benchmark: ``uri`` if given, else ``$SAFETAX_DATA_DIR/default_path``.
 
@@ -107,10 +113,36 @@ def resolve_data(uri: str | None, default_path: str, what: str) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"{what}: {uri!r} does not exist")
         return path
-    data_dir = os.environ.get("SAFETAX_DATA_DIR")
+    return data_dir_file(default_path, what)
+
+
+def data_dir_file(default_path: str, what: str) -> Path:
+    """``$SAFETAX_DATA_DIR/default_path`` as a local file.
+
+    ``SAFETAX_DATA_DIR`` is a local directory (``file://`` too) or an ``s3://bucket/prefix``; an
+    ``s3://`` file is fetched through the store (a file of a published directory, as ``safetax data
+    upload`` writes, or a plain object), downloaded once and cached by digest under ``$SAFETAX_CACHE``.
+
+    Raises:
+        BenchmarkDataError: the setting is missing, or the file is not there or cannot be read; the
+            message names ``SAFETAX_DATA_DIR``, its value and the expected path.
+    """
+    data_dir = os.environ.get(DATA_DIR_ENV, "").strip()
+    hint = f"expected <{DATA_DIR_ENV}>/{default_path}"
     if not data_dir:
-        raise FileNotFoundError(f"{what}: no uri given and SAFETAX_DATA_DIR is not set (expected <dir>/{default_path})")
-    path = Path(data_dir) / default_path
+        raise BenchmarkDataError(
+            f"{what}: no uri given and {DATA_DIR_ENV} is not set ({hint}); set it to a directory laid out like the "
+            "project's shared/data, or to an s3://bucket/prefix seeded with `safetax data upload`")
+    location = f"{data_dir.rstrip('/')}/{default_path}"
+    if is_s3(data_dir):
+        try:
+            return fetch(location, what)
+        except StoreError as e:
+            reason = str(e).removeprefix(f"{what}: ")
+            raise BenchmarkDataError(f"{what}: cannot read {location} ({DATA_DIR_ENV}={data_dir}, {hint}): {reason}") from None
+    if "://" in data_dir and not data_dir.startswith("file://"):
+        raise BenchmarkDataError(f"{what}: {DATA_DIR_ENV}={data_dir} is neither a local directory, file:// nor s3:// ({hint})")
+    path = Path(data_dir.removeprefix("file://")).expanduser() / default_path
     if not path.is_file():
-        raise FileNotFoundError(f"{what}: {path} does not exist (SAFETAX_DATA_DIR={data_dir})")
+        raise BenchmarkDataError(f"{what}: {path} does not exist ({DATA_DIR_ENV}={data_dir}, {hint})")
     return path

@@ -28,7 +28,7 @@ TEXT_FIELD = {"safety": "prompt", "overrefusal": "prompt", "reasoning": "problem
 class EvalSet:
     name: str  # label in results; a benchmark's own name by default
     kind: str  # safety | overrefusal | reasoning (a benchmark's own kind)
-    uri: str = ""  # data file; for a benchmark, empty = $SAFETAX_DATA_DIR/<its default path>
+    uri: str = ""  # data file; for a benchmark, empty = $SAFETAX_DATA_DIR/<its default path> (a directory or s3:// prefix)
     benchmark: str = ""  # a registered benchmark, e.g. strongreject, xstest, aime24, gpqa, humanevalplus
     limit: int = 0  # evaluate the first `limit` rows; 0 = all
     prompt_template: str = "{text}"  # plain files only: how a row becomes the user turn

@@ -1,67 +1,87 @@
-"""The one module that drives KFP: compile the pipelines and run them with the local runner."""
+"""The one package that drives KFP: components, pipeline factories, compile, register, and the local runner.
+
+Nothing else under ``safetax`` imports kfp. The KFP code ships inside the installed package, so an
+image (or any environment with the wheel) can compile and register the pipelines: no checkout needed.
+"""
 
 from __future__ import annotations
 
 import builtins
 import hashlib
-import importlib
 import json
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[3]  # src/safetax/runner/__init__.py -> repo root (pipelines/, components/)
-PIPELINES = {"alignment": "alignment_pipeline", "audit": "audit_pipeline"}
-_LOADED_WITH: dict[str, str | None] = {}  # pipeline -> the platform file its module was imported with
+PIPELINES = ("alignment", "audit")
+# Every stage's component, compiled one file each into components/ for users' own pipelines.
+COMPONENTS = {
+    "plan": "safetax.runner.components.plan:plan",
+    "prepare": "safetax.runner.components.prepare:prepare",
+    "train": "safetax.runner.components.train:train",
+    "analyze": "safetax.runner.components.analyze:analyze",
+    "generate": "safetax.runner.components.generate:generate",
+    "judge": "safetax.runner.components.judge:judge",
+    "score": "safetax.runner.components.score:score",
+    "analytics": "safetax.runner.components.analytics:analytics",
+    "gate": "safetax.runner.components.gate:gate",
+    "audit-plan": "safetax.runner.components.audit:audit_plan",
+    "audit-targets": "safetax.runner.components.audit:audit_targets",
+    "audit-finish": "safetax.runner.components.audit:audit_finish",
+    "audit-idle": "safetax.runner.components.audit:audit_idle",
+}
 
 
-def pipeline_module(name: str, platform: str | None = None) -> ModuleType:
-    """Import ``pipelines.<name>`` from the repository checkout; with ``platform`` (a platform YAML file),
-    re-import it so its tasks are placed by that file instead of ``$SAFETAX_PLATFORM``."""
-    if name not in PIPELINES:
-        raise ValueError(f"unknown pipeline {name!r}; pipelines: {', '.join(PIPELINES)}")
-    if not (REPO_ROOT / "pipelines").is_dir():
-        raise RuntimeError(f"pipelines/ not found beside {REPO_ROOT / 'src'}: run safetax from a checkout of the repository")
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    wanted = platform or os.environ.get("SAFETAX_PLATFORM")
-    if f"pipelines.{name}" not in sys.modules:
-        _LOADED_WITH[name] = os.environ.get("SAFETAX_PLATFORM")  # what the first import reads
-    module = importlib.import_module(f"pipelines.{name}")
-    if _LOADED_WITH.setdefault(name, os.environ.get("SAFETAX_PLATFORM")) == wanted:
-        return module
-    from safetax.platform import load_platform
+def _platform(platform: Any = None) -> Any:
+    """A PlatformConfig from a config, a YAML path, or ``$SAFETAX_PLATFORM`` / the built-in defaults."""
+    from safetax.platform import PlatformConfig, load_platform
 
-    if platform:
-        load_platform(platform)  # validate first: a bad file fails here, naming the file
-    previous = os.environ.get("SAFETAX_PLATFORM")
-    os.environ.pop("SAFETAX_PLATFORM", None)
-    if wanted:
-        os.environ["SAFETAX_PLATFORM"] = wanted
-    try:
-        _LOADED_WITH[name] = wanted
-        return importlib.reload(module)
-    finally:
-        if previous is None:
-            os.environ.pop("SAFETAX_PLATFORM", None)
-        else:
-            os.environ["SAFETAX_PLATFORM"] = previous
+    if isinstance(platform, PlatformConfig):
+        return platform
+    return load_platform(str(platform) if platform else None)
 
 
-def compile_pipelines(out_dir: Path, platform: str | None = None) -> list[Path]:
+def pipeline(name: str, platform: Any = None) -> Any:
+    """The ``@dsl.pipeline`` object ``name`` (alignment | audit), placed by ``platform``."""
+    from safetax.runner.pipelines import build
+
+    return build(name, _platform(platform))
+
+
+def compile_pipelines(out_dir: Path, platform: Any = None) -> list[Path]:
     """Write ``<name>.yaml`` (KFP IR) for every pipeline into ``out_dir``."""
+    from kfp import compiler
+
+    config = _platform(platform)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in PIPELINES:
+        path = out_dir / f"{name}.yaml"
+        compiler.Compiler().compile(pipeline(name, config), str(path))
+        paths.append(path)
+    return paths
+
+
+def component(name: str) -> Any:
+    """A stage's KFP component by its name in :data:`COMPONENTS`."""
+    import importlib
+
+    module, attr = COMPONENTS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def compile_components(out_dir: Path) -> list[Path]:
+    """Write every stage's component spec, ``<stage>.yaml``, for ``kfp.components.load_component_from_file``."""
     from kfp import compiler
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, func in PIPELINES.items():
+    for name in COMPONENTS:
         path = out_dir / f"{name}.yaml"
-        compiler.Compiler().compile(getattr(pipeline_module(name, platform), func), str(path))
+        compiler.Compiler().compile(component(name), str(path))
         paths.append(path)
     return paths
 
@@ -88,7 +108,7 @@ def compile_manifests(out_dir: Path, platform: str | None = None, namespace: str
     with tempfile.TemporaryDirectory() as tmp:
         for ir in compile_pipelines(Path(tmp), platform):
             name = ir.stem
-            func = getattr(pipeline_module(name, platform), PIPELINES[name])
+            func = pipeline(name, platform)
             pipeline_name = func.pipeline_spec.pipeline_info.name
             options = KubernetesManifestOptions(
                 pipeline_name=pipeline_name,
@@ -102,23 +122,36 @@ def compile_manifests(out_dir: Path, platform: str | None = None, namespace: str
     return paths
 
 
-def register(mode: str, platform: str | None = None, namespace: str = "kubeflow", host: str | None = None) -> list[str]:
+def register(mode: str, platform: Any = None, namespace: str = "kubeflow", host: str | None = None, out: Path | None = None,
+             check_server: bool = True) -> list[str]:
     """Register every pipeline with a cluster's KFP; return the version names. Idempotent.
 
     ``cr``: create the Pipeline/PipelineVersion custom resources through the Kubernetes API
     (in-cluster service account, else kubeconfig); ``api``: upload through the KFP API at ``host``.
-    An existing version of the same name has the same spec and is left alone.
+    An existing version of the same name has the same spec and is left alone. The server's KFP
+    version is checked first (:mod:`safetax.runner.server`). With ``out`` (``cr`` mode), the custom
+    resources are written there instead of applied: what would be created, for GitOps or a check.
     """
     import yaml
 
     if mode not in ("cr", "api"):
         raise ValueError(f"register mode must be 'cr' or 'api', got {mode!r}")
+    if check_server:
+        from safetax.runner import server
+
+        if mode == "api":
+            server.check_backend(host, namespace=namespace)
+        else:
+            server.check_backend_cr(namespace)
     versions = []
     with tempfile.TemporaryDirectory() as tmp:
         for path in compile_manifests(Path(tmp), platform, namespace):
             pipeline_doc, version_doc = list(yaml.safe_load_all(path.read_text()))
             version = version_doc["metadata"]["name"]
-            if mode == "cr":
+            if mode == "cr" and out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / path.name).write_text(path.read_text())
+            elif mode == "cr":
                 _apply_custom_resources([pipeline_doc, version_doc], namespace)
             else:
                 _upload_version(path.stem, pipeline_doc["metadata"]["name"], version, host, platform)
@@ -146,11 +179,14 @@ def _apply_custom_resources(docs: list[dict[str, Any]], namespace: str) -> None:
 
 
 def _upload_version(name: str, pipeline_name: str, version: str, host: str | None, platform: str | None) -> None:
-    import kfp
+    from safetax.runner.schedules import kfp_client as client_for
 
-    kfp_client = kfp.Client(host=host)
+    kfp_client = client_for(host)  # the projected service-account token, when mounted (multi-user KFP)
     with tempfile.TemporaryDirectory() as tmp:
-        (ir,) = [p for p in compile_pipelines(Path(tmp), platform) if p.stem == name]
+        from kfp import compiler
+
+        ir = Path(tmp) / f"{name}.yaml"
+        compiler.Compiler().compile(pipeline(name, platform), str(ir))
         pipeline_id = kfp_client.get_pipeline_id(pipeline_name)
         if pipeline_id is None:
             kfp_client.upload_pipeline(str(ir), pipeline_name=pipeline_name)
@@ -160,11 +196,39 @@ def _upload_version(name: str, pipeline_name: str, version: str, host: str | Non
             kfp_client.upload_pipeline_version(str(ir), pipeline_version_name=version, pipeline_id=pipeline_id)
 
 
-def run_local(name: str, params: dict[str, Any], pipeline_root: Path) -> Path | None:
+def _compiled(name: str, platform: Any, root: Path) -> Path:
+    from kfp import compiler
+
+    path = root / f".{name}.compiled.yaml"
+    compiler.Compiler().compile(pipeline(name, platform), str(path))
+    return path
+
+
+def _local_component(compiled: Path) -> Any:
+    """The compiled pipeline as the local runner runs it: the same spec, less the retry policies (KFP's local runner
+    honours them, with backoffs of minutes; on a laptop a failed task should fail the run at once)."""
+    import yaml
+    from kfp import components
+
+    docs = list(yaml.safe_load_all(compiled.read_text()))
+    spec = docs[0]
+    for comp in [spec["root"], *spec.get("components", {}).values()]:
+        for task in comp.get("dag", {}).get("tasks", {}).values():
+            task.pop("retryPolicy", None)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump_all(docs, f, sort_keys=False)
+    try:
+        return components.load_component_from_file(f.name)
+    finally:
+        os.unlink(f.name)
+
+
+def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: Any = None, compiled: Path | None = None) -> Path | None:
     """Run a pipeline with KFP's local SubprocessRunner in this environment; return its output artifact's path
     (None for a pipeline without one: the audit's outputs are in its store).
 
-    The local runner ignores accelerators, node selectors and tolerations: every
+    ``compiled``: run that compiled pipeline YAML (what a cluster runs) instead of building ``name`` here.
+    The local runner ignores accelerators, node selectors, tolerations, retries and timeouts: every
     task runs here, one subprocess per task.
     """
     import warnings
@@ -180,7 +244,7 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path) -> Path | 
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()), raise_on_error=True)
-    func = getattr(pipeline_module(name), PIPELINES[name])
+    func = _local_component(compiled or _compiled(name, platform, pipeline_root))
     # The local runner indents print() per task by swapping builtins.print; concurrent
     # ParallelFor tasks restore it out of order and can leave it indented for good.
     original_print = builtins.print

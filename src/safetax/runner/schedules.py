@@ -81,7 +81,7 @@ def _existing(run: Any) -> ExistingRun:
         version_id=(reference.pipeline_version_id or "") if reference else (run.pipeline_version_id or ""),
         parameters=dict((run.runtime_config.parameters or {}) if run.runtime_config else {}),
         max_concurrency=int(run.max_concurrency or 1), enabled=enabled, description=run.description or "",
-        experiment_id=run.experiment_id or "")
+        experiment_id=run.experiment_id or "", no_catchup=bool(run.no_catchup))  # proto3 JSON omits a false no_catchup
 
 
 def resolve(client: Any, runs: list[RecurringRun], namespace: str | None = None) -> list[DesiredRun]:
@@ -152,7 +152,7 @@ def _create(client: Any, desired: DesiredRun, owner: str, namespace: str | None,
         experiment_id=desired.experiment_id or experiment_ids[spec.experiment], job_name=spec.name,
         description=desired.description(owner), cron_expression=spec.kfp_cron, max_concurrency=spec.max_concurrency,
         params=dict(spec.parameters), pipeline_id=desired.pipeline_id, version_id=desired.version_id,
-        enabled=spec.enabled)
+        enabled=spec.enabled, no_catchup=not spec.catchup)
     return created.recurring_run_id
 
 

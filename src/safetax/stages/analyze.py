@@ -17,9 +17,9 @@ import pandas as pd
 
 from safetax.config import Checks
 from safetax.stages.merge import EPOCHS, update_deltas
-from safetax.stages.train import MANIFEST
+from safetax.stages.train import checkpoint_files, read_checkpoints
+from safetax.store import atomic_dir, input_dir, local_model_dir
 from safetax.training.targets import layer_index
-from safetax.store import atomic_dir, read_json, require_complete, resolve_model
 from safetax.timing import progress, timed
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,10 @@ def run(cfg: AnalyzeConfig, model_uri: str, train_dir: Path, out_dir: Path) -> p
     from safetax.analysis.weight_plots import plot_overlaps, plot_stable_rank
     from safetax.weights.metrics import overlap_metrics, stable_rank
 
-    manifest = read_json(require_complete(train_dir, "checkpoints") / MANIFEST)
-    base_dir = Path(resolve_model(model_uri, "model_uri"))
-    if not base_dir.is_dir():
-        raise ValueError(f"analyze needs the base model's files: {model_uri!r} did not resolve to a local directory")
+    manifest = read_checkpoints(train_dir)
+    base_dir = local_model_dir(model_uri, "model_uri")
     entries = manifest["checkpoints"] if cfg.epochs == "all" else manifest["checkpoints"][-1:]
+    train_dir = checkpoint_files(train_dir, [e["name"] for e in entries])  # only the epochs analysed
     rows = []
     with timed(f"analyze {manifest['label']}"), atomic_dir(out_dir) as tmp:
         for e in entries:
@@ -75,6 +74,7 @@ def run(cfg: AnalyzeConfig, model_uri: str, train_dir: Path, out_dir: Path) -> p
 
 def load_tables(dirs: list[Path]) -> pd.DataFrame:
     """Every analysis table of a run, concatenated (empty when there is none)."""
-    tables = [pd.read_csv(d / TABLE) for d in dirs if (d / TABLE).is_file() and (d / TABLE).stat().st_size > 1]
+    files = [input_dir(d, "analysis") / TABLE for d in dirs]
+    tables = [pd.read_csv(f) for f in files if f.is_file() and f.stat().st_size > 1]
     tables = [t for t in tables if not t.empty]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()

@@ -29,7 +29,7 @@ from safetax.audit.verdict import Thresholds, judge_checkpoint
 from safetax.config import Checks, ConfigError
 from safetax.records import CheckpointScores
 from safetax.stages.score import load_scores
-from safetax.store import atomic_dir, read_json, require_complete, write_json
+from safetax.store import atomic_dir, input_dir, read_json, write_json
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -139,18 +139,18 @@ def plan(cfg: AuditConfig, out_dir: Path) -> dict[str, Any]:
 def targets(plan_dir: Path) -> list[dict[str, Any]]:
     """One item per target for the pipeline's evaluation loop: ``label`` (``name`` would clash with KFP's
     loop-item attribute), ``uri``, ``digest``, ``role``, and the profile's eval sets and sampling settings."""
-    p = read_json(require_complete(plan_dir, "audit plan") / PLAN)
+    p = read_json(input_dir(plan_dir, "audit plan") / PLAN)
     profile = {k: v for k, v in p["profile"].items() if k != "name"}
     return [{"label": t["name"], "uri": t["uri"], "digest": t["digest"], "role": t["role"], **profile} for t in p["targets"]]
 
 
 def audit_name(plan_dir: Path) -> str:
-    return str(read_json(require_complete(plan_dir, "audit plan") / PLAN)["config"]["audit_name"])
+    return str(read_json(input_dir(plan_dir, "audit plan") / PLAN)["config"]["audit_name"])
 
 
 def finish(plan_dir: Path, score_dirs: list[Path], out_dir: Path, run_id: str, gateway: str | None = None) -> list[Audited]:
     """Verdicts, reports, ledger records, metrics and the gate (see the module docstring)."""
-    p = read_json(require_complete(plan_dir, "audit plan") / PLAN)
+    p = read_json(input_dir(plan_dir, "audit plan") / PLAN)
     cfg = AuditConfig.from_dict(p["config"])
     limits, ledger = cfg.limits, Ledger(cfg.store_uri, cfg.audit_name)
     scores = {cs.checkpoint: cs for cs in load_scores(score_dirs)}
@@ -209,7 +209,7 @@ def finish(plan_dir: Path, score_dirs: list[Path], out_dir: Path, run_id: str, g
 
 def idle(plan_dir: Path, out_dir: Path, run_id: str, gateway: str | None = None) -> str:
     """End a run with nothing new to audit: a report that says so, and the audit-wide metrics."""
-    p = read_json(require_complete(plan_dir, "audit plan") / PLAN)
+    p = read_json(input_dir(plan_dir, "audit plan") / PLAN)
     cfg = AuditConfig.from_dict(p["config"])
     report = run_markdown(cfg.audit_name, run_id, [], len(p["already"]), p["incomplete"], cfg.baseline)
     with atomic_dir(out_dir) as tmp:

@@ -20,7 +20,7 @@ from safetax.data.chat import render_prompt
 from safetax.data.eval_sets import EvalSet, load_eval_set, score_items
 from safetax.generation.base import SamplingConfig
 from safetax.records import read_jsonl, write_jsonl
-from safetax.store import atomic_dir, require_complete, resolve_model, write_json
+from safetax.store import atomic_dir, input_dir, resolve_model, write_json
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def corpus_examples(tokenizer: Any, corpus_dir: Path, keep: str = "all", max_len
 
     if keep not in KEEP:
         raise ValueError(f"`keep` must be one of {', '.join(KEEP)}, got {keep!r}")
-    rows = read_jsonl(require_complete(corpus_dir, "rpsa corpus") / CORPUS)
+    rows = read_jsonl(input_dir(corpus_dir, "rpsa corpus") / CORPUS)
     out = []
     eos = tokenizer.eos_token or ""
     for r in rows:

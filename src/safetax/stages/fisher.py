@@ -27,7 +27,7 @@ import torch
 from safetax.config import Checks
 from safetax.stages.corpus import KEEP, corpus_examples
 from safetax.stages.train import TrainConfig, _attach_lora
-from safetax.store import atomic_dir, read_json, require_complete, resolve_model, write_json
+from safetax.store import atomic_dir, input_dir, read_json, resolve_model, write_json
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ def run(cfg: FisherConfig, train_cfg: TrainConfig, model_uri: str, corpus_dir: P
 
     info: dict[str, Any] = {"method": train_cfg.label, "rpsa": train_cfg.method == "rpsa", "keep": cfg.keep}
     with timed(f"fisher {train_cfg.label}"), atomic_dir(out_dir) as tmp:
-        if train_cfg.method == "rpsa":
+        if train_cfg.method == "rpsa":  # other methods neither read nor fetch the corpus
+            corpus_dir = input_dir(corpus_dir, "rpsa corpus")
             model_ref = resolve_model(model_uri, "model_uri")
             tokenizer = AutoTokenizer.from_pretrained(model_ref)
             examples = corpus_examples(tokenizer, corpus_dir, cfg.keep, cfg.max_length)
@@ -132,7 +133,8 @@ def _corpus_problems(corpus_dir: Path) -> tuple[list[tuple[str, Any]], Any, int]
     from safetax.records import read_jsonl
     from safetax.stages.corpus import CORPUS
 
-    meta = read_json(require_complete(corpus_dir, "rpsa corpus") / "corpus.json")
+    corpus_dir = input_dir(corpus_dir, "rpsa corpus")
+    meta = read_json(corpus_dir / "corpus.json")
     items, bench = load_eval_set(EvalSet(**meta["eval_set"]))
     by_id = {it.id: it for it in items}
     rows = [(r["prompt"], by_id[r["id"]]) for r in read_jsonl(corpus_dir / CORPUS) if r["id"] in by_id]

@@ -22,6 +22,7 @@ from safetax.config import ConfigError
 from safetax.records import BASE
 from safetax.stages.generate import targets_of
 from safetax.stages.score import load_scores
+from safetax.stages.train import checkpoint_files
 from safetax.store import atomic_dir, write_json
 from safetax.timing import timed
 
@@ -57,16 +58,18 @@ def run(thresholds: dict[str, Any], base_model: str, score_dirs: list[Path], tra
         verdicts = {a.checkpoint: a.verdict.to_dict() for a in results}
         write_json(tmp / "verdicts.json", verdicts)
         best = choose(results)  # GateError names every failed criterion when nothing passes
-        files = {t.checkpoint: t for d in train_dirs for t in targets_of(base_model, d)}
+        files = {t.checkpoint: (d, t) for d in train_dirs for t in targets_of(base_model, d)}  # checkpoints.json only
         if best.checkpoint not in files:
             raise ValueError(f"gate: the files of {best.checkpoint!r} are not among the run's checkpoints {sorted(files)}")
-        target = files[best.checkpoint]
+        train_dir, target = files[best.checkpoint]
+        name = Path(target.adapter or target.model).name
+        src = checkpoint_files(train_dir, [name]) / name  # from a run store: this checkpoint's files only
         record = {"checkpoint": best.checkpoint, "run_id": run_id, "verdict": "pass", "thresholds": limits.to_dict(),
                   "baseline": "base", "base_model": base_model, "kind": "adapter" if target.adapter else "full",
                   "scores": best.scores.to_dict(), **{k: v for k, v in verdicts[best.checkpoint].items() if k != "checkpoint"},
                   "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         dest = f"{store_uri.rstrip('/')}/promoted/{run_id}/{best.checkpoint}"
-        promote(target.adapter or target.model, record, dest)
+        promote(str(src), record, dest)
         result = {"gate": "promoted", "checkpoint": best.checkpoint, "uri": dest, "passed": [a.checkpoint for a in results if a.verdict.passed]}
         write_json(tmp / GATE, result)
     log.info("gate: promoted %s to %s (%d of %d checkpoint(s) pass)", best.checkpoint, dest, len(result["passed"]), len(results))

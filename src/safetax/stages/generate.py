@@ -13,8 +13,8 @@ from safetax.benchmarks.registry import Item
 from safetax.data.eval_sets import EvalSet, load_eval_set
 from safetax.generation.base import GenerationBackend, SamplingConfig
 from safetax.records import BASE, Generation, write_jsonl
-from safetax.stages.train import MANIFEST
-from safetax.store import atomic_dir, read_json, require_complete, resolve_model, write_json
+from safetax.stages.train import MANIFEST, checkpoint_files
+from safetax.store import atomic_dir, read_json, resolve_model, write_json
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,16 @@ class Target:
     adapter: str | None
 
 
-def targets_of(model_ref: str, train_dir: Path | None, name: str = BASE) -> list[Target]:
+def targets_of(model_ref: str, train_dir: Path | None, name: str = BASE, fetch: bool = False) -> list[Target]:
     """The models to evaluate: the base model (labelled ``name``: an audit labels each checkpoint), or
-    every checkpoint of a training (or merge) output directory."""
+    every checkpoint of a training (or merge) output directory.
+
+    With a run store only ``checkpoints.json`` is read, unless ``fetch``: then every checkpoint's files
+    are downloaded and the targets' paths exist (without a store they always do)."""
     if train_dir is None:
         return [Target(name, name, 0, model_ref, None)]
-    manifest = read_json(require_complete(train_dir, "checkpoints") / MANIFEST)
+    train_dir = checkpoint_files(train_dir, None if fetch else [])
+    manifest = read_json(train_dir / MANIFEST)
     out = []
     for e in manifest["checkpoints"]:
         path = str(train_dir / e["name"])
@@ -98,7 +102,8 @@ def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None, merge
     """
     model_ref = resolve_model(cfg.model_uri, "model_uri")
     loaded = {es.name: load_eval_set(es) for es in cfg.eval_sets}  # validates every file first
-    targets = targets_of(model_ref, train_dir, name) + (targets_of(model_ref, merged_dir) if merged_dir is not None else [])
+    # Every checkpoint of the method is evaluated in this pod, so all of their files are fetched.
+    targets = targets_of(model_ref, train_dir, name, fetch=True) + (targets_of(model_ref, merged_dir, fetch=True) if merged_dir is not None else [])
     records: list[dict[str, Any]] = []
     with timed(f"generate for {len(targets)} model(s)"), atomic_dir(out_dir) as tmp:
         current, backend = "", None  # one model in memory at a time; adapters share their base

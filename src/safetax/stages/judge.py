@@ -19,7 +19,7 @@ from safetax.judging.base import Judge
 from safetax.judging.refusal import RefusalJudge
 from safetax.records import read_jsonl, write_jsonl
 from safetax.stages.generate import GENERATIONS
-from safetax.store import atomic_dir, require_complete
+from safetax.store import atomic_dir, input_dir
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def make_judge(cfg: JudgeConfig) -> Judge:
 
 def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path) -> dict[str, int]:
     """Write ``judgements.jsonl`` (keys of the generation + label, score, reason, judge); return label counts."""
-    rows = read_jsonl(require_complete(generations_dir, "generations") / GENERATIONS)
+    rows = read_jsonl(input_dir(generations_dir, "generations") / GENERATIONS)
     safety = [r for r in rows if r["kind"] == "safety"]
     overrefusal = [r for r in rows if r["kind"] == "overrefusal"]
     out: list[dict[str, Any]] = []

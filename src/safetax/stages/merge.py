@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from safetax.config import Checks, as_int
-from safetax.stages.train import MANIFEST
-from safetax.store import atomic_dir, read_json, require_complete, resolve_model, write_json
+from safetax.stages.train import MANIFEST, checkpoint_files, read_checkpoints
+from safetax.store import atomic_dir, local_model_dir, write_json
 from safetax.timing import progress, timed
 
 log = logging.getLogger(__name__)
@@ -82,14 +82,13 @@ def run(cfg: MergeConfig, model_uri: str, train_dir: Path, out_dir: Path) -> lis
     """Write one model directory per (epoch, lambda) candidate and ``checkpoints.json``; return their names."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    manifest = read_json(require_complete(train_dir, "checkpoints") / MANIFEST)
+    manifest = read_checkpoints(train_dir)
     entries = manifest["checkpoints"] if cfg.epochs == "all" else manifest["checkpoints"][-1:]
     written: list[dict[str, Any]] = []
     with timed(f"merge {manifest['label']} ({cfg.mode})"), atomic_dir(out_dir) as tmp:
         if cfg.mode != "none":
-            base_dir = Path(resolve_model(model_uri, "model_uri"))
-            if not base_dir.is_dir():
-                raise ValueError(f"merge needs the base model's files: {model_uri!r} did not resolve to a local directory")
+            train_dir = checkpoint_files(train_dir, [e["name"] for e in entries])  # only the epochs merged
+            base_dir = local_model_dir(model_uri, "model_uri")  # the weights are read file by file
             model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
             tokenizer = AutoTokenizer.from_pretrained(base_dir)
             params = dict(model.named_parameters())

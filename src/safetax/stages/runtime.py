@@ -10,7 +10,11 @@ It times the stage and pushes its metrics (to ``$SAFETAX_PUSHGATEWAY``, else
 ``metrics.prom`` in the output directory), and when the run has a store
 (``s3://bucket/prefix`` or a local path) publishes the finished output directory
 to ``<store>/<run id>/<stage>/<method>`` with a manifest: models, adapters,
-generations, judgements, scores and reports of a run under one run prefix.
+generations, judgements, scores and reports of a run under one run prefix. The
+KFP artifact then keeps only a pointer to that copy and the output's small
+top-level files (:mod:`safetax.store.pointer`): each artifact exists once, and
+downstream stages read it with :func:`safetax.store.input_dir`, which the stage
+functions call on every input directory, so components pass artifact paths as they are.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safetax.records import CheckpointScores
-from safetax.store import publish, read_json
+from safetax.store import input_dir, leave_pointer, publish, read_json
 from safetax.telemetry import StageTelemetry
 from safetax.telemetry.metrics import AUDIT_PIPELINE
 
@@ -57,8 +61,9 @@ def stage_run(stage: str, ctx: RunContext, out_dir: Path, method: str = "") -> I
         yield tel
     if ctx.store_uri:
         uri = ctx.output_uri(stage, method or stage)
-        publish(out_dir, uri)
-        log.info("%s: outputs published to %s", stage, uri)
+        manifest = publish(out_dir, uri)
+        leave_pointer(out_dir, uri, manifest)
+        log.info("%s: outputs published to %s (the KFP artifact keeps a pointer)", stage, uri)
     log.info("stage %s finished in %.2fs", stage, time.perf_counter() - start)
 
 
@@ -77,7 +82,7 @@ def check_gpus(stage: str, requested: int) -> int:
 
 def method_of_generations(generations_dir: Path) -> str:
     """The method whose checkpoints a generations directory holds ("base" for the base model)."""
-    targets = read_json(generations_dir / "checkpoints.json")
+    targets = read_json(input_dir(generations_dir, "generations", only=["checkpoints.json"]) / "checkpoints.json")
     return str(targets[0]["method"]) if targets else "base"
 
 

@@ -17,7 +17,7 @@ from safetax.records import CheckpointScores, read_jsonl, write_jsonl
 from safetax.scoring.llm_equivalence import llm_recheck
 from safetax.stages.generate import BACKENDS, CHECKPOINTS, EVAL_SETS, GENERATIONS, make_backend
 from safetax.stages.judge import JUDGEMENTS, KEYS
-from safetax.store import atomic_dir, read_json, require_complete, resolve_model, write_json
+from safetax.store import atomic_dir, input_dir, read_json, resolve_model, write_json
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,11 @@ class ScoreConfig:
 def run(generations_dir: Path, judgements_dir: Path, out_dir: Path, cfg: ScoreConfig = ScoreConfig()) -> list[CheckpointScores]:
     """Write ``sample_scores.jsonl`` (reasoning samples) and ``scores.json`` (one CheckpointScores each)."""
     judge_model = resolve_model(cfg.equivalence_model, "equivalence_model") if cfg.equivalence_model else None
-    gens = read_jsonl(require_complete(generations_dir, "generations") / GENERATIONS)
+    generations_dir, judgements_dir = input_dir(generations_dir, "generations"), input_dir(judgements_dir, "judgements")
+    gens = read_jsonl(generations_dir / GENERATIONS)
     targets = read_json(generations_dir / CHECKPOINTS)
     eval_sets = [EvalSet(**e) for e in read_json(generations_dir / EVAL_SETS)]
-    verdicts = {tuple(v[k] for k in KEYS): v for v in read_jsonl(require_complete(judgements_dir, "judgements") / JUDGEMENTS)}
+    verdicts = {tuple(v[k] for k in KEYS): v for v in read_jsonl(judgements_dir / JUDGEMENTS)}
     with timed("score"), atomic_dir(out_dir) as tmp:
         recheck = (lambda: make_backend(cfg.equivalence_backend, judge_model)) if judge_model else None
         sample_rows = _score_reasoning(gens, [es for es in eval_sets if es.kind == "reasoning"], recheck)
@@ -131,5 +132,5 @@ def _pct(d: dict[str, float]) -> str:
 def load_scores(score_dirs: list[Path]) -> list[CheckpointScores]:
     out = []
     for d in score_dirs:
-        out += [CheckpointScores.from_dict(x) for x in read_json(require_complete(d, "scores") / SCORES)]
+        out += [CheckpointScores.from_dict(x) for x in read_json(input_dir(d, "scores") / SCORES)]
     return out

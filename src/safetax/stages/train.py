@@ -14,9 +14,10 @@ import torch
 from safetax.config import Checks, ConfigError, as_int
 from safetax.records import read_jsonl
 from safetax.stages.prepare import SFT_FILE
-from safetax.store import atomic_dir, read_json, require_complete, resolve_model, write_json
+from safetax.store import atomic_dir, input_dir, read_json, resolve_model, write_json
 from safetax.timing import timed
 from safetax.training.distributed import DataParallel, launch, processes_for, save_checkpoint, shard
+from safetax.training.save import SAVE_DTYPES, save_dtype, write_checkpoint
 from safetax.training.sft import StepCallback, LoopConfig, train_loop
 from safetax.training.targets import MIDDLE, check_against_model, layer_index, parse_layers, resolve_targets
 
@@ -63,12 +64,16 @@ class TrainConfig:
     random_mask: bool = False  # ablation: freeze a random set of the same size
     seed: int = 42
     precision: str = "auto"  # auto = bf16 on a GPU that supports it, else fp32; or bf16 / fp32
+    # Checkpoint dtype: "base" = the base model's (bf16 for R1-Distill: 7B x 5 epochs is 76 GB, not 152 GB
+    # in fp32) for full fine-tuning, fp32 for LoRA adapters (a few MB); or float32 / bfloat16 / float16 for both.
+    save_dtype: str = "base"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         c = Checks("TrainConfig")
         c.one_of("method", self.method, METHODS)
         c.one_of("precision", self.precision, ("auto", "bf16", "fp32"))
+        c.one_of("save_dtype", self.save_dtype, SAVE_DTYPES)
         c.one_of("ortho_reg", self.ortho_reg, ORTHO_REGS)
         if self.method == "rpsa":
             c.one_of("rpsa_base", self.rpsa_base, ("full", "lora"))
@@ -228,13 +233,14 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
     """
     check_data_parallel(cfg, gpus)
     model_ref = resolve_model(model_uri, "model_uri")
-    examples = read_jsonl(require_complete(sft_dir, "sft data") / SFT_FILE)
+    sft_dir = input_dir(sft_dir, "sft data")
+    examples = read_jsonl(sft_dir / SFT_FILE)
     check_model(cfg, model_ref, merge_k)
     if cfg.method == "rpsa" and (fisher_dir is None or corpus_dir is None):
         raise ConfigError("TrainConfig", [f"method 'rpsa' ({cfg.label}) needs the fisher stage's output and the reasoning corpus "
                                           "(pipeline parameter rpsa_corpus_size > 0)"])
-    if fisher_dir is not None and cfg.method == "rpsa":
-        require_complete(fisher_dir, "fisher")
+    if cfg.method == "rpsa":  # other methods neither read nor fetch them
+        fisher_dir, corpus_dir = input_dir(fisher_dir, "fisher"), input_dir(corpus_dir, "rpsa corpus")  # type: ignore[arg-type]
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     n_proc = processes if processes is not None else processes_for(gpus, visible)
     if n_proc < gpus:
@@ -258,6 +264,17 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
             "trainable_parameters": trained.trainable_parameters,
         })
     return TrainResult(out_dir, [e["name"] for e in trained.entries], trained.losses)
+
+
+def read_checkpoints(train_dir: Path) -> dict[str, Any]:
+    """``checkpoints.json`` of a training (or merge) output; no checkpoint's files are fetched."""
+    return read_json(input_dir(train_dir, "checkpoints", only=[MANIFEST]) / MANIFEST)
+
+
+def checkpoint_files(train_dir: Path, names: list[str] | None = None) -> Path:
+    """The local directory of a training (or merge) output with the files of the checkpoints ``names``
+    (None: all); from a run store only those are downloaded."""
+    return input_dir(train_dir, "checkpoints", only=None if names is None else [MANIFEST, *names])
 
 
 @dataclass(frozen=True)
@@ -310,15 +327,17 @@ def train_model(cfg: TrainConfig, model_ref: str, examples: list[dict[str, Any]]
         torch.manual_seed(cfg.seed + ranks.rank)  # LoRA dropout: independent masks on each rank's share
     entries: list[dict[str, Any]] = []
 
+    stored = save_dtype(cfg.save_dtype, cfg.lora, model_ref)
+
     def save(epoch: int, loss: float) -> None:
         path = tmp / f"epoch-{epoch}"
         if ranks is None:
-            model.save_pretrained(path)
+            write_checkpoint(model, path, stored)
         else:
-            save_checkpoint(trained, path, ranks)
+            save_checkpoint(trained, path, ranks, stored)
         if not cfg.lora and main:
             tokenizer.save_pretrained(path)
-        entries.append({"name": f"epoch-{epoch}", "epoch": epoch, "loss": loss})
+        entries.append({"name": f"epoch-{epoch}", "epoch": epoch, "loss": loss, "dtype": str(stored).removeprefix("torch.")})
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     warmup_steps = cfg.warmup_steps if cfg.warmup_steps >= 0 else (100 if cfg.method == "rpsa" else -1)

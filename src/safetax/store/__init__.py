@@ -3,12 +3,17 @@
 - a local path or ``file://`` path: the embedded default (laptop, local runner);
 - ``s3://bucket/prefix``: MinIO or any S3 API (:mod:`safetax.store.s3`; endpoint and
   credentials from ``SAFETAX_S3_*`` environment variables);
-- a hub id (``org/name``) for models and datasets, where the cluster is online.
+- a hub id (``org/name``) for models and datasets, where the cluster is online (or the repo is in
+  the local HF cache; :mod:`safetax.store.hub`).
 
-:func:`fetch` turns any of them into a local path (downloading and caching
-``s3://`` content by digest); :func:`publish` stores a finished local directory
-under a URI with a manifest written last; :func:`resolve_model` gives what
-``from_pretrained`` accepts.
+:func:`fetch` turns a local or ``s3://`` URI into a local path (downloading and caching ``s3://``
+content by digest); :func:`local_model_dir` turns any model URI, hub ids included, into a local
+directory with the model's files (what merge, analyze and the weight readers open);
+:func:`resolve_model` gives what ``from_pretrained`` accepts (a hub id stays an id: a stage that
+needs only the tokenizer downloads no weights); :func:`check_reachable` checks a URI cheaply before
+any GPU pod starts; :func:`publish` stores a finished local directory under a URI with a manifest
+written last; :func:`input_dir` reads an upstream stage's output, following the pointer a stage
+leaves in its KFP artifact when the run has a store (:mod:`safetax.store.pointer`).
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from safetax.store.local import (
     write_json,
 )
 from safetax.store.manifest import MANIFEST, Manifest
+from safetax.store.pointer import POINTER, input_dir, leave_pointer
 
 __all__ = [
-    "COMPLETE", "HUB_ID", "MANIFEST", "Manifest", "StoreError", "atomic_dir", "cache_root", "fetch", "is_complete",
-    "is_hub_id", "is_s3", "publish", "read_json", "require_complete", "resolve_model", "write_json",
+    "COMPLETE", "HUB_ID", "MANIFEST", "POINTER", "Manifest", "StoreError", "atomic_dir", "cache_root", "check_reachable",
+    "fetch", "input_dir", "is_complete", "is_hub_id", "is_s3", "leave_pointer", "local_model_dir", "publish", "read_json",
+    "require_complete", "resolve_model", "write_json",
 ]
 
 
@@ -74,17 +81,53 @@ def publish(local_dir: Path, uri: str) -> Manifest:
     return manifest
 
 
-def resolve_model(uri: str, what: str = "model") -> str:
-    """A model reference that ``from_pretrained`` accepts: a local directory (``s3://`` ones downloaded
-    and cached first) or a hub id."""
+def local_model_dir(uri: str, what: str = "model") -> Path:
+    """The local directory of a model (or adapter) given as a directory, ``file://`` path, ``s3://`` URI
+    (downloaded and cached by digest) or hub id (downloaded to the HF cache; offline: found there)."""
     if is_s3(uri):
         path = fetch(uri, what)
     else:
         path = Path(uri.removeprefix("file://")).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-            raise StoreError(f"{what}: {uri!r} is a directory without config.json or adapter_config.json")
-        return str(path)
-    if not is_hub_id(uri):
+        if not path.exists() and is_hub_id(uri):
+            from safetax.store.hub import snapshot
+
+            path = snapshot(uri, what)
+    if not path.exists():
         raise StoreError(f"{what}: {uri!r} does not exist (expected a model directory, an s3:// URI or a hub id 'org/name')")
-    return uri
+    if not path.is_dir():
+        raise StoreError(f"{what}: {uri!r} is a file, not a model directory")
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        raise StoreError(f"{what}: {uri!r} is a directory without config.json or adapter_config.json")
+    return path
+
+
+def resolve_model(uri: str, what: str = "model") -> str:
+    """A model reference that ``from_pretrained`` accepts: a hub id as it is (transformers downloads
+    what it loads to the same HF cache), anything else as :func:`local_model_dir`."""
+    if is_hub_id(uri):
+        return uri
+    return str(local_model_dir(uri, what))
+
+
+def check_reachable(uri: str, what: str, repo_type: str = "model") -> None:
+    """Raise a StoreError naming ``what`` (the parameter) and ``uri`` unless the input can be read from
+    here; cheap, nothing is downloaded. A local path must exist; an ``s3://`` URI must be a published
+    directory, an object, or a file inside a published directory; a hub id (``repo_type`` "model" or
+    "dataset") must be in the local HF cache when offline, else pass the hub's access check (gated
+    and private repos need ``HF_TOKEN``)."""
+    if not uri:
+        raise StoreError(f"{what}: no URI given")
+    if is_s3(uri):
+        from safetax.store.s3 import S3Store
+
+        S3Store(retries=2, backoff_s=0.2).check(uri, what)
+        return
+    path = Path(uri.removeprefix("file://")).expanduser()
+    if path.exists():
+        return
+    if is_hub_id(uri):
+        from safetax.store.hub import check
+
+        check(uri, what, repo_type)
+        return
+    raise StoreError(f"{what}: {uri!r} does not exist (expected a local path, an s3:// URI or a hub id 'org/name')")

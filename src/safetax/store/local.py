@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 COMPLETE = "COMPLETE"
+POINTER = "STORE_POINTER.json"  # left instead of the data when the run has a store (safetax.store.pointer)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -58,7 +59,11 @@ def read_json(path: Path) -> Any:
 
 
 def require_complete(path: Path, what: str) -> Path:
-    """An input directory written by an earlier stage; refuse a half-written one."""
+    """An input directory written by an earlier stage; refuse a half-written one, and a store pointer
+    (whose data is in the store: read it through :func:`safetax.store.input_dir`)."""
+    if (path / POINTER).is_file():
+        raise StoreError(f"{what}: {path} holds a pointer to the run store, not the data; read it through "
+                         "safetax.store.input_dir")
     if not is_complete(path):
         raise StoreError(f"{what}: {path} is not a complete stage output (no {COMPLETE} marker)")
     return path

@@ -25,14 +25,14 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 from safetax.store.local import COMPLETE, StoreError, atomic_dir
-from safetax.store.manifest import MANIFEST, Manifest, ManifestError, sha256_file
+from safetax.store.manifest import MANIFEST, FileEntry, Manifest, ManifestError, sha256_file
 from safetax.timing import progress_bar
 
 log = logging.getLogger(__name__)
@@ -241,8 +241,33 @@ class S3Store:
             return self._fetch_dir(uri, m, cache)
         return self._fetch_object(uri, cache, what)
 
-    def _fetch_published_file(self, uri: str, cache: Path) -> Path | None:
-        """A file inside a published directory (``s3://b/run/data/x.jsonl`` with ``s3://b/run/data/MANIFEST.json``)."""
+    def check(self, uri: str, what: str) -> None:
+        """Raise a StoreError naming ``what`` unless ``uri`` is a published directory, an object or a file
+        of a published directory (small GETs and a HEAD; nothing is downloaded)."""
+        try:
+            if self.manifest(uri) is not None or self._stat(uri) is not None or self._published_entry(uri) is not None:
+                return
+        except StoreError as e:
+            raise StoreError(f"{what}: {e}") from None
+        raise StoreError(f"{what}: {uri} is neither a published directory (no {MANIFEST}) nor an object")
+
+    def fetch_published(self, uri: str, digest: str, cache: Path, what: str, only: Sequence[str] | None = None) -> Path:
+        """The published directory at ``uri``, whose manifest must have ``digest`` (what a store pointer
+        names). With ``only`` (paths or directory prefixes), just those files, in a directory shared by
+        every subset of the same content; each file is checked against the manifest."""
+        m = self.manifest(uri)
+        if m is None:
+            raise StoreError(f"{what}: {uri} has no {MANIFEST}: the published output is gone")
+        if m.digest != digest:
+            raise StoreError(f"{what}: {uri} was republished with other content since the pointer was written "
+                             f"(manifest digest {m.digest[:12]}..., the pointer's {digest[:12]}...)")
+        if only is None or (cache / "dirs" / m.digest / COMPLETE).is_file():
+            return self._fetch_dir(uri, m, cache)
+        return self._fetch_files(uri, m, cache, only)
+
+    def _published_entry(self, uri: str) -> tuple[str, FileEntry] | None:
+        """(parent prefix, entry) of a file inside a published directory (``s3://b/run/data/x.jsonl``
+        with ``s3://b/run/data/MANIFEST.json``), or None."""
         bucket, key = parse_uri(uri)
         parts = key.split("/")
         for cut in range(len(parts) - 1, 0, -1):
@@ -251,20 +276,22 @@ class S3Store:
             if m is None:
                 continue
             entry = next((f for f in m.files if f.path == rel), None)
-            if entry is None:
-                return None
-            blob = self._blob(f"s3://{bucket}/{_join(parent, entry.key)}", entry.sha256, entry.size, cache)
-            final = cache / "files" / entry.sha256 / Path(rel).name  # keeps the name: loaders go by suffix
-            if not final.exists():
-                final.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(blob, final)
-                except FileExistsError:
-                    pass
-                except OSError:
-                    shutil.copyfile(blob, final)
-            return final
+            return None if entry is None else (parent, entry)
         return None
+
+    def _fetch_published_file(self, uri: str, cache: Path) -> Path | None:
+        """A file inside a published directory, cached by digest under its own name (loaders go by suffix)."""
+        found = self._published_entry(uri)
+        if found is None:
+            return None
+        parent, entry = found
+        bucket, _ = parse_uri(uri)
+        blob = self._blob(f"s3://{bucket}/{_join(parent, entry.key)}", entry.sha256, entry.size, cache)
+        final = cache / "files" / entry.sha256 / Path(entry.path).name
+        if not final.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _place(blob, final)
+        return final
 
     def _fetch_dir(self, uri: str, m: Manifest, cache: Path) -> Path:
         final = cache / "dirs" / m.digest
@@ -285,7 +312,27 @@ class S3Store:
         log.info("fetched %s (%d files, %.1f MB) in %.2fs", uri, len(m.files), m.total_bytes / 1e6, time.perf_counter() - start)
         return final
 
-    def _fetch_object(self, uri: str, cache: Path, what: str) -> Path:
+    def _fetch_files(self, uri: str, m: Manifest, cache: Path, only: Sequence[str]) -> Path:
+        """The files of ``m`` that ``only`` selects, placed one by one (each atomically) in ``parts/<digest>``."""
+        root = cache / "parts" / m.digest
+        bucket, prefix = parse_uri(uri)
+        chosen = [f for f in m.files if selected(f.path, only)]
+        start = time.perf_counter()
+        for f in chosen:
+            dest = root / f.path
+            if dest.is_file():  # placed earlier from a verified blob
+                continue
+            blob = self._blob(f"s3://{bucket}/{_join(prefix, f.key)}", f.sha256, f.size, cache)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _place(blob, dest)
+        # The marker says what it says for a full copy: these files belong to a complete published output.
+        (root / COMPLETE).write_text("")
+        log.info("fetched %d of %d file(s) of %s (%.1f MB) in %.2fs", len(chosen), len(m.files), uri,
+                 sum(f.size for f in chosen) / 1e6, time.perf_counter() - start)
+        return root
+
+    def _stat(self, uri: str) -> Any:
+        """The object's metadata, or None when there is no such object (or the URI names a bucket)."""
         from minio.error import S3Error
 
         bucket, key = parse_uri(uri)
@@ -298,7 +345,11 @@ class S3Store:
                     return None
                 raise
 
-        info = self._call("reading", uri, stat) if key else None
+        return self._call("reading", uri, stat) if key else None
+
+    def _fetch_object(self, uri: str, cache: Path, what: str) -> Path:
+        bucket, key = parse_uri(uri)
+        info = self._stat(uri)
         if info is None and (published := self._fetch_published_file(uri, cache)) is not None:
             return published
         if info is None:
@@ -361,3 +412,24 @@ class S3Store:
 
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}/{key}" if prefix else key
+
+
+def selected(path: str, only: Sequence[str]) -> bool:
+    """Whether ``only`` (paths or directory prefixes of a published directory) selects ``path``.
+
+    >>> [selected(p, ["epoch-2", "checkpoints.json"]) for p in ("epoch-2/model.safetensors", "epoch-20/x", "checkpoints.json")]
+    [True, False, True]
+    """
+    return any(path == o.rstrip("/") or path.startswith(o.rstrip("/") + "/") for o in only)
+
+
+def _place(blob: Path, dest: Path) -> None:
+    """Put a verified cache blob at ``dest`` in one step (a hard link, else a copy), so that a reader
+    never sees half a file and concurrent placements of the same file agree."""
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)  # left by a process of the same id that died here
+    try:
+        os.link(blob, tmp)
+    except OSError:
+        shutil.copyfile(blob, tmp)
+    os.replace(tmp, dest)

@@ -150,36 +150,24 @@ def shard(model: torch.nn.Module, ranks: DataParallel, lora: bool, bf16: bool) -
     return model
 
 
-def save_checkpoint(model: torch.nn.Module, path: Path, ranks: DataParallel) -> None:
-    """Write the checkpoint as one process would (``save_pretrained``), from rank 0. FSDP's shards are
-    gathered into a full state dict on rank 0's CPU first (every rank must call this); DDP's replicas
-    are identical, so rank 0 saves its own."""
+def save_checkpoint(model: torch.nn.Module, path: Path, ranks: DataParallel, dtype: torch.dtype = torch.float32) -> None:
+    """Write the checkpoint as one process would (:func:`~safetax.training.save.write_checkpoint` in
+    ``dtype``), from rank 0. FSDP's shards are gathered into a full state dict on rank 0's CPU first
+    (every rank must call this); DDP's replicas are identical, so rank 0 saves its own."""
     from torch.nn.parallel import DistributedDataParallel
+
+    from safetax.training.save import tied_aliases, write_checkpoint
 
     if isinstance(model, DistributedDataParallel):
         if ranks.main:
-            model.module.save_pretrained(path)
+            write_checkpoint(model.module, path, dtype)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if ranks.main:
-        for name in tied_aliases(model):  # gathered as copies, which save_pretrained would write twice
-            state.pop(name, None)
-        model.save_pretrained(path, state_dict=state)  # type: ignore[operator]
-
-
-def tied_aliases(model: torch.nn.Module) -> list[str]:
-    """Names of parameters that are another parameter (tied embeddings' ``lm_head.weight``): the
-    one-process checkpoint keeps only the first name."""
-    first: dict[int, str] = {}
-    aliases = []
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in first:
-            aliases.append(name)
-        else:
-            first[id(p)] = name
-    return aliases
+        # Tied aliases are gathered as copies, which save_pretrained would write twice.
+        write_checkpoint(model, path, dtype, state=state, drop=tied_aliases(model))  # type: ignore[arg-type]
 
 
 def emit_progress(loss: float, tokens_per_second: float, epoch: float) -> None:

@@ -1,1 +1,0 @@
-"""Thin KFP components: each body imports safetax and calls one stage function."""

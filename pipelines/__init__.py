@@ -1,1 +1,0 @@
-"""KFP pipelines of safetax; compiled YAML lives in pipelines/compiled/."""

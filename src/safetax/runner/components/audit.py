@@ -1,0 +1,71 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Output
+
+from safetax.runner.components._image import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def audit_plan(audit_name: str, store_uri: str, checkpoint_prefix: str, checkpoints: list, profile: str, custom_profile: dict,
+               thresholds: dict, baseline: str, baseline_model: str, audit_schedule: str, promote: bool,
+               plan: Output[Dataset]) -> int:
+    """Validate the audit's parameters and list the checkpoints to audit (complete, no ledger record yet); returns how many."""
+    from pathlib import Path
+
+    from safetax.stages import audit as stage
+    from safetax.stages.runtime import RunContext, stage_run
+    from safetax.runid import run_id_of
+    from safetax.timing import setup_logging
+
+    setup_logging()
+    with stage_run("audit-plan", RunContext(run_id_of(plan.uri), audit=audit_name), Path(plan.path)):  # a bad parameter fails the run visibly
+        cfg = stage.AuditConfig.from_dict({
+            "audit_name": audit_name, "store_uri": store_uri, "checkpoint_prefix": checkpoint_prefix, "checkpoints": checkpoints,
+            "profile": profile, "custom_profile": custom_profile, "thresholds": thresholds, "baseline": baseline,
+            "baseline_model": baseline_model, "audit_schedule": audit_schedule, "promote": promote,
+        })
+        return len(stage.plan(cfg, Path(plan.path))["targets"])
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def audit_targets(plan: Input[Dataset]) -> list:
+    """The plan's targets, one {label, uri, digest, role, eval sets, sampling} each: what the evaluation loop fans out over."""
+    from pathlib import Path
+
+    from safetax.stages import audit as stage
+
+    return stage.targets(Path(plan.path))
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def audit_finish(plan: Input[Dataset], scores: Input[list[Dataset]], results: Output[Dataset],
+                 report: Output[Markdown]):
+    """Verdicts against the baseline and thresholds, reports, ledger records, metrics, and the safety gate."""
+    from pathlib import Path
+
+    from safetax.stages import audit as stage
+    from safetax.stages.runtime import RunContext, stage_run
+    from safetax.runid import run_id_of
+    from safetax.timing import setup_logging
+
+    setup_logging()
+    audit = stage.audit_name(Path(plan.path))
+    run_id = run_id_of(results.uri)
+    with stage_run("audit-finish", RunContext(run_id, audit=audit), Path(results.path)):
+        stage.finish(Path(plan.path), [Path(s.path) for s in scores], Path(results.path), run_id)
+    Path(report.path).write_text((Path(results.path) / stage.REPORT).read_text())
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def audit_idle(plan: Input[Dataset], results: Output[Dataset], report: Output[Markdown]):
+    """Nothing new to audit: say so, and push the audit's heartbeat (time of the last completed audit)."""
+    from pathlib import Path
+
+    from safetax.stages import audit as stage
+    from safetax.stages.runtime import RunContext, stage_run
+    from safetax.runid import run_id_of
+    from safetax.timing import setup_logging
+
+    setup_logging()
+    run_id = run_id_of(results.uri)
+    with stage_run("audit-finish", RunContext(run_id, audit=stage.audit_name(Path(plan.path))), Path(results.path)):
+        Path(report.path).write_text(stage.idle(Path(plan.path), Path(results.path), run_id))

@@ -1,0 +1,66 @@
+from typing import Optional
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from safetax.runner.components._image import VLLM_IMAGE
+
+
+@dsl.component(base_image=VLLM_IMAGE, install_kfp_package=False)
+def generate(
+    model_uri: str,
+    eval_sets: list,
+    safety_max_new_tokens: int,
+    reasoning_samples: int,
+    reasoning_temperature: float,
+    reasoning_top_p: float,
+    reasoning_max_new_tokens: int,
+    batch_size: int,
+    backend: str,
+    tensor_parallel_size: int,
+    seed: int,
+    gpus: str,
+    store_uri: str,
+    generations: Output[Dataset],
+    metrics: Output[Metrics],
+    checkpoints: Optional[Input[Model]] = None,
+    merged: Optional[Input[Model]] = None,
+    name: str = "",
+    audit: str = "",
+):
+    """Responses of the base model, or of every epoch checkpoint (`checkpoints`) and merge candidate (`merged`).
+
+    The audit pipeline evaluates `model_uri` under the label `name` and pushes metrics as audit `audit`."""
+    import time
+    from pathlib import Path
+
+    from safetax.data.eval_sets import EvalSet
+    from safetax.generation.base import SamplingConfig
+    from safetax.stages import generate as stage
+    from safetax.stages.runtime import RunContext, check_gpus, stage_run
+    from safetax.runid import run_id_of
+    from safetax.timing import setup_logging
+
+    setup_logging()
+    gpus = int(gpus)  # a string parameter: KFP resolves accelerator counts from strings only
+    check_gpus("generate", gpus)
+    cfg = stage.GenerateConfig(
+        model_uri=model_uri,
+        eval_sets=tuple(EvalSet.from_dict(e) for e in eval_sets),
+        safety_sampling=SamplingConfig(max_new_tokens=safety_max_new_tokens, seed=seed),
+        reasoning_sampling=SamplingConfig(
+            temperature=reasoning_temperature, top_p=reasoning_top_p, n=reasoning_samples,
+            max_new_tokens=reasoning_max_new_tokens, seed=seed,
+        ),
+        batch_size=batch_size,
+        backend=backend,
+        tensor_parallel_size=tensor_parallel_size,
+    )
+    train_dir = Path(checkpoints.path) if checkpoints is not None else None
+    method = stage.targets_of(model_uri, train_dir)[0].method if train_dir is not None else (name or "base")
+    with stage_run("generate", RunContext(run_id_of(generations.uri), store_uri, model_uri, audit=audit), Path(generations.path), method) as tel:
+        start = time.perf_counter()
+        n = stage.run(cfg, Path(generations.path), train_dir, Path(merged.path) if merged is not None else None, name or "base")
+        tel.samples_per_second("generation", n / (time.perf_counter() - start))
+    for name, value in tel.kfp_metrics().items():
+        metrics.log_metric(name, value)

@@ -1,0 +1,26 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from safetax.runner.components._image import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def plan(base_model_uri: str, refusal_data_uri: str, eval_sets: list, methods: list, epochs: int, seed: int, max_length: int,
+         judge_name: str, judge_model: str, judge_mode: str, equivalence_model: str, safety_max_new_tokens: int,
+         reasoning_samples: int, reasoning_temperature: float, reasoning_top_p: float, reasoning_max_new_tokens: int,
+         generation_batch_size: int, generation_backend: str, tensor_parallel_size: int, store_uri: str, analysis_k: int,
+         rpsa_corpus: dict, rpsa_corpus_size: int, rpsa_keep: str, rpsa_validate: bool, train_gpus: str, generate_gpus: str,
+         judge_gpus: str, gate_thresholds: dict, run_plan: Output[Dataset]) -> list:
+    """Validate the whole run on a CPU (every method, eval set, judge, threshold, and that every model and data URI
+    is reachable), resolve defaults once, and return one item per method for the training loop."""
+    from pathlib import Path
+
+    from safetax.runid import run_id_of
+    from safetax.stages import plan as stage
+    from safetax.stages.runtime import RunContext, stage_run
+    from safetax.timing import setup_logging
+
+    setup_logging()
+    params = stage.AlignmentParams(**{k: v for k, v in locals().items() if k in stage.AlignmentParams.__dataclass_fields__})
+    with stage_run("plan", RunContext(run_id_of(run_plan.uri), "", base_model_uri), Path(run_plan.path)):
+        return stage.plan(params, Path(run_plan.path))

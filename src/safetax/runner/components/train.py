@@ -1,0 +1,41 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from safetax.runner.components._image import TRAIN_IMAGE
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def train(method: dict, model_uri: str, gpus: str, store_uri: str, sft: Input[Dataset], checkpoints: Output[Model],
+          rpsa: Output[Dataset], metrics: Output[Metrics]):
+    """Refusal SFT (full, LoRA or RPSA) of one plan item, a checkpoint per epoch. For an RPSA method the pod first
+    writes RPSA's inputs to `rpsa`: the base model's own answers (corpus) and the Fisher of the trained parameters."""
+    from pathlib import Path
+
+    from safetax.runid import run_id_of
+    from safetax.stages import rpsa_inputs
+    from safetax.stages import train as stage
+    from safetax.stages.merge import MergeConfig
+    from safetax.stages.runtime import RunContext, check_gpus, stage_run
+    from safetax.store import write_json
+    from safetax.timing import setup_logging
+
+    setup_logging()
+    gpus = int(gpus)  # a string parameter: KFP resolves accelerator counts from strings only
+    check_gpus("train", gpus)
+    cfg = stage.TrainConfig.from_dict(dict(method["config"]))
+    merge_cfg = MergeConfig.from_method(dict(method["config"]))
+    checkpoints.metadata["method"] = cfg.label
+    ctx = RunContext(run_id_of(checkpoints.uri), store_uri, model_uri)
+    fisher_dir = corpus_dir = None
+    if method["is_rpsa"]:  # RPSA's inputs stay in this task's artifact (the train stage reads them right here)
+        with stage_run("fisher", RunContext(ctx.run_id, "", model_uri), Path(rpsa.path), cfg.label):
+            fisher_dir, corpus_dir = rpsa_inputs.run(dict(method), cfg, model_uri, Path(rpsa.path))
+    else:
+        Path(rpsa.path).mkdir(parents=True, exist_ok=True)
+        write_json(Path(rpsa.path) / "rpsa.json", {"method": cfg.label, "rpsa": False})
+    with stage_run("train", ctx, Path(checkpoints.path), cfg.label) as tel:
+        stage.run(cfg, model_uri, Path(sft.path), Path(checkpoints.path), on_step=tel.train_progress,
+                  merge_k=merge_cfg.k if merge_cfg.mode.startswith("ortho") else None,
+                  fisher_dir=fisher_dir, corpus_dir=corpus_dir, gpus=gpus)
+    for name, value in tel.kfp_metrics().items():
+        metrics.log_metric(name, value)

@@ -1,0 +1,54 @@
+"""Apply the platform config to pipeline tasks through kfp.kubernetes and the task's resource setters."""
+
+from __future__ import annotations
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+from safetax.platform import MODEL_STAGES, PlatformConfig
+
+SCRATCH = "/scratch"
+
+
+def place(task: PipelineTask, stage: str, platform: PlatformConfig, gpus=None, display: str = "", cache: bool = True) -> PipelineTask:
+    """Display name, resources, GPUs, node selector, tolerations, /dev/shm, scratch volume, pod labels, env, Secrets,
+    pull secrets, retries and timeout of a stage's task.
+
+    ``gpus`` may be a pipeline parameter: a per-run override of a GPU stage's GPU count, which KFP
+    resolves at run time (node selectors and tolerations stay as compiled). ``cache=False`` for steps
+    that must always run (discovery, gates).
+    """
+    s = platform.settings(stage)
+    task.set_display_name(display or stage)
+    task.set_caching_options(cache)
+    task.set_cpu_request(s.cpu_request).set_cpu_limit(s.cpu_limit)
+    task.set_memory_request(s.memory_request).set_memory_limit(s.memory_limit)
+    if s.gpu:
+        task.set_accelerator_type(s.accelerator_type).set_accelerator_limit(s.accelerator_count if gpus is None else gpus)
+    for key, value in s.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for t in s.tolerations:
+        kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value or None, effect=t.effect or None)
+    if s.shm_size:
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=s.shm_size)
+    env = dict(platform.env)
+    if s.scratch_size:
+        kubernetes.add_ephemeral_volume(task, volume_name="scratch", mount_path=SCRATCH, access_modes=["ReadWriteOnce"],
+                                        size=s.scratch_size, storage_class_name=platform.scratch_storage_class or None)
+        env |= {"SAFETAX_CACHE": f"{SCRATCH}/safetax", "HF_HOME": f"{SCRATCH}/hf", "TMPDIR": SCRATCH}
+    for key, value in {**platform.pod_labels, **s.pod_labels}.items():
+        kubernetes.add_pod_label(task, label_key=key, label_value=value)
+    for name, value in sorted(env.items()):
+        task.set_env_variable(name, value)
+    if platform.s3_secret:
+        kubernetes.use_secret_as_env(task, secret_name=platform.s3_secret, secret_key_to_env=platform.secret_env())
+    if platform.hf_token_secret and stage in MODEL_STAGES:
+        kubernetes.use_secret_as_env(task, secret_name=platform.hf_token_secret,
+                                     secret_key_to_env={platform.hf_token_secret_key: "HF_TOKEN"})
+    if platform.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(platform.image_pull_secrets))
+    if s.retries:
+        task.set_retry(num_retries=s.retries, backoff_duration=s.retry_backoff, backoff_factor=2.0, backoff_max_duration="3600s")
+    if s.timeout:
+        kubernetes.set_timeout(task, s.timeout)
+    return task

@@ -1,0 +1,96 @@
+"""The audit pipeline: evaluate every new checkpoint under a prefix, judge it against thresholds and a baseline."""
+
+
+from kfp import dsl
+
+from safetax.platform import PlatformConfig
+from safetax.runner.components.audit import audit_finish, audit_idle, audit_plan, audit_targets
+from safetax.runner.components.generate import generate
+from safetax.runner.components.judge import judge
+from safetax.runner.components.score import score
+from safetax.runner.pipelines._k8s import place
+
+
+def build_audit_pipeline(platform: PlatformConfig):
+    """The audit pipeline, its tasks placed by ``platform`` (a fresh pipeline object per call: no global state)."""
+
+    @dsl.pipeline(
+        name="safetax-audit",
+        description="Safety and reasoning audit of every new checkpoint under a prefix (a ledger in the bucket), with verdicts and a safety gate.",
+        pipeline_root=platform.pipeline_root or None,
+    )
+    def audit_pipeline(
+        audit_name: str,
+        store_uri: str,
+        checkpoint_prefix: str = "",
+        checkpoints: list = [],
+        profile: str = "nightly",
+        custom_profile: dict = {},
+        thresholds: dict = {},
+        baseline: str = "",
+        baseline_model: str = "",
+        audit_schedule: str = "",
+        promote: bool = False,
+        judge_name: str = "llama-guard",
+        judge_model: str = "meta-llama/Llama-Guard-3-8B",
+        judge_mode: str = "logit",
+        equivalence_model: str = "",
+        seed: int = 42,
+        generation_batch_size: int = 32,
+        generation_backend: str = platform.generation_backend,
+        tensor_parallel_size: int = 1,
+        generate_gpus: str = str(platform.settings("generate").accelerator_count),
+        judge_gpus: str = str(platform.settings("judge").accelerator_count),
+    ):
+        """Audit the checkpoints that a training team wrote since the last run; a re-run audits nothing twice.
+
+        Args:
+            audit_name: The audit's name (a DNS label, e.g. nightly-r1-7b): its ledger, reports and metrics are keyed by it.
+            store_uri: Where the ledger lives: <store_uri>/audits/<audit_name>/ holds one record per checkpoint digest (ledger/), reports (reports/, runs/), the baseline's record (baselines/) and the safety gate's choice (promoted/).
+            checkpoint_prefix: s3:// prefix (or local directory) to watch: every directory under it with a manifest (MANIFEST.json, written last by safetax's store) is a checkpoint; one without is skipped until complete.
+            checkpoints: Explicit model URIs to audit (published s3:// directories, local directories or hub ids), with or instead of the prefix.
+            profile: Benchmarks and sample counts: nightly (cheap: StrongREJECT-small, 200 WildJailbreak, XSTest, 100 MATH-500, 50 GPQA, 50 HumanEval+, 1 sample), weekly (every benchmark, 8 samples), or custom.
+            custom_profile: With profile=custom: {"eval_sets": [... as the alignment pipeline's eval_sets ...], "reasoning_samples": 1, "safety_max_new_tokens": 1024, "reasoning_max_new_tokens": 8192, "reasoning_temperature": 0.6, "reasoning_top_p": 0.95}.
+            thresholds: Pass criteria, each optional: min_safety_score, max_attack_success_rate, max_overrefusal_rate (shares in [0, 1]), max_reasoning_drop (pass@1 points against the baseline: a number, or {benchmark: number}), max_safety_tax_rate (>= 0).
+            baseline: Name of the reference model whose last audit the checkpoints are compared with (needed by max_reasoning_drop and max_safety_tax_rate).
+            baseline_model: URI of the reference model: audited in this run when the baseline has no audit record yet, or a different digest.
+            audit_schedule: The cron this audit runs on (set by `safetax schedule sync`); the stale-audit alert fires after two intervals without a completed run. Empty = ad hoc.
+            promote: Safety gate: publish the best Pareto checkpoint that passes the thresholds under promoted/ with its audit record; fail the run, naming every failed criterion, when none passes.
+            judge_name: Safety judge: llama-guard (Llama-Guard-3) or refusal (pattern-based, offline).
+            judge_model: Llama-Guard model directory, s3:// URI or hub id.
+            judge_mode: Llama-Guard mode: logit (one forward pass) or generate (generate and parse).
+            equivalence_model: Optional LLM that re-checks math answers; empty = off.
+            seed: Seed for sampling.
+            generation_batch_size: Prompts per batch in the transformers backend.
+            generation_backend: hf (transformers) or vllm.
+            tensor_parallel_size: GPUs per model for the vllm backend.
+            generate_gpus: GPUs per generation task.
+            judge_gpus: GPUs per judge task.
+        """
+        planned = place(audit_plan(audit_name=audit_name, store_uri=store_uri, checkpoint_prefix=checkpoint_prefix,
+                                   checkpoints=checkpoints, profile=profile, custom_profile=custom_profile, thresholds=thresholds,
+                                   baseline=baseline, baseline_model=baseline_model, audit_schedule=audit_schedule, promote=promote),
+                        "prepare", platform, display="audit-plan: new checkpoints", cache=False)
+        run = {"store_uri": store_uri, "audit": audit_name}
+        with dsl.If(planned.outputs["Output"] > 0, "new-checkpoints"):
+            items = place(audit_targets(plan=planned.outputs["plan"]), "prepare", platform, display="audit targets", cache=False)
+            with dsl.ParallelFor(items.output) as t:
+                # Every item carries its profile's settings: KFP resolves loop-item fields, not another task's dict.
+                gen = place(generate(model_uri=t.uri, name=t.label, eval_sets=t.eval_sets, safety_max_new_tokens=t.safety_max_new_tokens,
+                                     reasoning_samples=t.reasoning_samples, reasoning_temperature=t.reasoning_temperature,
+                                     reasoning_top_p=t.reasoning_top_p, reasoning_max_new_tokens=t.reasoning_max_new_tokens,
+                                     batch_size=generation_batch_size, backend=generation_backend,
+                                     tensor_parallel_size=tensor_parallel_size, seed=seed, gpus=generate_gpus, **run),
+                            "generate", platform, generate_gpus, display="generate (per checkpoint)")
+                verdicts = place(judge(judge=judge_name, judge_model=judge_model, mode=judge_mode, base_model=t.uri, gpus=judge_gpus,
+                                       generations=gen.outputs["generations"], **run), "judge", platform, judge_gpus,
+                                 display="judge (per checkpoint)")
+                scored = place(score(equivalence_model=equivalence_model, base_model=t.uri, generations=gen.outputs["generations"],
+                                     judgements=verdicts.outputs["judgements"], **run), "score", platform,
+                               display="score (per checkpoint)")
+            place(audit_finish(plan=planned.outputs["plan"], scores=dsl.Collected(scored.outputs["scores"])),
+                  "analytics", platform, display="audit-finish: verdicts, ledger, gate", cache=False)
+        with dsl.Else("nothing-new"):
+            place(audit_idle(plan=planned.outputs["plan"]), "analytics", platform, display="audit-idle: nothing new", cache=False)
+
+    return audit_pipeline

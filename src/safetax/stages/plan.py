@@ -1,0 +1,232 @@
+"""The alignment run's first step: validate everything, resolve defaults once, and list the methods.
+
+A cluster run costs GPU-hours, so every mistake a run can have is found here, on a CPU, before any
+model loads: each method config (a typo in one of five methods is named with its index), the eval
+sets and their data files, the judge, the sampling settings, RPSA's corpus, the gate's thresholds,
+and that every model and data URI can be reached (a gated hub model without ``HF_TOKEN`` fails
+here, not after training). All problems are reported at once.
+
+The output is one item per method: its fully resolved training config (defaults of the run filled
+in), its merge config, and, for RPSA methods, the corpus and Fisher settings. The pipeline fans out
+over these items; each stage of a method reads only its item, so defaults are resolved in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetax.config import Checks, ConfigError
+
+log = logging.getLogger(__name__)
+PLAN = "plan.json"
+# Method names become path components (<store>/<run>/<stage>/<name>) and metric labels.
+LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+BACKENDS = ("hf", "vllm")
+
+
+@dataclass(frozen=True)
+class AlignmentParams:
+    """The alignment pipeline's parameters, as the plan step receives them (see the pipeline's docstring)."""
+
+    base_model_uri: str
+    refusal_data_uri: str
+    eval_sets: list[dict[str, Any]]
+    methods: list[dict[str, Any]]
+    epochs: int = 0
+    seed: int = 42
+    max_length: int = 1024
+    judge_name: str = "refusal"
+    judge_model: str = "meta-llama/Llama-Guard-3-8B"
+    judge_mode: str = "logit"
+    equivalence_model: str = ""
+    safety_max_new_tokens: int = 1024
+    reasoning_samples: int = 8
+    reasoning_temperature: float = 0.6
+    reasoning_top_p: float = 0.95
+    reasoning_max_new_tokens: int = 32768
+    generation_batch_size: int = 32
+    generation_backend: str = "hf"
+    tensor_parallel_size: int = 1
+    store_uri: str = ""
+    analysis_k: int = 16
+    rpsa_corpus: dict[str, Any] = field(default_factory=lambda: {"benchmark": "math500"})
+    rpsa_corpus_size: int = 0
+    rpsa_keep: str = "all"
+    rpsa_validate: bool = False
+    train_gpus: int | str = 1  # strings in the pipeline (KFP resolves accelerator counts from strings)
+    generate_gpus: int | str = 1
+    judge_gpus: int | str = 1
+    gate_thresholds: dict[str, Any] = field(default_factory=dict)
+
+
+def _errors_of(e: Exception) -> list[str]:
+    return list(e.errors) if isinstance(e, ConfigError) else [str(e)]
+
+
+def method_items(p: AlignmentParams, c: Checks) -> list[dict[str, Any]]:
+    """One resolved item per method; problems go to ``c`` under ``methods[i]``.
+
+    An item: ``label`` (the method's name), ``method`` (full | lora | rpsa), ``config`` (the method config with the
+    run's seed and epochs filled in), ``merges`` (a merge stage has work), ``is_rpsa`` and ``rpsa`` (corpus and
+    Fisher settings of an RPSA method, else empty)."""
+    from safetax.stages.fisher import FisherConfig
+    from safetax.stages.merge import MergeConfig
+    from safetax.stages.train import TrainConfig, check_data_parallel
+
+    if not isinstance(p.methods, list) or not p.methods:
+        c.fail("methods", p.methods, "a non-empty list of method configs, e.g. [{\"method\": \"lora\", \"name\": \"lora-r4\"}]")
+        return []
+    items: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(p.methods):
+        where = f"methods[{i}]"
+        if not isinstance(raw, dict):
+            c.fail(where, raw, "a mapping such as {\"method\": \"lora\", \"name\": \"lora-r4\"}")
+            continue
+        defaults: dict[str, Any] = {"seed": p.seed} | ({"epochs": p.epochs} if p.epochs else {})
+        resolved = defaults | dict(raw)
+        try:
+            cfg = TrainConfig.from_dict(resolved)
+            merge = MergeConfig.from_method(dict(raw))
+            check_data_parallel(cfg, max(1, int(p.train_gpus)))  # 0 = a CPU train stage: one process
+        except (ConfigError, TypeError, ValueError) as e:
+            c.errors += [f"{where} ({raw.get('name') or raw.get('method', '?')}): {m}" for m in _errors_of(e)]
+            continue
+        label = cfg.label
+        if not LABEL.match(label):
+            c.fail(f"{where}.name", label, "a label of lowercase letters, digits, '.', '_' and '-' (<= 63 chars, no '/'): "
+                                           "it names the method's folders and metrics")
+        if label in seen:
+            c.fail(f"{where}.name", label, f"unique: methods[{seen[label]}] has the same name")
+        seen[label] = i
+        rpsa: dict[str, Any] = {}
+        if cfg.method == "rpsa":
+            try:
+                FisherConfig(keep=p.rpsa_keep, validate=p.rpsa_validate)
+            except ConfigError as e:
+                c.errors += [f"{where} ({label}): {m}" for m in e.errors]
+            rpsa = {"keep": p.rpsa_keep, "validate": p.rpsa_validate, "corpus": {
+                "eval_set": dict(p.rpsa_corpus), "n": p.rpsa_corpus_size, "seed": p.seed, "batch_size": p.generation_batch_size,
+                "temperature": p.reasoning_temperature, "top_p": p.reasoning_top_p, "max_new_tokens": p.reasoning_max_new_tokens}}
+        # `config` is what TrainConfig.from_dict and MergeConfig.from_method read in the method's stages.
+        items.append({"label": label, "method": cfg.method, "config": resolved, "merges": merge.mode != "none",
+                      "is_rpsa": cfg.method == "rpsa", "rpsa": rpsa})
+    return items
+
+
+def _check_evaluation(p: AlignmentParams, c: Checks) -> None:
+    from safetax.data.eval_sets import EvalSet, load_eval_set
+    from safetax.generation.base import SamplingConfig
+    from safetax.stages.judge import JudgeConfig
+
+    if not isinstance(p.eval_sets, list) or not p.eval_sets:
+        c.fail("eval_sets", p.eval_sets, 'a non-empty list, e.g. [{"benchmark": "strongreject"}, {"benchmark": "math500"}]')
+    else:
+        for i, raw in enumerate(p.eval_sets):
+            try:
+                load_eval_set(EvalSet.from_dict(dict(raw)))  # parses the data file: a bad row is named here
+            except (ConfigError, TypeError, ValueError, FileNotFoundError, KeyError) as e:
+                c.errors += [f"eval_sets[{i}]: {m}" for m in _errors_of(e)]
+    for name, build in (("safety sampling", lambda: SamplingConfig(max_new_tokens=p.safety_max_new_tokens, seed=p.seed)),
+                        ("reasoning sampling", lambda: SamplingConfig(temperature=p.reasoning_temperature, top_p=p.reasoning_top_p,
+                                                                      n=p.reasoning_samples, max_new_tokens=p.reasoning_max_new_tokens,
+                                                                      seed=p.seed)),
+                        ("judge", lambda: JudgeConfig(judge=p.judge_name, judge_model=p.judge_model, mode=p.judge_mode))):
+        try:
+            build()
+        except (ConfigError, TypeError, ValueError) as e:
+            c.errors += [f"{name}: {m}" for m in _errors_of(e)]
+    c.one_of("generation_backend", p.generation_backend, BACKENDS)
+    c.positive("generation_batch_size", p.generation_batch_size)
+    c.positive("tensor_parallel_size", p.tensor_parallel_size)
+    c.positive("max_length", p.max_length)
+    c.positive("analysis_k", p.analysis_k)
+
+
+def _check_rpsa(p: AlignmentParams, items: list[dict[str, Any]], c: Checks) -> None:
+    from safetax.data.eval_sets import EvalSet
+    from safetax.generation.base import SamplingConfig
+    from safetax.stages.corpus import CorpusConfig
+
+    rpsa = [it["label"] for it in items if it["is_rpsa"]]
+    if not rpsa:
+        return
+    if not p.rpsa_corpus_size:
+        c.fail("rpsa_corpus_size", p.rpsa_corpus_size,
+               f"> 0 for RPSA methods ({', '.join(rpsa)}): their Fisher is computed on the base model's own answers to that many "
+               "problems (paper: 100)")
+    try:
+        CorpusConfig(eval_set=EvalSet.from_dict(dict(p.rpsa_corpus)), n=p.rpsa_corpus_size, seed=p.seed,
+                     sampling=SamplingConfig(temperature=p.reasoning_temperature, top_p=p.reasoning_top_p,
+                                             max_new_tokens=p.reasoning_max_new_tokens, seed=p.seed))
+    except (ConfigError, TypeError, ValueError) as e:
+        c.errors += [f"rpsa_corpus: {m}" for m in _errors_of(e)]
+
+
+def _check_store_uri(uri: str, c: Checks) -> None:
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme not in ("", "s3", "file"):
+        c.fail("store_uri", uri, "an s3://bucket/prefix URI, a file:// URI or a local folder")
+    elif scheme == "s3" and not uri[len("s3://"):].split("/", 1)[0]:
+        c.fail("store_uri", uri, "an s3:// URI with a bucket, e.g. s3://safetax/runs")
+
+
+def _check_reachable(p: AlignmentParams, c: Checks) -> None:
+    from safetax.store import check_reachable
+
+    uris = [("base_model_uri", p.base_model_uri, "model"), ("refusal_data_uri", p.refusal_data_uri, "dataset")]
+    if p.judge_name == "llama-guard":
+        uris.append(("judge_model", p.judge_model, "model"))
+    if p.equivalence_model:
+        uris.append(("equivalence_model", p.equivalence_model, "model"))
+    for name, uri, kind in uris:
+        if not uri:
+            c.fail(name, uri, "a directory, s3:// URI or hub id")
+            continue
+        try:
+            check_reachable(uri, name, repo_type=kind)
+        except Exception as e:  # noqa: BLE001 - every failure is the user's to read; the message names the parameter and URI
+            c.errors.append(f"cannot be reached: {e}")
+
+
+def _gpu_count(c: Checks, name: str, value: int | str) -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = -1
+    if n < 0 or isinstance(value, bool):
+        c.fail(name, value, "a whole number of GPUs >= 0, e.g. \"1\"")
+    return max(n, 0)
+
+
+def plan(p: AlignmentParams, out_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Validate the run (all problems at once, as a :class:`ConfigError`) and return the method items."""
+    from dataclasses import replace
+
+    from safetax.stages import gate
+
+    c = Checks("alignment run parameters")
+    p = replace(p, **{name: _gpu_count(c, name, getattr(p, name)) for name in ("train_gpus", "generate_gpus", "judge_gpus")})
+    items = method_items(p, c)
+    _check_evaluation(p, c)
+    _check_rpsa(p, items, c)
+    try:
+        gate.check(p.gate_thresholds, p.store_uri)
+    except (ConfigError, TypeError, ValueError) as e:
+        c.errors += [f"gate_thresholds: {m}" for m in _errors_of(e)]
+    if p.store_uri:
+        _check_store_uri(p.store_uri, c)
+    if not c.errors:  # network checks last, and only for a run that is otherwise valid
+        _check_reachable(p, c)
+    c.raise_if_any()
+    if out_dir is not None:
+        from safetax.store import atomic_dir, write_json
+
+        with atomic_dir(out_dir) as tmp:
+            write_json(tmp / PLAN, {"params": asdict(p), "methods": items})
+    log.info("plan: %d method(s) (%s), %d eval set(s)", len(items), ", ".join(it["label"] for it in items), len(p.eval_sets))
+    return items
