@@ -8,7 +8,8 @@ import yaml
 from safetax.cli import main
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["compile", "--help"], ["run", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["compile", "--help"], ["run", "--help"],
+                                  ["register", "--help"], ["data", "upload", "--help"], ["data", "fetch", "--help"]])
 def test_help_explains_every_option(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(argv)

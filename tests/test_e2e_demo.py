@@ -71,9 +71,11 @@ def test_demo_pipeline_aligns_both_methods(
     weights = pd.read_csv(results / "weights.csv")
     assert set(weights["method"]) == {m["name"] for m in DEMO_METHODS}
     assert "report.md" in out and "lora-r4-mlp/epoch-1" in out  # the CLI printed the table and the path
-    # RPSA: its Fisher and its conflict / frozen-ratio history are in the bucket
+    # RPSA: its corpus and Fisher in its train task's `rpsa` artifact (written and read in that pod), its conflict /
+    # frozen-ratio history in the bucket; the other methods' train pods computed no Fisher.
     rpsa = next(m["name"] for m in DEMO_METHODS if m["method"] == "rpsa")
-    assert "fisher.safetensors" in store.list(f"s3://safetax-e2e/runs/{run_id}/fisher/{rpsa}")
+    [fisher] = list(tmp_path.glob("*/*/train/rpsa/fisher/fisher.safetensors"))
+    assert (fisher.parent.parent / "corpus" / "corpus.jsonl").is_file()
     assert "rpsa.json" in store.list(f"s3://safetax-e2e/runs/{run_id}/train/{rpsa}")
 
     # Harmful prompts never reach stdout or logs (the demo's are placeholders; the habit is what is tested).

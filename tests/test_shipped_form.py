@@ -113,9 +113,9 @@ def test_compiled_alignment_and_audit_run_from_the_shipped_yaml(fresh: Path, tmp
     rows = {r.split(",")[0] for r in (results / "results.csv").read_text().splitlines()[1:]}
     assert {"base", "lora-r2/epoch-1", "lora-r2+plain/epoch-1", "rpsa-lora/epoch-1"} <= rows, rows
     # RPSA's corpus and Fisher ran in its own train pod; the LoRA method's train wrote no Fisher.
-    trains = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("safetax-alignment-*/train*/rpsa/rpsa.json")]
+    trains = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("safetax-alignment-*/*/train/rpsa/rpsa.json")]
     assert {"method": "lora-r2", "rpsa": False} in trains
-    assert list((tmp_path / "runs").glob("safetax-alignment-*/train*/rpsa/fisher/fisher.safetensors"))
+    assert list((tmp_path / "runs").glob("safetax-alignment-*/*/train/rpsa/fisher/fisher.safetensors"))
 
     audit = {"audit_name": "shipped", "store_uri": str(tmp_path / "store"), "checkpoints": [inputs["model"]], "profile": "custom",
              "custom_profile": {"eval_sets": params["eval_sets"], "reasoning_samples": 1, "safety_max_new_tokens": 8,

@@ -15,6 +15,8 @@ log = logging.getLogger("safetax")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="safetax", description="Safety alignment of reasoning LLMs without the safety tax.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (default: one message naming the "
+                                                         "file, key or value, and exit status 2)")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="run the alignment pipeline locally on the tiny demo model and print the results",
@@ -57,6 +59,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="do not check the KFP backend's version first (by default an older backend than the pipelines need is "
                         "refused with a message naming both versions)")
 
+    pl = sub.add_parser("plan", help="validate a run's parameters here, as its first (plan) task will, without running it",
+                        description="Checks every parameter of a run exactly as the pipeline's plan step does (every method "
+                                    "config, eval set and its data file, judge, sampling, GPU counts, RPSA corpus, gate "
+                                    "thresholds, store URI, and that the model and data URIs are reachable from here), prints "
+                                    "each method's resolved config, and exits 2 listing every problem. Nothing is trained or "
+                                    "generated.")
+    pl.add_argument("--pipeline", default="alignment", choices=("alignment", "audit"),
+                    help="which pipeline the parameters are for (default: alignment; audit: the audit's configuration only, "
+                         "no checkpoint discovery)")
+    pl.add_argument("--params", type=Path, required=True, help="JSON or YAML file with the pipeline parameters")
     _schedule_parser(sub)
     from safetax.data import cli as data_cli
 
@@ -112,7 +124,10 @@ def _schedule(args: argparse.Namespace) -> None:
     try:
         sync(args.file, host=args.host, owner=args.owner, dry_run=args.dry_run, namespace=args.namespace)
     except (ConfigError, ScheduleError) as e:
-        raise SystemExit(f"safetax schedule {args.schedule_command}: {e}") from None
+        import sys
+
+        print(f"safetax schedule {args.schedule_command}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _platform_args(p: argparse.ArgumentParser) -> None:
@@ -161,12 +176,56 @@ def _demo(args: argparse.Namespace) -> None:
     _print_results(results)
 
 
-def _run(args: argparse.Namespace) -> None:
+def load_params(path: Path, pipeline: str, compiled: Path | None = None) -> dict:
+    """A parameter file as a mapping whose keys are the pipeline's parameters; errors name the file and the key."""
     import yaml
 
+    from safetax.runner import pipeline_inputs
+
+    if not path.is_file():
+        raise FileNotFoundError(f"parameter file {path} does not exist")
+    try:
+        text = path.read_text()
+        params = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"parameter file {path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
+                         f"{str(e).splitlines()[0]}") from None
+    if not isinstance(params, dict):
+        raise ValueError(f"parameter file {path}: must be a mapping of parameter names to values, got {type(params).__name__}")
+    inputs = pipeline_inputs(pipeline, compiled)
+    unknown = sorted(set(params) - set(inputs))
+    missing = sorted(k for k, required in inputs.items() if required and k not in params)
+    if unknown or missing:
+        problems = [f"unknown parameter {k!r}" for k in unknown] + [f"missing required parameter {k!r}" for k in missing]
+        raise ValueError(f"parameter file {path}: " + "; ".join(problems) + f" (the {pipeline} pipeline's parameters: "
+                         f"{', '.join(sorted(inputs))})")
+    return params
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from safetax.runner import pipeline_defaults
+
+    params = pipeline_defaults(args.pipeline) | load_params(args.params, args.pipeline)
+    if args.pipeline == "audit":
+        from safetax.stages.audit import AuditConfig
+
+        fields = AuditConfig.__dataclass_fields__
+        AuditConfig.from_dict({k: v for k, v in params.items() if k in fields})
+        print(f"{args.params}: valid audit parameters")
+        return
+    from safetax.stages.plan import AlignmentParams, plan
+
+    fields = AlignmentParams.__dataclass_fields__
+    for item in plan(AlignmentParams(**{k: v for k, v in params.items() if k in fields})):
+        flags = [f for f, on in (("rpsa", item["is_rpsa"]), ("merge", item["merges"])) if on]
+        print(f"{item['label']}: {item['method']}, {item['config'].get('epochs') or 'default'} epoch(s)"
+              + (f" [{', '.join(flags)}]" if flags else ""))
+
+
+def _run(args: argparse.Namespace) -> None:
     from safetax.runner import run_local
 
-    params = yaml.safe_load(args.params.read_text()) if args.params.suffix in (".yaml", ".yml") else json.loads(args.params.read_text())
+    params = load_params(args.params, args.pipeline, args.compiled)
     if args.store:
         params["store_uri"] = args.store
     results = run_local(args.pipeline, params, args.out, compiled=args.compiled)
@@ -182,9 +241,33 @@ def _run(args: argparse.Namespace) -> None:
         print(results)
 
 
+# What a user can fix from the message alone: no traceback for these unless --debug.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, KeyError, RuntimeError,
+                                                 UnicodeDecodeError, IsADirectoryError, NotADirectoryError)
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    """The command line: a user's mistake ends with one or a few lines naming it and exit status 2 (``--debug``:
+    the traceback too)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
     setup_logging()
+    try:
+        _dispatch(args)
+    except _USER_ERRORS as e:
+        if getattr(args, "debug", False):
+            raise
+        import sys
+
+        message = str(e) or type(e).__name__
+        if isinstance(e, KeyError):
+            message = f"missing key {e}"
+        print(f"safetax {args.command}: error: {message}", file=sys.stderr)
+        print("(run again with --debug for the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _dispatch(args: argparse.Namespace) -> None:
     if args.command in ("demo", "run"):
         _apply_platform_args(args)
     if args.command == "demo":
@@ -210,6 +293,8 @@ def main(argv: list[str] | None = None) -> None:
             print(version)
     elif args.command == "schedule":
         _schedule(args)
+    elif args.command == "plan":
+        _plan(args)
     elif args.command == "data":
         from safetax.data import cli as data_cli
 

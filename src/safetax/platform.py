@@ -1,7 +1,7 @@
 """Where and how each pipeline stage runs on Kubernetes.
 
 Plain data, loaded at compile time (``SAFETAX_PLATFORM=platform.yaml``, or the
-Helm chart's ConfigMap for the registrar); ``pipelines/_k8s.py`` applies it to
+Helm chart's ConfigMap for the registrar); ``safetax.runner.pipelines._k8s`` applies it to
 every task through ``kfp.kubernetes`` and the task's resource setters. The
 local runner ignores all of it.
 
@@ -24,8 +24,8 @@ A platform file has ``defaults`` (applied to every stage) and ``stages``
 Every GPU stage (``accelerator_count > 0``) gets an in-memory emptyDir at
 ``/dev/shm`` (PyTorch data loaders and NCCL need more than the 64 MB default).
 The score stage, which runs model-generated code, carries the label
-``safetax.io/code-execution: "true"``: the chart's NetworkPolicy denies all
-egress to pods with it.
+``safetax.io/code-execution: "true"``: the chart's NetworkPolicy limits the egress of
+pods with it to what KFP's launcher needs (DNS, the object store, KFP's API and metadata).
 """
 
 from __future__ import annotations

@@ -45,8 +45,11 @@ def progress_bar(total: int, desc: str, unit: str = "it") -> tqdm:
     return tqdm(total=total, desc=desc, unit=unit, disable=_bar_disabled(), file=sys.stderr, mininterval=1.0)
 
 
+RUNNER_PID_ENV = "SAFETAX_RUNNER_PID"
+
+
 def setup_logging(level: int = logging.INFO) -> None:
-    """One log format for the CLI and every KFP component."""
+    """One log format for the CLI and every KFP component; a task of a local run also ends with its runner."""
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -54,3 +57,29 @@ def setup_logging(level: int = logging.INFO) -> None:
         stream=sys.stderr,
         force=True,
     )
+    runner = os.environ.get(RUNNER_PID_ENV, "")
+    if runner.isdigit() and int(runner) != os.getpid():
+        end_with_runner(int(runner))
+
+
+def end_with_runner(pid: int, every: float = 1.0) -> None:
+    """End this process when process ``pid`` (the local runner that started this task) is gone.
+
+    A killed ``safetax run`` (SIGKILL runs no cleanup) would otherwise leave its running tasks
+    training on. The task checks once a second from a daemon thread; on a cluster the variable is
+    unset and nothing runs.
+    """
+    import threading
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                logging.getLogger("safetax").error("the local runner (pid %d) is gone: ending this task", pid)
+                os._exit(137)
+            except PermissionError:
+                pass  # alive, another user's
+            time.sleep(every)
+
+    threading.Thread(target=watch, name="safetax-runner-watch", daemon=True).start()

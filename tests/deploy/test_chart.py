@@ -165,7 +165,8 @@ def test_registration_modes(render: Any, validate: Any, mode: str, namespace: st
     # The custom resources live in KFP's namespace, whatever the release's namespace.
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "kubeflow"
     assert role["rules"] == [{"apiGroups": ["pipelines.kubeflow.org"], "resources": ["pipelines", "pipelineversions"],
-                              "verbs": ["get", "list", "create"]}]
+                              "verbs": ["get", "list", "create"]},
+                             {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["ml-pipeline"], "verbs": ["get"]}]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": namespace}]
     for _, doc in rendered.objects:

@@ -36,7 +36,8 @@ def test_every_object_validates(kustomized: list[dict[str, Any]], validate: Any)
 def test_registrar_rbac(kustomized: list[dict[str, Any]]) -> None:
     account, role, binding = (one(kustomized, k) for k in ("ServiceAccount", "Role", "RoleBinding"))
     assert role["rules"] == [{"apiGroups": ["pipelines.kubeflow.org"], "resources": ["pipelines", "pipelineversions"],
-                              "verbs": ["get", "list", "create"]}]
+                              "verbs": ["get", "list", "create"]},
+                             {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["ml-pipeline"], "verbs": ["get"]}]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "kubeflow"}]
 

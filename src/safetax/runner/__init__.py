@@ -7,11 +7,13 @@ image (or any environment with the wheel) can compile and register the pipelines
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,38 @@ def pipeline(name: str, platform: Any = None) -> Any:
     from safetax.runner.pipelines import build
 
     return build(name, _platform(platform))
+
+
+def pipeline_inputs(name: str, compiled: Path | None = None) -> dict[str, bool]:
+    """The pipeline's parameters, each mapped to whether it is required (from a compiled YAML when given)."""
+    if compiled is not None:
+        import yaml
+
+        if not compiled.is_file():
+            raise FileNotFoundError(f"compiled pipeline {compiled} does not exist")
+        spec = next(yaml.safe_load_all(compiled.read_text()))
+        params = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+        return {k: not v.get("isOptional", False) for k, v in params.items()}
+    params = _default_parameters(name)
+    return {k: not v.is_optional for k, v in params.items()}
+
+
+def pipeline_defaults(name: str) -> dict[str, Any]:
+    """The pipeline's parameter defaults, as a run started without them would receive them."""
+    from google.protobuf import json_format
+
+    params = _default_parameters(name)
+    return {k: json_format.MessageToDict(v.default_value) for k, v in params.items() if v.HasField("default_value")}
+
+
+def _default_parameters(name: str) -> Any:
+    """The parameter definitions of ``name`` under ``$SAFETAX_PLATFORM`` (or the defaults), built once per file."""
+    return _parameters(name, os.environ.get("SAFETAX_PLATFORM") or "")
+
+
+@functools.lru_cache(maxsize=8)
+def _parameters(name: str, platform_file: str) -> Any:
+    return pipeline(name, platform_file or None).pipeline_spec.root.input_definitions.parameters
 
 
 def compile_pipelines(out_dir: Path, platform: Any = None) -> list[Path]:
@@ -223,6 +257,23 @@ def _local_component(compiled: Path) -> Any:
         os.unlink(f.name)
 
 
+def _plain(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _failure(root: Path, since: float) -> str:
+    """The failed tasks of the run that started at ``since`` and what their stage wrote into its ``FAILED`` marker."""
+    markers = sorted((p for p in root.glob("*/**/FAILED") if p.stat().st_mtime >= since), key=lambda p: p.stat().st_mtime)
+    lines = []
+    for marker in markers:
+        task = marker.parent.parent.name
+        text = marker.read_text(errors="replace").strip().splitlines()
+        lines.append(f"task {task!r} failed: {text[0] if text else 'no message'}")
+    return "\n".join(lines)
+
+
 def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: Any = None, compiled: Path | None = None) -> Path | None:
     """Run a pipeline with KFP's local SubprocessRunner in this environment; return its output artifact's path
     (None for a pipeline without one: the audit's outputs are in its store).
@@ -242,14 +293,21 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: 
     # Parallel branches run as concurrent subprocesses; one BLAS thread pool per core each
     # oversubscribes the CPU and slows every task several-fold. Users may set their own.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
+    # Tasks end when this process does, even when it is killed (safetax.timing.end_with_runner).
+    from safetax.timing import RUNNER_PID_ENV
+
+    os.environ[RUNNER_PID_ENV] = str(os.getpid())
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()), raise_on_error=True)
     func = _local_component(compiled or _compiled(name, platform, pipeline_root))
     # The local runner indents print() per task by swapping builtins.print; concurrent
     # ParallelFor tasks restore it out of order and can leave it indented for good.
     original_print = builtins.print
+    started = time.time()
     try:
         task = func(**params)
+    except RuntimeError as e:  # the local runner's "finished with status FAILURE": name the task and its error instead
+        raise RuntimeError(_failure(pipeline_root, started) or _plain(str(e))) from None
     finally:
         builtins.print = original_print
     outputs = getattr(task, "outputs", None) or {}

@@ -1,4 +1,4 @@
-"""The components' container images, from ``safetax.images`` (tags follow the package version, never :latest).
+"""The components' container images, from ``safetax.images`` (``<version>-<commit>`` tags or $SAFETAX_IMAGE_TAG, never :latest).
 
 Read when the components are imported (at pipeline compile time): set ``SAFETAX_IMAGE_REGISTRY``
 before compiling to point a pipeline at another registry.
