@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from safetax.benchmarks.registry import Item, get_benchmark
-from safetax.scoring.code import extract_code, run_untrusted, score_code
+from safetax.scoring.code import extract_code, score_code
+from safetax.scoring.sandbox import run_untrusted
+from safetax.scoring.sandbox.execute import ENV
 
 # Mbpp/255 (combinations_colors): the canonical solution itself exceeds the limits on plus input 85.
 MBPP_KNOWN_BAD = {"Mbpp/255"}
@@ -68,7 +70,9 @@ def test_run_untrusted_limits() -> None:
     res = run_untrusted("x = bytearray(4 * 1024 ** 3)\n", timeout_s=10.0, memory_mb=512)
     assert not res.timed_out and res.returncode != 0 and "MemoryError" in res.stderr
     res = run_untrusted("import os\nprint(os.getcwd(), sorted(os.environ))\n", timeout_s=10.0, memory_mb=512)
-    assert "safetax-code-" in res.stdout and "PYTHONHASHSEED" in res.stdout and "HOME" not in res.stdout
+    cwd, env = res.stdout.split(" ", 1)
+    assert cwd == "/sandbox" or "safetax-code-" in cwd
+    assert eval(env) == sorted([*ENV, "HOME", "TMPDIR"])  # nothing of the scorer's environment
 
 
 def test_mbppplus_sample_of_canonical_solutions_pass(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,10 @@
 
 Prompts ask for the complete function in a fenced ``python`` block of the final answer, without
 EvalPlus's response prefix ("Below is a Python script with a self-contained function...
-```python"), which biases reasoning models. Scoring runs the extracted code in a resource-limited
-subprocess against the base and plus tests (:func:`safetax.scoring.code.score_code`).
+```python"), which biases reasoning models. Scoring runs the extracted code in the sandbox
+(:mod:`safetax.scoring.sandbox`) on the base and plus inputs and compares its outputs, outside the
+sandbox, with the canonical solution's (:func:`safetax.scoring.code.score_code`). The rows kept here
+(canonical solutions included) stay in the scorer; the code sees only its task's inputs.
 """
 
 from __future__ import annotations

@@ -1,11 +1,17 @@
-"""HumanEval+ / MBPP+ scoring: code extraction, a resource-limited subprocess, EvalPlus semantics.
+"""HumanEval+ / MBPP+ scoring: code extraction, sandboxed runs, EvalPlus semantics.
 
-EvalPlus semantics, implemented here without the ``evalplus`` package: the expected output of
-every input is the canonical solution's output on it (computed once in the same subprocess
-harness and cached per dataset version); a candidate passes "base" when it matches on every
-``base_input`` and "plus" when it also matches on every ``plus_input`` (exact ``==``, else
-``np.allclose(rtol=1e-7, atol)`` with ``atol`` forced to 1e-6 for float outputs; MBPP+'s
-special oracles; HumanEval/32 checks the root). Per-input time limit ``max(1 s, 4 x canonical)``.
+The trust boundary. A candidate runs in :mod:`safetax.scoring.sandbox` with its code and the task's
+inputs, nothing else: not the canonical solution, not the expected outputs, not the dataset. Only its
+outputs come back, as JSON lines of bounded size, and the scorer compares them itself with the expected
+outputs (the canonical solution's outputs, computed by the scorer beforehand in the same sandbox and kept
+in the scorer's memory, and on disk in an HMAC-verified cache only where the sandbox keeps code away from
+it). Whatever else the candidate writes, claims or does decides nothing.
+
+EvalPlus semantics, implemented here without the ``evalplus`` package: a candidate passes "base" when its
+output matches on every ``base_input`` and "plus" when it also matches on every ``plus_input`` (exact
+``==``, else ``np.allclose(rtol=1e-7, atol)`` with ``atol`` forced to 1e-6 for float outputs; MBPP+'s
+special oracles; HumanEval/32 checks the root). Per-input time limit ``max(1 s, 4 x canonical)``, enforced
+inside the sandbox; the scorer enforces their sum (+3 s) over the whole run.
 """
 
 from __future__ import annotations
@@ -13,95 +19,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from safetax.formats import split_reasoning
-from safetax.scoring.code_compare import decode, outputs_match
-from safetax.scoring.sandbox import ExecResult, run_untrusted
 from safetax.records import Score
+from safetax.scoring import code_cache
+from safetax.scoring.code_compare import decode, outputs_match
+from safetax.scoring.code_harness import HARNESS
+from safetax.scoring.sandbox import ExecResult, Isolation, isolation, run_untrusted
 from safetax.store import cache_root
 from safetax.timing import progress_bar
 
 log = logging.getLogger(__name__)
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _PY_LANGS = {"", "python", "py", "python3"}
+GROUPS = ("base", "plus")
 MIN_TIME_LIMIT, GT_TIME_FACTOR = 1.0, 4.0  # EvalPlus defaults
-# The program run in the subprocess after ``SPEC`` (JSON text) and ``SOURCE`` (candidate code).
-_HARNESS = r"""
-import copy, json, os, signal, sys, time
-_spec = json.loads(SPEC)
-_res = os.fdopen(os.dup(1), "w", encoding="utf-8")  # results only; the code's own prints go to /dev/null
-_null = os.open(os.devnull, os.O_RDWR)
-os.dup2(_null, 1); os.dup2(_null, 2)
-class _Timeout(BaseException): pass
-def _alarm(*_): raise _Timeout()
-signal.signal(signal.SIGALRM, _alarm)
-def _emit(row):
-    _res.write(json.dumps(row) + "\n"); _res.flush()
-def _enc(x):
-    if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > 12000:
-        return {"$t": "obj", "type": "int", "v": hex(x)}
-    if x is None or isinstance(x, (bool, int, float, str)): return x
-    if type(x) is list: return [_enc(y) for y in x]
-    if type(x) is tuple: return {"$t": "tuple", "v": [_enc(y) for y in x]}
-    if type(x) in (set, frozenset): return {"$t": type(x).__name__, "v": [_enc(y) for y in x]}
-    if type(x) is dict: return {"$t": "dict", "v": [[_enc(k), _enc(v)] for k, v in x.items()]}
-    if type(x) is complex: return {"$t": "complex", "v": [x.real, x.imag]}
-    return {"$t": "obj", "type": type(x).__qualname__, "v": repr(x)[:2000]}
-def _tup(x): return tuple(_tup(y) for y in x) if isinstance(x, list) else x
-def _mbpp_inputs(tid, ins):  # MBPP+ stores tuples, sets and complex numbers as JSON lists/strings
-    n = int(tid.split("/")[-1])
-    if n in (2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616, 630, 726, 740, 744, 809):
-        return [[tuple(a) for a in x] for x in ins]
-    if n in (63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780):
-        return [[[tuple(b) for b in a] for a in x] for x in ins]
-    if n in (75, 413, 444, 753): return [[[tuple(b) for b in x[0]], x[1]] for x in ins]
-    if n in (106, 750): return [[x[0], tuple(x[1])] for x in ins]
-    if n == 115: return [[[set(a) if isinstance(a, list) and a else {} for a in x[0]]] for x in ins]
-    if n == 124: return [(float(x[0]), complex(x[1])) for x in ins]
-    if n in (250, 405, 446, 617, 720, 763, 808): return [[tuple(x[0]), x[1]] for x in ins]
-    if n in (259, 401, 445): return [[tuple(tuple(b) for b in a) for a in x] for x in ins]
-    if n == 278: return [[tuple(tuple(a) if isinstance(a, list) else a for a in x[0])] for x in ins]
-    if n == 307: return [[tuple(x[0]), x[1], x[2]] for x in ins]
-    if n == 722: return [[{k: tuple(v) for k, v in x[0].items()}] + x[1:] for x in ins]
-    if n == 252: return [[complex(x[0])] for x in ins]
-    if n in (580, 615, 791): return [_tup(x) for x in ins]
-    return ins
-_ns = {"__name__": "__solution__"}
-try:
-    signal.setitimer(signal.ITIMER_REAL, 10.0)
-    exec(compile(SOURCE, "solution.py", "exec"), _ns)
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    _fn = _ns[_spec["entry_point"]]
-except BaseException as e:
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    _emit({"load_error": "timeout" if isinstance(e, _Timeout) else type(e).__name__}); os._exit(0)
-for _g in ("base", "plus"):
-    _lim = _spec["limits"].get(_g) or []
-    _ins = _spec["inputs"][_g]
-    _ins = _mbpp_inputs(_spec["task_id"], _ins) if _spec["dataset"] == "mbpp" else _ins
-    for _i, _inp in enumerate(_ins):
-        try:
-            _args = copy.deepcopy(_inp)
-            signal.setitimer(signal.ITIMER_REAL, _lim[_i] if _i < len(_lim) else 60.0)
-            _t0 = time.perf_counter()
-            _out = _fn(*_args)
-            _dt = time.perf_counter() - _t0
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            _line = json.dumps({"g": _g, "i": _i, "t": _dt, "out": _enc(_out)})
-        except BaseException as e:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            _emit({"g": _g, "i": _i, "err": "timeout" if isinstance(e, _Timeout) else type(e).__name__})
-            break
-        _res.write(_line + "\n")
-    _res.flush()
-os._exit(0)
-"""
+CACHE_FORMAT = "v2"  # HMAC-signed; unsigned v1 files are never read
+CANONICAL_OUTPUT = 1 << 30  # bytes a canonical run may print (HumanEval/15's plus outputs: 141 MiB)
+OUTPUT_SLACK = 1 << 20  # a candidate may print twice the canonical run's bytes plus this
+_memo: dict[str, dict[str, Any]] = {}  # cache file -> expected outputs held by this process
+_memo_lock = threading.Lock()
 
 
 def extract_code(response: str) -> str | None:
@@ -118,24 +61,38 @@ def extract_code(response: str) -> str | None:
 
 
 def _program(code: str, task: Mapping[str, Any], dataset: str, limits: Mapping[str, list[float]]) -> str:
+    """The sandbox's program: the task's inputs and limits, the code, the harness (never expected outputs)."""
     spec = {"task_id": task["task_id"], "entry_point": task["entry_point"], "dataset": dataset,
-            "inputs": {"base": task["base_input"], "plus": task["plus_input"]}, "limits": dict(limits)}
-    return f"SPEC = {json.dumps(json.dumps(spec))}\nSOURCE = {json.dumps(code)}\n" + _HARNESS
+            "inputs": {g: task[f"{g}_input"] for g in GROUPS}, "limits": dict(limits)}
+    return f"SPEC = {json.dumps(json.dumps(spec))}\nSOURCE = {json.dumps(code)}\n" + HARNESS
 
 
-def _parse(stdout: str) -> dict[str, Any]:
-    """Harness lines -> {"load_error": ..., ("base"|"plus", i): row}; garbage lines are ignored."""
-    rows: dict[Any, Any] = {}
+def parse_rows(stdout: str, sizes: Mapping[str, int]) -> tuple[dict[Any, dict[str, Any]], set[Any]]:
+    """Harness lines -> ({(group, i): row, "load_error": row}, keys seen more than once).
+
+    Only well-formed rows for existing inputs count; anything else (garbage, other keys, other shapes)
+    is ignored. Every row comes from untrusted code: only its ``out`` is ever compared.
+    """
+    rows: dict[Any, dict[str, Any]] = {}
+    dup: set[Any] = set()
     for line in stdout.splitlines():
         try:
             row = json.loads(line)
-        except ValueError:
+        except Exception:  # noqa: BLE001 - malformed, too deep, too large numbers: ignored
             continue
-        if isinstance(row, dict) and "g" in row and "i" in row:
-            rows[(row["g"], row["i"])] = row
-        elif isinstance(row, dict) and "load_error" in row:
-            rows["load_error"] = row["load_error"]
-    return rows
+        if not isinstance(row, dict):
+            continue
+        g, i = row.get("g"), row.get("i")
+        if g in sizes and type(i) is int and 0 <= i < sizes[g] and ("out" in row or "err" in row):
+            key: Any = (g, i)
+        elif "load_error" in row and len(row) == 1:
+            key = "load_error"
+        else:
+            continue
+        if key in rows:
+            dup.add(key)
+        rows.setdefault(key, row)
+    return rows, dup
 
 
 def _cache_file(tasks: Mapping[str, Mapping[str, Any]], dataset: str, cache_dir: Path | None) -> Path:
@@ -144,13 +101,16 @@ def _cache_file(tasks: Mapping[str, Mapping[str, Any]], dataset: str, cache_dir:
         t = tasks[tid]
         h.update(json.dumps([tid, t["canonical_solution"], t["base_input"], t["plus_input"]]).encode())
     root = cache_dir or cache_root()
-    return root / "code-expected" / f"{dataset}-{h.hexdigest()[:16]}.json"
+    return root / "code-expected" / f"{dataset}-{CACHE_FORMAT}-{h.hexdigest()[:16]}.json"
 
 
-def _pool_run(jobs: list[tuple[str, float, int]], workers: int, desc: str) -> list[ExecResult]:
-    """Run the jobs with ``workers`` concurrent sandboxed subprocesses (threads only wait on them)."""
+def _pool_run(jobs: list[tuple[str, float, int, int]], workers: int, desc: str, iso: Isolation) -> list[ExecResult]:
+    """Run (program, timeout, memory, output bytes) jobs with ``workers`` concurrent sandboxed subprocesses."""
+    def run(program: str, timeout_s: float, memory_mb: int, max_output: int) -> ExecResult:
+        return run_untrusted(program, timeout_s, memory_mb, iso=iso, max_output=max_output)
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress_bar(len(jobs), desc, "task") as bar:
-        futures = [pool.submit(run_untrusted, *j) for j in jobs]
+        futures = [pool.submit(run, *j) for j in jobs]
         out = []
         for f in futures:
             out.append(f.result())
@@ -158,39 +118,55 @@ def _pool_run(jobs: list[tuple[str, float, int]], workers: int, desc: str) -> li
         return out
 
 
+def _canonical_entry(tid: str, task: Mapping[str, Any], res: ExecResult) -> dict[str, Any]:
+    rows, _ = parse_rows(res.stdout, {g: len(task[f"{g}_input"]) for g in GROUPS})
+    entry: dict[str, Any] = {"bytes": len(res.stdout.encode())}
+    for g in GROUPS:
+        got = [rows.get((g, i), {}) for i in range(len(task[f"{g}_input"]))]
+        if any("out" not in r for r in got):
+            log.warning("%s: canonical solution failed on %s inputs (%s)", tid, g, res.stderr[-300:])
+        entry[g] = [r.get("out") for r in got]
+        entry[f"{g}_t"] = [float(r["t"]) if isinstance(r.get("t"), (int, float)) else 0.0 for r in got]
+    return entry
+
+
 def expected_outputs(tasks: Mapping[str, Mapping[str, Any]], needed: Sequence[str], dataset: str, *,
-                     workers: int = 2, cache_dir: Path | None = None) -> dict[str, Any]:
-    """Canonical outputs and per-input times of the ``needed`` tasks, cached per dataset version."""
+                     workers: int = 2, cache_dir: Path | None = None, iso: Isolation | None = None) -> dict[str, Any]:
+    """Canonical outputs and per-input times of the ``needed`` tasks.
+
+    Held in this process's memory; read from and written to ``<cache>/code-expected/`` (HMAC-verified,
+    :mod:`safetax.scoring.code_cache`) only when the sandbox keeps code from reaching that directory,
+    else recomputed once per process.
+    """
+    iso = iso if iso is not None else isolation()
     path = _cache_file(tasks, dataset, cache_dir)
-    cache: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    missing = sorted(set(needed) - set(cache))
+    with _memo_lock:
+        cache = dict(_memo.get(str(path), {}))
+    if set(needed) - cache.keys() and iso.protects_cache:
+        cache = {**code_cache.load(path), **cache}
+    missing = sorted(set(needed) - cache.keys())
     if missing:
-        big = {"base": [], "plus": []}  # empty limits -> the harness allows 60 s per input
+        big = {g: [] for g in GROUPS}  # empty limits -> the harness allows 60 s per input
         jobs = []
         for tid in missing:
             t = tasks[tid]
             code = t["canonical_solution"] if dataset == "mbpp" else t["prompt"] + t["canonical_solution"]
-            jobs.append((_program(code, t, dataset, big), 300.0, 4096))
-        for tid, res in zip(missing, _pool_run(jobs, workers, f"{dataset} expected outputs")):
-            rows, t = _parse(res.stdout), tasks[tid]
-            entry: dict[str, Any] = {}
-            for g in ("base", "plus"):
-                got = [rows.get((g, i), {}) for i in range(len(t[f"{g}_input"]))]
-                if any("out" not in r for r in got):
-                    log.warning("%s: canonical solution failed on %s inputs (%s)", tid, g, res.stderr[-300:])
-                entry[g] = [r.get("out") for r in got]
-                entry[f"{g}_t"] = [float(r.get("t", 0.0)) for r in got]
-            cache[tid] = entry
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        tmp.replace(path)
+            jobs.append((_program(code, t, dataset, big), 300.0, 4096, CANONICAL_OUTPUT))
+        for tid, res in zip(missing, _pool_run(jobs, workers, f"{dataset} expected outputs", iso)):
+            cache[tid] = _canonical_entry(tid, tasks[tid], res)
+        if iso.protects_cache:
+            code_cache.save(path, {**code_cache.load(path), **cache})
+        else:
+            log.warning("expected outputs of %s kept in memory only: this sandbox (%s) cannot keep code from "
+                        "a cache on disk", dataset, iso.describe())
+    with _memo_lock:
+        _memo[str(path)] = {**_memo.get(str(path), {}), **cache}
     return {tid: cache[tid] for tid in needed}
 
 
 def score_code(responses: Sequence[str], items: Sequence[Any], tasks: Mapping[str, Mapping[str, Any]],
                dataset: str, *, workers: int = 2, task_timeout_s: float = 60.0, memory_mb: int = 4096,
-               cache_dir: Path | None = None) -> list[Score]:
+               cache_dir: Path | None = None, iso: Isolation | None = None) -> list[Score]:
     """Score responses to HumanEval+ (``dataset="humaneval"``) or MBPP+ (``"mbpp"``) items.
 
     Args:
@@ -202,6 +178,7 @@ def score_code(responses: Sequence[str], items: Sequence[Any], tasks: Mapping[st
         task_timeout_s: wall-clock cap of one candidate over all its inputs.
         memory_mb: address-space limit of each subprocess.
         cache_dir: where canonical outputs are cached (default ``$SAFETAX_CACHE`` or ~/.cache/safetax).
+        iso: the sandbox's isolation (default: the strongest this machine allows, probed once).
 
     Returns:
         One Score per response: 1.0 when base and plus tests pass, 0.0 otherwise, None (unscored)
@@ -209,17 +186,19 @@ def score_code(responses: Sequence[str], items: Sequence[Any], tasks: Mapping[st
     """
     if len(responses) != len(items):
         raise ValueError(f"{len(responses)} responses for {len(items)} items")
+    iso = iso if iso is not None else isolation()
     codes = [extract_code(r) for r in responses]
     ids = [str(it.meta["task_id"]) for it in items]
     todo = [k for k, c in enumerate(codes) if c is not None]
-    exp = expected_outputs(tasks, sorted({ids[k] for k in todo}), dataset, workers=workers, cache_dir=cache_dir)
-    jobs, limits_of = [], {}
+    exp = expected_outputs(tasks, sorted({ids[k] for k in todo}), dataset, workers=workers, cache_dir=cache_dir,
+                           iso=iso)
+    jobs = []
     for k in todo:
-        lim = {g: [max(MIN_TIME_LIMIT, GT_TIME_FACTOR * t) for t in exp[ids[k]][f"{g}_t"]] for g in ("base", "plus")}
+        lim = {g: [max(MIN_TIME_LIMIT, GT_TIME_FACTOR * t) for t in exp[ids[k]][f"{g}_t"]] for g in GROUPS}
         wall = min(task_timeout_s, sum(lim["base"]) + sum(lim["plus"])) + 3.0  # + interpreter start and load
-        limits_of[k] = lim
-        jobs.append((_program(str(codes[k]), tasks[ids[k]], dataset, lim), wall, memory_mb))
-    results = dict(zip(todo, _pool_run(jobs, workers, f"{dataset} candidates")))
+        budget = 2 * int(exp[ids[k]].get("bytes", 0)) + OUTPUT_SLACK
+        jobs.append((_program(str(codes[k]), tasks[ids[k]], dataset, lim), wall, memory_mb, budget))
+    results = dict(zip(todo, _pool_run(jobs, workers, f"{dataset} candidates", iso)))
     scores = []
     for k, code in enumerate(codes):
         if code is None:
@@ -229,23 +208,35 @@ def score_code(responses: Sequence[str], items: Sequence[Any], tasks: Mapping[st
     return scores
 
 
+def _matches(row: Mapping[str, Any], expected: Any, inp: Any, task: Mapping[str, Any], dataset: str) -> bool:
+    try:
+        out = decode(row["out"])
+    except Exception:  # noqa: BLE001 - a malformed encoding from the candidate is a wrong output
+        return False
+    return outputs_match(out, decode(expected), inp, task["entry_point"], dataset, float(task.get("atol") or 0))
+
+
 def _verdict(code: str, res: ExecResult, task: Mapping[str, Any], exp: Mapping[str, Any], dataset: str) -> Score:
-    rows = _parse(res.stdout)
+    """Compare the candidate's outputs with the expected ones; the first failing input of each group is named."""
+    rows, dup = parse_rows(res.stdout, {g: len(task[f"{g}_input"]) for g in GROUPS})
     status, notes = {}, []
-    for g in ("base", "plus"):
+    for g in GROUPS:
         status[g] = "pass"
         for i, inp in enumerate(task[f"{g}_input"]):
             row = rows.get((g, i))
-            if row is None or "out" not in row:
-                why = rows.get("load_error") or (row or {}).get("err") or ("timeout" if res.timed_out else "no output")
+            if (g, i) in dup:
+                status[g], why = "fail", "more than one result line"
+            elif row is None or "out" not in row:
+                why = str((rows.get("load_error") or {}).get("load_error") or (row or {}).get("err")
+                          or ("timeout" if res.timed_out else "output over the size limit" if res.truncated
+                              else "no output"))[:100]
                 status[g] = "timeout" if why in ("timeout", "_Timeout") else "fail"
-                notes.append(f"{g}[{i}]: {why}")
-                break
-            if not outputs_match(decode(row["out"]), decode(exp[g][i]), inp, task["entry_point"], dataset,
-                                 float(task.get("atol") or 0)):
-                status[g] = "fail"
-                notes.append(f"{g}[{i}]: wrong output")
-                break
+            elif not _matches(row, exp[g][i], inp, task, dataset):
+                status[g], why = "fail", "wrong output"
+            else:
+                continue
+            notes.append(f"{g}[{i}]: {why}")
+            break
     ok = status["base"] == status["plus"] == "pass"
     reason = f"base:{status['base']} plus:{status['plus']}" + (f" ({'; '.join(notes)})" if notes else "")
     return Score(1.0 if ok else 0.0, code, reason)
