@@ -124,6 +124,7 @@ def test_training_pushes_periodically_at_most_once_per_interval(gateway_url: str
     t = telemetry("train", run_id, gateway_url, clock=clock, policy=PushPolicy(interval_s=30.0, retries=0))
 
     def loss_on_gateway() -> float:
+        assert t.flush(timeout_s=10) is True  # periodic pushes go out on a background thread
         return pushed(gateway_url, run_id)["safetax_train_loss"][0].value
 
     assert t.train_progress(loss=2.0, epoch=0.1) is True  # the first call pushes at once
@@ -139,6 +140,8 @@ def test_training_pushes_periodically_at_most_once_per_interval(gateway_url: str
     clock.advance(5.0)
     assert t.train_progress(loss=0.75, epoch=0.5) is False
     assert loss_on_gateway() == 1.0
+    t.publish()  # the final push: synchronous, the latest figures
+    assert pushed(gateway_url, run_id)["safetax_train_loss"][0].value == 0.75
 
 
 def test_a_down_gateway_logs_a_warning_without_credentials_and_the_stage_goes_on(
@@ -147,7 +150,8 @@ def test_a_down_gateway_logs_a_warning_without_credentials_and_the_stage_goes_on
     caplog.set_level(logging.WARNING, logger="safetax.telemetry")
     ran_on = False
     with t.run():
-        assert t.train_progress(loss=1.0) is False
+        assert t.train_progress(loss=1.0) is True  # handed to the background pusher
+        assert t.flush(timeout_s=10) is False  # which failed
         ran_on = True
     assert ran_on
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

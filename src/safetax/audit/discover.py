@@ -2,7 +2,8 @@
 
 Under a watched prefix, a checkpoint is a directory with a manifest (``safetax`` stages and
 :func:`safetax.store.publish` write it last); a top-level entry without one is still being written
-(or was abandoned) and is skipped until its manifest appears. An explicit list of model URIs may name
+(or was abandoned) and is skipped until its manifest appears. A local writer's temporary siblings
+(``.<name>.tmp-<pid>-<nonce>``, ``.<name>.old-...``) are never listed, manifest or not. An explicit list of model URIs may name
 published directories (digest from the manifest), plain local directories (digest of their files),
 or hub ids (digest of the id: a hub model is audited once per id).
 """
@@ -12,9 +13,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from safetax.store import is_hub_id, is_s3
+from safetax.store import is_hub_id, parse_store_uri
 from safetax.store.local import StoreError
 from safetax.store.manifest import MANIFEST, Manifest
 from safetax.store.objects import published_dirs, read_text
@@ -43,12 +43,13 @@ class Discovery:
 
 def digest_of(uri: str) -> str:
     """The content digest of one model URI (see the module docstring)."""
-    if is_s3(uri):
+    parsed = parse_store_uri(uri, "checkpoints")
+    if parsed.path is None:
         text = read_text(f"{uri.rstrip('/')}/{MANIFEST}")
         if text is None:
             raise StoreError(f"checkpoints: {uri!r} has no {MANIFEST} (not a complete published directory)")
         return Manifest.from_json(text, uri).digest
-    path = Path(uri.removeprefix("file://")).expanduser()
+    path = parsed.path
     if path.is_dir():
         if (path / MANIFEST).is_file():
             return Manifest.from_json((path / MANIFEST).read_text(), str(path / MANIFEST)).digest

@@ -4,6 +4,8 @@ Layout under ``<store_uri>/audits/<audit name>/``::
 
     ledger/<digest>.json        the audit record of one checkpoint (written last: the commit point)
     reports/<digest>.md|.html   its report
+    claims/<digest>.json        the claim of the run auditing it now (owner, lease); removed when it is recorded
+    acknowledged/<digest>.json  written by an operator: its verdict is no longer re-published (alerts stop)
     baselines/<name>.json       the last audit record of the named baseline model
     runs/<run id>/report.md     what one audit run did (also when it found nothing new)
     promoted/<checkpoint>/      the safety gate's choice, published with its audit record
@@ -11,17 +13,30 @@ Layout under ``<store_uri>/audits/<audit name>/``::
 A checkpoint's digest is its manifest's content digest (:attr:`Manifest.digest`): the same files give
 the same digest wherever they are copied, so a re-run, or a copy under another name, is not audited
 twice, and a changed checkpoint under the same name is audited again.
+
+Claims keep two concurrent runs from auditing one checkpoint twice. A run's plan creates
+``claims/<digest>.json`` with a conditional create (S3 ``If-None-Match: *``; locally an exclusive
+link) before any generation starts, and skips a digest whose claim another run holds. A claim
+carries a lease (``expires_at``): one whose owner died is taken over after it expires, with a
+conditional replace of exactly the version read (S3 ``If-Match`` on its ETag), so of two runs
+taking it over, one wins. The finishing run writes the record first and then removes its claim;
+a planner re-reads the record after winning a claim, so a run that finished in between is seen.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from safetax.config import Checks
-from safetax.store.objects import list_keys, read_text, write_text
+from safetax.store.objects import create_text, delete, list_keys, read_text, read_versioned, replace_text, write_text
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -72,3 +87,108 @@ class Ledger:
         uri = f"{self.root}/runs/{run_id}/report.md"
         write_text(uri, markdown, content_type="text/markdown")
         return uri
+
+    # -- claims ------------------------------------------------------------------------------------
+    def claim_uri(self, digest: str) -> str:
+        return f"{self.root}/claims/{digest}.json"
+
+    def has_record(self, digest: str) -> bool:
+        return read_text(self.record_uri(digest)) is not None
+
+    def claim(self, digest: str, owner: str, checkpoint: str, lease_s: float, now: float | None = None) -> dict[str, Any] | None:
+        """Claim the audit of ``digest`` for ``owner``; None when ``owner`` holds it now, else the claim
+        of the run that holds it (unexpired)."""
+        now = time.time() if now is None else now
+        mine = {"owner": owner, "checkpoint": checkpoint, "digest": digest, "claimed_at": now, "expires_at": now + lease_s}
+        text = json.dumps(mine, indent=2, sort_keys=True) + "\n"
+        uri = self.claim_uri(digest)
+        for _ in range(3):  # a claim released between our create and our read: create again
+            if create_text(uri, text) is not None:
+                return None
+            current = read_versioned(uri)
+            if current is None:
+                continue
+            held = _parse_claim(current[0])
+            if held.get("owner") == owner:  # ours: a retried plan of the same run, or a PUT retried after a timeout
+                return None
+            if float(held.get("expires_at", 0)) > now:
+                return held
+            if replace_text(uri, text, current[1]) is not None:
+                log.warning("audit %s: took over the expired claim of %s on %s (owner %s, expired %s)", self.audit,
+                            held.get("checkpoint", "?"), digest[:12], held.get("owner", "?"), iso_utc(held.get("expires_at")))
+                return None
+        current = read_versioned(uri)
+        return _parse_claim(current[0]) if current else {"owner": "?", "expires_at": now}
+
+    def release(self, digest: str, owner: str) -> None:
+        """Remove ``owner``'s claim on ``digest``, if it still holds it (a claim taken over is left alone)."""
+        uri = self.claim_uri(digest)
+        current = read_versioned(uri)
+        if current is not None and _parse_claim(current[0]).get("owner") == owner:
+            delete(uri)
+
+    def release_all(self, owner: str) -> int:
+        """Remove every claim ``owner`` still holds (the audit run's exit handler); return how many."""
+        released = 0
+        for key in list_keys(f"{self.root}/claims"):
+            if key.endswith(".json") and "/" not in key:
+                before = read_versioned(self.claim_uri(key.removesuffix(".json")))
+                self.release(key.removesuffix(".json"), owner)
+                released += before is not None and _parse_claim(before[0]).get("owner") == owner
+        return released
+
+    # -- verdicts to re-publish -------------------------------------------------------------------
+    def acknowledged(self) -> set[str]:
+        """Digests whose verdict an operator acknowledged (``acknowledged/<digest>.json``): not re-published."""
+        return {k.removesuffix(".json") for k in list_keys(f"{self.root}/acknowledged") if k.endswith(".json") and "/" not in k}
+
+    def acknowledge(self, digest: str, note: str) -> str:
+        uri = f"{self.root}/acknowledged/{digest}.json"
+        write_text(uri, json.dumps({"digest": digest, "note": note, "at": time.time()}, indent=2, sort_keys=True) + "\n")
+        return uri
+
+    def latest_records(self) -> list[dict[str, Any]]:
+        """The latest checkpoint record of each checkpoint name (by ``completed_at``), acknowledged ones left out:
+        what every run re-publishes, so that the alerts follow from the ledger alone."""
+        skip = self.acknowledged()
+        latest: dict[str, dict[str, Any]] = {}
+        for digest in sorted(self.audited() - skip):
+            text = read_text(self.record_uri(digest))
+            if text is None:
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError:
+                log.warning("audit %s: ledger record %s is not JSON: not re-published", self.audit, digest[:12])
+                continue
+            if record.get("role", "checkpoint") != "checkpoint":
+                continue
+            name = str(record.get("checkpoint", digest))
+            if name not in latest or completed_at(record) > completed_at(latest[name]):
+                latest[name] = record
+        return [latest[k] for k in sorted(latest)]
+
+
+def completed_at(record: dict[str, Any]) -> float:
+    """A record's ``completed_at`` (ISO 8601) as unix time; 0 when it has none."""
+    try:
+        return datetime.fromisoformat(str(record["completed_at"])).timestamp()
+    except (KeyError, ValueError):
+        return 0.0
+
+
+def _parse_claim(text: str) -> dict[str, Any]:
+    """A claim's fields; an unreadable claim counts as expired (a writer died mid-way on a store without atomic PUTs)."""
+    try:
+        d = json.loads(text)
+        return d if isinstance(d, dict) else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def iso_utc(t: Any) -> str:
+    """Unix time as ISO 8601 UTC, for messages; '?' for anything else."""
+    try:
+        return datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="seconds")
+    except (TypeError, ValueError):
+        return "?"

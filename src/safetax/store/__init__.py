@@ -34,11 +34,12 @@ from safetax.store.local import (
 )
 from safetax.store.manifest import MANIFEST, Manifest
 from safetax.store.pointer import POINTER, input_dir, leave_pointer
+from safetax.store.uri import StoreURI, local_path, parse_store_uri
 
 __all__ = [
-    "COMPLETE", "HUB_ID", "MANIFEST", "POINTER", "Manifest", "StoreError", "atomic_dir", "cache_root", "check_reachable",
-    "fetch", "input_dir", "is_complete", "is_hub_id", "is_s3", "leave_pointer", "local_model_dir", "publish", "read_json",
-    "require_complete", "resolve_model", "write_json",
+    "COMPLETE", "HUB_ID", "MANIFEST", "POINTER", "Manifest", "StoreError", "StoreURI", "atomic_dir", "cache_root",
+    "check_reachable", "fetch", "input_dir", "is_complete", "is_hub_id", "is_s3", "leave_pointer", "local_model_dir",
+    "local_path", "parse_store_uri", "publish", "read_json", "require_complete", "resolve_model", "write_json",
 ]
 
 
@@ -54,11 +55,11 @@ def is_hub_id(uri: str) -> bool:
 
 def fetch(uri: str, what: str) -> Path:
     """A local path for a local or ``s3://`` URI that must exist; ``what`` names the parameter in errors."""
-    if is_s3(uri):
+    if parse_store_uri(uri, what).is_s3:
         from safetax.store.s3 import S3Store
 
         return S3Store().fetch(uri, cache_root() / "s3", what)
-    path = Path(uri.removeprefix("file://")).expanduser()
+    path = local_path(uri, what)
     if not path.exists():
         raise StoreError(f"{what}: {uri!r} does not exist")
     return path
@@ -66,13 +67,16 @@ def fetch(uri: str, what: str) -> Path:
 
 
 def publish(local_dir: Path, uri: str) -> Manifest:
-    """Store a finished directory under ``uri`` (``s3://`` or a local path) with a manifest written last."""
-    if is_s3(uri):
+    """Store a finished directory under ``uri`` (``s3://`` or a local path) with a manifest written last.
+
+    A local republish is rename-based (:func:`~safetax.store.local.atomic_dir`): the new copy is complete
+    before it is swapped in, and the old one is removed only after."""
+    if parse_store_uri(uri, "publish").is_s3:
         from safetax.store.s3 import S3Store
 
         return S3Store().publish(local_dir, uri)
     manifest = Manifest.of_dir(Path(local_dir), upload_id="local")
-    with atomic_dir(Path(uri.removeprefix("file://")).expanduser()) as tmp:
+    with atomic_dir(local_path(uri, "publish")) as tmp:
         shutil.copytree(local_dir, tmp, dirs_exist_ok=True)
         # Local entries sit at their own paths, not under an upload id.
         files = tuple(type(f)(path=f.path, key=f.path, sha256=f.sha256, size=f.size) for f in manifest.files)
@@ -84,10 +88,10 @@ def publish(local_dir: Path, uri: str) -> Manifest:
 def local_model_dir(uri: str, what: str = "model") -> Path:
     """The local directory of a model (or adapter) given as a directory, ``file://`` path, ``s3://`` URI
     (downloaded and cached by digest) or hub id (downloaded to the HF cache; offline: found there)."""
-    if is_s3(uri):
+    if parse_store_uri(uri, what).is_s3:
         path = fetch(uri, what)
     else:
-        path = Path(uri.removeprefix("file://")).expanduser()
+        path = local_path(uri, what)
         if not path.exists() and is_hub_id(uri):
             from safetax.store.hub import snapshot
 
@@ -117,12 +121,12 @@ def check_reachable(uri: str, what: str, repo_type: str = "model") -> None:
     and private repos need ``HF_TOKEN``)."""
     if not uri:
         raise StoreError(f"{what}: no URI given")
-    if is_s3(uri):
+    if parse_store_uri(uri, what).is_s3:
         from safetax.store.s3 import S3Store
 
         S3Store(retries=2, backoff_s=0.2).check(uri, what)
         return
-    path = Path(uri.removeprefix("file://")).expanduser()
+    path = local_path(uri, what)
     if path.exists():
         return
     if is_hub_id(uri):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from safetax.store.local import COMPLETE, POINTER, StoreError, atomic_dir, cache_root, require_complete
 from safetax.store.manifest import MANIFEST, Manifest
+from safetax.store.uri import local_path, parse_store_uri
 
 FORMAT = 1
 KEEP_BYTES = 1 << 20  # top-level files up to 1 MiB of these kinds stay beside the pointer
@@ -82,7 +83,7 @@ def input_dir(path: Path, what: str, only: Sequence[str] | None = None) -> Path:
     ptr = read_pointer(Path(path))
     if ptr is None:
         return require_complete(Path(path), what)
-    if ptr.uri.startswith("s3://"):
+    if parse_store_uri(ptr.uri, what).is_s3:
         from safetax.store.s3 import S3Store
 
         return S3Store().fetch_published(ptr.uri, ptr.digest, cache_root() / "s3", what, only)
@@ -90,7 +91,7 @@ def input_dir(path: Path, what: str, only: Sequence[str] | None = None) -> Path:
 
 
 def _local_copy(ptr: Pointer, what: str) -> Path:
-    root = Path(ptr.uri.removeprefix("file://")).expanduser()
+    root = local_path(ptr.uri, what)
     if not (root / MANIFEST).is_file():
         raise StoreError(f"{what}: {ptr.uri} has no {MANIFEST}: the published output is gone")
     digest = Manifest.from_json((root / MANIFEST).read_text(encoding="utf-8"), str(root / MANIFEST)).digest

@@ -31,29 +31,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from safetax.store.local import COMPLETE, StoreError, atomic_dir
+from safetax.store.local import COMPLETE, StoreError, atomic_dir, file_lock
 from safetax.store.manifest import MANIFEST, FileEntry, Manifest, ManifestError, sha256_file
+from safetax.store.uri import parse_store_uri
 from safetax.timing import progress_bar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PART_SIZE = 8 << 20
 _RETRYABLE_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "ServerError", "OperationAborted"}
+_CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "NoSuchObject"}
+_CONDITIONAL_OK: set[tuple[str, str]] = set()  # (endpoint, bucket) that passed the conditional-write probe
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 
 
-def parse_uri(uri: str) -> tuple[str, str]:
+def parse_uri(uri: str, what: str = "URI") -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix").
 
     >>> parse_uri("s3://runs/demo/train/")
     ('runs', 'demo/train')
     """
-    if not uri.startswith("s3://"):
-        raise StoreError(f"{uri!r} is not an s3:// URI")
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    if not bucket:
-        raise StoreError(f"{uri!r} has no bucket (expected s3://bucket/prefix)")
-    return bucket, key.strip("/")
+    parsed = parse_store_uri(uri, what)
+    if not parsed.is_s3:
+        raise StoreError(f"{what}: {uri!r} is not an s3:// URI; expected s3://bucket/prefix")
+    return parsed.bucket, parsed.key
 
 
 def _env(*names: str) -> str | None:
@@ -215,6 +216,71 @@ class S3Store:
         self.ensure_bucket(bucket)
         self._call("writing", uri, lambda: self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type))
 
+    def get_versioned(self, uri: str) -> tuple[bytes, str] | None:
+        """One object's content and ETag, or None when there is no such object."""
+        from minio.error import S3Error
+
+        bucket, key = parse_uri(uri)
+
+        def get() -> tuple[bytes, str] | None:
+            try:
+                resp = self.client.get_object(bucket, key)
+            except S3Error as e:
+                if e.code in ("NoSuchKey", "NoSuchObject"):
+                    return None
+                raise
+            try:
+                return resp.read(), resp.headers.get("ETag", "").strip('"')
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        return self._call("reading", uri, get)
+
+    def put_if(self, uri: str, data: bytes, etag: str | None = None, content_type: str = "application/json") -> str | None:
+        """One conditional PUT: with ``etag`` None, create the object only if there is none (``If-None-Match: *``);
+        else replace it only while its ETag is ``etag`` (``If-Match``). Returns the new ETag, or None when the
+        condition failed (another writer was first). The bucket must exist."""
+        from minio.error import S3Error
+
+        bucket, key = parse_uri(uri)
+        headers = {"Content-Type": content_type, "If-None-Match": "*"} if etag is None else \
+            {"Content-Type": content_type, "If-Match": f'"{etag}"'}
+
+        def put() -> str | None:
+            try:  # the public put_object sends unknown headers as user metadata: the raw PutObject call
+                return str(self.client._put_object(bucket, key, data, headers).etag)
+            except S3Error as e:
+                if e.code in _CONDITION_FAILED:
+                    return None
+                raise
+
+        return self._call("writing (conditional)", uri, put)
+
+    def delete(self, uri: str) -> None:
+        """Remove one object (no error when there is none)."""
+        bucket, key = parse_uri(uri)
+        self._call("deleting", uri, lambda: self.client.remove_object(bucket, key))
+
+    def require_conditional_writes(self, uri: str) -> None:
+        """Raise a StoreError unless the server honours ``If-None-Match`` on PUT (checked once per process,
+        endpoint and bucket, with a probe object beside ``uri``): a server that ignores it would let two
+        writers both win."""
+        bucket, key = parse_uri(uri)
+        ident = (self.settings.endpoint, bucket)
+        if ident in _CONDITIONAL_OK:
+            return
+        probe = f"s3://{bucket}/{_join(key.rpartition('/')[0], f'.probe-{uuid.uuid4().hex}')}"
+        try:
+            first, second = self.put_if(probe, b"1"), self.put_if(probe, b"2")
+        finally:
+            self.delete(probe)
+        if first is None or second is not None:
+            raise StoreError(f"{uri}: s3://{bucket} on {self.settings.endpoint} does not honour conditional writes "
+                             "(PUT with If-None-Match: *), which audit claims need; use a store that does "
+                             "(AWS S3, MinIO, SeaweedFS 4.x: tested)")
+        _CONDITIONAL_OK.add(ident)
+
     def keys(self, uri: str) -> list[str] | None:
         """Every object key under ``uri`` (recursive), relative to it; None when the bucket does not exist."""
         bucket, prefix = parse_uri(uri)
@@ -298,6 +364,13 @@ class S3Store:
         if (final / COMPLETE).is_file():
             log.info("%s: cached at %s", uri, final)
             return final
+        with file_lock(_lock_of(cache, final)):  # one process fills a cache entry; the others wait, then reuse it
+            if (final / COMPLETE).is_file():
+                log.info("%s: cached at %s (fetched by another process)", uri, final)
+                return final
+            return self._fill_dir(uri, m, final, cache)
+
+    def _fill_dir(self, uri: str, m: Manifest, final: Path, cache: Path) -> Path:
         bucket, prefix = parse_uri(uri)
         start = time.perf_counter()
         with atomic_dir(final) as tmp:
@@ -359,8 +432,10 @@ class S3Store:
         final = cache / "objects" / ident / Path(key).name
         if final.is_file() and final.stat().st_size == info.size:
             return final
-        part = self._download(bucket, key, final.parent / f".{final.name}.part", info.size)
-        os.replace(part, final)
+        with file_lock(_lock_of(cache, final)):
+            if not (final.is_file() and final.stat().st_size == info.size):
+                part = self._download(bucket, key, final.parent / f".{final.name}.part", info.size)
+                os.replace(part, final)
         return final
 
     def _blob(self, object_uri: str, sha256: str, size: int, cache: Path) -> Path:
@@ -368,6 +443,11 @@ class S3Store:
         final = cache / "blobs" / sha256[:2] / sha256
         if final.is_file():
             return final
+        # Two processes downloading into one .part file append to each other ("got 360 bytes, expected 180").
+        with file_lock(_lock_of(cache, final)):
+            return final if final.is_file() else self._download_blob(object_uri, sha256, size, final)
+
+    def _download_blob(self, object_uri: str, sha256: str, size: int, final: Path) -> Path:
         bucket, key = parse_uri(object_uri)
         part = final.parent / f".{sha256}.part"
         for attempt in (1, 2):
@@ -412,6 +492,12 @@ class S3Store:
 
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}/{key}" if prefix else key
+
+
+def _lock_of(cache: Path, entry: Path) -> Path:
+    """The lock file of a cache entry: ``<cache>/locks/<its path in the cache>.lock`` (outside the entries,
+    so that listing them never shows a lock)."""
+    return cache / "locks" / f"{entry.relative_to(cache).as_posix()}.lock"
 
 
 def selected(path: str, only: Sequence[str]) -> bool:

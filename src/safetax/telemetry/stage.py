@@ -7,7 +7,11 @@ labelled with the run's identity (:class:`~safetax.telemetry.labels.StageLabels`
 and from the failure path alike; ``train_progress()`` also publishes during
 training, at most once per ``PushPolicy.interval_s`` of an injectable clock.
 Publishing goes to the Pushgateway when one is configured and otherwise (or when
-the push fails) to ``out_dir/metrics.prom``; it never raises.
+the push fails) to ``out_dir/metrics.prom``; it never raises. Periodic pushes
+go through a background thread (the training loop never waits on the gateway)
+and are skipped while the gateway's circuit breaker is open; the final push is
+synchronous, with the policy's short timeout
+(:mod:`safetax.telemetry.publish`).
 
 A stage that reports several methods (analytics over LoRA and full fine-tuning)
 makes one ``StageTelemetry`` per method: the method is part of the grouping key,
@@ -33,7 +37,15 @@ from pathlib import Path
 from safetax.config import Checks
 from safetax.telemetry.labels import JOB, StageLabels
 from safetax.telemetry.metrics import RESULT_KINDS, THROUGHPUT_KINDS, MetricSet, flatten
-from safetax.telemetry.publish import TEXTFILE_NAME, PushPolicy, push, resolve_gateway, write_textfile
+from safetax.telemetry.publish import (
+    TEXTFILE_NAME,
+    BackgroundPusher,
+    PushPolicy,
+    breaker_for,
+    push,
+    resolve_gateway,
+    write_textfile,
+)
 
 log = logging.getLogger("safetax.telemetry")
 
@@ -70,6 +82,7 @@ class StageTelemetry:
         self.metrics = MetricSet()
         self._clock = clock
         self._last_publish: float | None = None
+        self._pusher: BackgroundPusher | None = None
 
     @contextmanager
     def run(self) -> Iterator[StageTelemetry]:
@@ -79,20 +92,28 @@ class StageTelemetry:
         try:
             yield self
         except BaseException:
-            self.metrics.stage_failed.labels(**stage).set(1)
-            self.publish()
+            self.record_failure()
             raise
         self.metrics.stage_failed.clear()
         self.metrics.stage_duration.labels(**stage).set(self._clock() - start)
         self.metrics.stage_last_success.labels(**stage).set_to_current_time()
         self.publish()
 
+    def record_failure(self) -> bool:
+        """Mark the stage failed (``stage_failed`` = 1, no success figures) and publish; for a failure after
+        ``run()`` ended too (the stage's publication to the store). Returns whether it published."""
+        self.metrics.stage_failed.labels(**self.labels.stage_labels()).set(1)
+        self.metrics.stage_duration.clear()
+        self.metrics.stage_last_success.clear()
+        return self.publish()
+
     def train_progress(self, loss: float, tokens_per_second: float | None = None,
                        epoch: float | None = None) -> bool:
         """Record training progress; publish if ``policy.interval_s`` has passed since the last publish.
 
         The first call publishes at once, so a dashboard sees a run as soon as it trains.
-        A NaN loss is recorded as is (divergence is worth seeing). Returns whether it published.
+        A NaN loss is recorded as is (divergence is worth seeing). Returns whether it published
+        (with a gateway: whether it handed the figures to the background pusher; see :meth:`flush`).
         """
         checks = Checks("train_progress")
         for name, value in (("tokens_per_second", tokens_per_second), ("epoch", epoch)):
@@ -106,7 +127,21 @@ class StageTelemetry:
         if epoch is not None:
             self.metrics.train_epoch.labels(**labels).set(epoch)
         due = self._last_publish is None or self._clock() - self._last_publish >= self.policy.interval_s
-        return self.publish() if due else False
+        return self._publish_periodic() if due else False
+
+    def _publish_periodic(self) -> bool:
+        """Hand the figures to the background pusher (True when queued), or write the textfile without a gateway."""
+        self._last_publish = self._clock()
+        if self.gateway is None:
+            return self.out_dir is not None and write_textfile(self.metrics.registry, self.out_dir) is not None
+        if self._pusher is None:
+            self._pusher = BackgroundPusher(self.gateway, self.labels.grouping_key(), self.policy, JOB,
+                                            breaker_for(self.gateway, self.policy, self._clock))
+        return self._pusher.submit(self.metrics.registry)
+
+    def flush(self, timeout_s: float | None = None) -> bool | None:
+        """Wait for the periodic push in flight, if any; the last periodic push's result (None: none yet)."""
+        return None if self._pusher is None else self._pusher.flush(timeout_s)
 
     def samples_per_second(self, kind: str, value: float) -> None:
         """Record throughput of ``kind`` ``generation`` or ``judge`` in samples per second."""
@@ -147,10 +182,15 @@ class StageTelemetry:
                 self.metrics.tradeoffs[name].labels(**labels).set(value)
 
     def publish(self) -> bool:
-        """Push to the gateway, or write ``out_dir/metrics.prom``; never raises. Returns whether it published."""
+        """Push to the gateway now (after any periodic push in flight), or write ``out_dir/metrics.prom``;
+        never raises. Returns whether it published."""
         self._last_publish = self._clock()
+        if self._pusher is not None:
+            self._pusher.close(self.policy.timeout_s + 1.0)
+            self._pusher = None
         if self.gateway is not None:
-            if push(self.metrics.registry, self.gateway, self.labels.grouping_key(), self.policy, job=JOB):
+            if push(self.metrics.registry, self.gateway, self.labels.grouping_key(), self.policy, job=JOB,
+                    breaker=breaker_for(self.gateway, self.policy, self._clock)):
                 return True
             if self.out_dir is not None:
                 log.warning("telemetry: writing %s instead", self.out_dir / TEXTFILE_NAME)
