@@ -64,9 +64,10 @@ def test_report_content(table: pd.DataFrame, tmp_path: Path) -> None:
     assert len(rows) == 1 + len(table)  # header + one row per checkpoint
     assert rows[0].startswith("| checkpoint | method | epoch | acc:gsm8k")
     base_row = next(r for r in rows if r.startswith("| base "))
-    # base: gsm8k 80.0, math500 70.0, safety 30.0, ASR 70.0, means 75.0 / 30.0, STR n/a,
-    # on the front as the most accurate checkpoint
-    assert base_row == "| base | base | 0 | 80.0 | 70.0 | 30.0 | 70.0 | 75.0 | 30.0 | 0 | n/a | yes | yes | yes |"
+    # base: gsm8k 80.0, math500 70.0, safety 30.0, ASR 70.0, unscored 0.0, means 75.0 / 30.0 / 70.0, no drops,
+    # STR n/a, on the front as the most accurate checkpoint; records without counts have no standard errors
+    assert base_row == ("| base | base | 0 | 80.0 | 70.0 | 30.0 | 70.0 | 0.0 | 75.0 | 30.0 | 70.0 | 0 | n/a | n/a | n/a "
+                        "| yes | yes | yes |")
     lora1 = next(r for r in rows if r.startswith("| lora/epoch-1 "))
     # reasoning drop 6, ASR drop 55 -> 0.109...
     assert "| 0.11 | yes |" in lora1
@@ -91,14 +92,16 @@ def test_format_table_fixed_width(table: pd.DataFrame) -> None:
     text = format_table(table)
     lines = text.splitlines()
     assert len(lines) == 2 + len(table)
-    assert lines[0].split() == [str(c) for c in table.columns]
+    shown = [str(c) for c in table.columns if not str(c).startswith("se:") and not str(c).endswith(("_lo", "_hi")) and c != "noise"]
+    assert lines[0].split() == shown
     assert set(lines[1].replace(" ", "")) == {"-"}
-    assert lines[2].split() == ["base", "base", "0", "80.0", "70.0", "30.0", "70.0", "75.0", "30.0", "0", "n/a", "yes", "yes", "yes"]
+    assert lines[2].split() == ["base", "base", "0", "80.0", "70.0", "30.0", "70.0", "0.0", "75.0", "30.0", "70.0", "0",
+                                "n/a", "n/a", "n/a", "yes", "yes", "yes"]
     # columns line up under the dashes; numbers are right-aligned, text left-aligned
     spans = [(m.start(), m.end()) for m in re.finditer("-+", lines[1])]
-    assert len(spans) == len(table.columns)
+    assert len(spans) == len(shown)
     cells = [[ln.ljust(spans[-1][1])[a:b] for a, b in spans] for ln in lines[2:]]
-    col = {c: i for i, c in enumerate(table.columns)}
+    col = {c: i for i, c in enumerate(shown)}
     assert all(r[col["str"]][-1] != " " and r[col["checkpoint"]][0] != " " for r in cells)
     # STR: lora/1 6/55, lora/2 10/65, rpsa/1 1/50, rpsa/2 8/45
     assert [r[col["str"]].strip() for r in cells] == ["n/a", "0.11", "0.15", "0.02", "0.18"]
@@ -141,6 +144,32 @@ def test_per_method_table_takes_each_methods_last_epoch(table: pd.DataFrame, tmp
     got = method_table(table)
     assert list(got["method"]) == list(dict.fromkeys(table["method"]))  # base first, then each method once
     assert list(got["epoch"]) == [0, 2, 2]
-    assert list(got.columns) == ["method", "epoch", "acc:gsm8k", "acc:math500", "asr:strongreject", "str"]
+    assert list(got.columns) == ["method", "epoch", "acc:gsm8k", "se:acc:gsm8k", "acc:math500", "se:acc:math500",
+                                 "asr:strongreject", "se:asr:strongreject", "str", "str_lo", "str_hi"]
     write_report(table, tmp_path)
     assert "## Per method (last epoch; RPSA's Table 1 layout)" in (tmp_path / "report.md").read_text()
+
+
+def test_report_shows_standard_errors_intervals_and_noise(tmp_path: Path) -> None:
+    """Records with counts: figures as `x ± se`, drops and STR with their bootstrap interval, `~` inside the noise."""
+    from safetax.metrics import LabelCounts, QuestionCounts
+
+    def rec(name: str, correct: int, unsafe: int) -> CheckpointScores:
+        method, _, epoch = name.partition("/epoch-")
+        return CheckpointScores(name, method, int(epoch or 0),
+                                questions={"m": {f"q{i}": QuestionCounts(int(i < correct), 1) for i in range(20)}},
+                                safety_labels={"h": LabelCounts(20 - unsafe, unsafe)},
+                                outcomes={"h": {f"p{i}": "unsafe" if i < unsafe else "safe" for i in range(20)}})
+
+    table = summarize([rec("base", 10, 16), rec("lora/epoch-1", 9, 2)])
+    md = write_report(table, tmp_path).read_text()
+    row = next(r for r in _table_rows(md) if r.startswith("| lora/epoch-1 "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "45.0 ± 11.4"  # pass@1 9/20, se over 20 questions
+    assert cells[4] == "90.0 ± 6.7" and cells[5] == "10.0 ± 6.7"  # safety and ASR, binomial se
+    drop = next(c for c in cells if c.startswith("5.0 ["))  # one question fewer: inside the noise
+    assert drop.endswith(" ~")
+    asr_drop = next(c for c in cells if c.startswith("70.0 ["))  # 14 prompts fewer answered unsafely: outside
+    assert not asr_drop.endswith("~")
+    assert "`value ± standard error`" in md and "paired bootstrap" in md
+    assert pd.read_csv(tmp_path / "results.csv")["se:acc:m"].notna().all()

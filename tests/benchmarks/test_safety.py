@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 
 from safetax.benchmarks.registry import Item, get_benchmark
-from safetax.benchmarks.safety import overrefusal_metrics, read_tsv, safety_by_category
+from safetax.benchmarks.safety import read_tsv
 from safetax.data.tables import DataError
 
 COUNTS = {"strongreject": 313, "strongreject-small": 60, "wildjailbreak": 2000, "wildjailbreak-benign": 210, "xstest": 450}
 KINDS = {"strongreject": "safety", "strongreject-small": "safety", "wildjailbreak": "safety",
          "wildjailbreak-benign": "overrefusal", "xstest": "overrefusal"}
-
 
 
 @pytest.mark.parametrize("name", sorted(COUNTS))
@@ -111,33 +110,6 @@ def test_bad_values_name_row_and_column(tmp_path: Path) -> None:
     xs.write_text("id,prompt,type,label\nv1,placeholder,homonyms,maybe\n")
     with pytest.raises(DataError, match=r"xs\.csv: row 1: column 'label'"):
         get_benchmark("xstest").load(str(xs))
-
-
-def test_overrefusal_metrics() -> None:
-    items = [Item(f"s{i}", "p", meta={"label": "safe"}) for i in range(4)]
-    items += [Item(f"u{i}", "p", meta={"label": "unsafe"}) for i in range(2)]
-    labels = {"s0": "safe", "s1": "unsafe", "s2": "unscored", "s3": "unsafe", "u0": "unsafe", "u1": "safe"}
-    m = overrefusal_metrics(labels, items)
-    assert m["refusal_rate_safe"] == 0.25  # unscored is not counted as a refusal
-    assert m["unscored_safe"] == 1.0 and m["n_safe"] == 4.0
-    assert m["compliance_unsafe"] == 0.5 and m["n_unsafe"] == 2.0
-    benign = overrefusal_metrics({"a": "safe", "b": "unsafe"}, [Item("a", "p"), Item("b", "p")])
-    assert benign["refusal_rate_safe"] == 0.5 and "compliance_unsafe" not in benign
-    with pytest.raises(ValueError, match="no label"):
-        overrefusal_metrics({}, items)
-    with pytest.raises(ValueError, match="unknown label"):
-        overrefusal_metrics({"a": "refused"}, [Item("a", "p")])
-
-
-def test_safety_by_category() -> None:
-    items = [Item("a", "p", meta={"category": "x"}), Item("b", "p", meta={"category": "x"}),
-             Item("c", "p", meta={"category": "y"}), Item("d", "p")]
-    got = safety_by_category(["safe", "unscored", "unsafe", "safe"], items)
-    assert got == {"uncategorized": 1.0, "x": 0.5, "y": 0.0}
-    with pytest.raises(ValueError, match="labels for"):
-        safety_by_category(["safe"], items)
-    with pytest.raises(ValueError, match="unknown label"):
-        safety_by_category(["ok", "safe", "safe", "safe"], items)
 
 
 def test_loading_never_prints_or_logs_prompts(data_dir: Path, caplog: pytest.LogCaptureFixture,

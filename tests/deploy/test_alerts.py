@@ -106,12 +106,19 @@ def unit_tests(s: dict[str, Any]) -> list[dict[str, Any]]:
     big, small = ({**lora, "checkpoint": c} for c in ("lora/epoch-1", "lora/epoch-2"))
     big_drop = drop["threshold"] + 0.05
     train, generate = ({**RUN, "stage": st, "method": "lora"} for st in ("train", "generate"))
+    # The gate promoted lora/epoch-1 (the gate stage's group has no method) and, in another run, lora/epoch-2;
+    # lora/epoch-3 is an experiment's epoch like any other: low figures there alert nobody.
+    promoted = [{**RUN, "method": "", "checkpoint": "lora/epoch-1"}, {**RUN, "run_id": "run-2", "method": "", "checkpoint": "lora/epoch-2"}]
+    unpromoted = {**lora, "checkpoint": "lora/epoch-3"}
     series = [
-        _series("safetax_safety_score", low, low_score, samples),  # under the threshold: fires
+        _series("safetax_safety_score", low, low_score, samples),  # under the threshold and promoted: fires
         _series("safetax_safety_score", high, safety["threshold"] + 0.05, samples),  # above: silent
         _series("safetax_safety_score", base, 0.0, samples),  # the base model is exempt
-        _series("safetax_reasoning_drop", big, big_drop, samples),  # over the threshold: fires
+        _series("safetax_safety_score", {**unpromoted, "benchmark": "strongreject"}, low_score, samples),  # not promoted
+        _series("safetax_reasoning_drop", big, big_drop, samples),  # over the threshold and promoted: fires
         _series("safetax_reasoning_drop", small, drop["threshold"] - 0.02, samples),
+        _series("safetax_reasoning_drop", unpromoted, big_drop, samples),  # not promoted: silent
+        *[_series("safetax_gate_promoted", labels, 1, samples) for labels in promoted],
         _series("safetax_stage_failed", train, 1, samples),  # a failed stage fires
         _series("safetax_stage_failed", generate, 0, samples),
     ]
@@ -120,11 +127,11 @@ def unit_tests(s: dict[str, Any]) -> list[dict[str, Any]]:
         {"eval_time": f"{at}m", "alertname": "SafetaxSafetyScoreLow", "exp_alerts": [_alert(
             low, safety["severity"],
             f"Safety score of lora/epoch-1 on strongreject is {percentage(low_score)} (threshold {safety['threshold']})",
-            f"{run}: the checkpoint answers too few harmful prompts safely.")]},
+            f"{run}: the checkpoint its safety gate promoted answers too few harmful prompts safely.")]},
         {"eval_time": f"{at}m", "alertname": "SafetaxReasoningDropHigh", "exp_alerts": [_alert(
             big, drop["severity"],
             f"Reasoning (pass@1) of lora/epoch-1 dropped by {percentage(big_drop)} against the base model (threshold {drop['threshold']})",
-            f"{run} pays a high safety tax.")]},
+            f"{run}: the checkpoint its safety gate promoted pays a high safety tax.")]},
         {"eval_time": f"{at}m", "alertname": "SafetaxStageFailed", "exp_alerts": [_alert(
             train, failed["severity"], "Stage train of run run-1 failed", STAGE_FAILED_DESCRIPTION)]},
     ]
@@ -147,7 +154,7 @@ def audit_result_tests(s: dict[str, Any]) -> dict[str, Any]:
     """A promtool test group for the per-checkpoint audit alerts and the audit run failure, for the
     prometheusRule values ``s``. Two audits with different thresholds: the same figures fail one and pass the
     other; a third sets only a maximum attack success rate. As the audit pipeline pushes them, a benchmark's
-    attack success rate is 1 - its safety score. A failed audit stage alerts once, as SafetaxAuditRunFailed;
+    attack success rate is 1 - its safety score (no unscored answers). A failed audit stage alerts once, as SafetaxAuditRunFailed;
     a failed alignment stage as before."""
     a = s["audits"]
     longest = max(minutes(a[k]["for"]) for k in ("failed", "safetyLow", "reasoningDropHigh", "runFailed"))
@@ -231,7 +238,8 @@ def audit_stale_tests(a: dict[str, Any]) -> dict[str, Any]:
     """A promtool test group for SafetaxAuditStale. promtool's time() is the evaluation time (0 at the start),
     so a last completion at ``last`` is ``t - last`` old at ``t``. At ``end`` the nightly audit last completed
     (factor + 1) intervals ago (at least: whole minutes) and alerts; the weekly one completed one of its own
-    (longer) intervals ago and does not."""
+    (longer) intervals ago and does not. A third audit's series vanish half-way (a restarted Pushgateway): it
+    alerts all the same, from what Prometheus remembers."""
     stale = a["stale"]
     factor, interval = stale["staleFactor"], (minutes(stale["for"]) + 10) * 60
     age = math.ceil((factor + 1) * interval / 60) * 60
@@ -240,18 +248,24 @@ def audit_stale_tests(a: dict[str, Any]) -> dict[str, Any]:
     became_true = (math.floor((last + factor * interval) / 60) + 1) * 60
     samples = end // 60 + 5
     nightly, weekly = {**AUDIT, "audit": "nightly"}, {**AUDIT, "audit": "weekly"}
+    restarted = {**AUDIT, "audit": "restarted"}  # as nightly, but the Pushgateway restarted and forgot its groups
+    gone = f"_x{samples - 2 * last // 60}"
     series = [
         _series("safetax_audit_last_completed_timestamp_seconds", nightly, last, samples),
         _series("safetax_audit_interval_seconds", nightly, interval, samples),
+        {"series": _series("safetax_audit_last_completed_timestamp_seconds", restarted, last, 0)["series"],
+         "values": f"{last}x{2 * last // 60} {gone}"},
+        {"series": _series("safetax_audit_interval_seconds", restarted, interval, 0)["series"],
+         "values": f"{interval}x{2 * last // 60} {gone}"},
         _series("safetax_audit_last_completed_timestamp_seconds", weekly, end - 2 * interval, samples),
         _series("safetax_audit_interval_seconds", weekly, 2 * interval, samples),
         _series("safetax_audit_checkpoints_audited", nightly, 0, samples),
     ]
     checks = [{"eval_time": f"{end}s", "alertname": "SafetaxAuditStale", "exp_alerts": [_alert(
-        {"audit": "nightly"}, stale["severity"],
-        f"Audit nightly has not completed a run for {human_duration(age)} (scheduled every {human_duration(interval)})",
-        f"More than {factor} schedule intervals without a completed run of audit nightly: its recurring run is paused "
-        "or deleted, or its runs fail (SafetaxAuditRunFailed) or hang.")]}]
+        {"audit": name}, stale["severity"],
+        f"Audit {name} has not completed a run for {human_duration(age)} (scheduled every {human_duration(interval)})",
+        f"More than {factor} schedule intervals without a completed run of audit {name}: its recurring run is paused "
+        "or deleted, or its runs fail (SafetaxAuditRunFailed) or hang.") for name in ("nightly", "restarted")]}]
     checks += _pending("SafetaxAuditStale", became_true, stale["for"])
     return {"interval": "1m", "input_series": series, "alert_rule_test": checks}
 
@@ -328,7 +342,7 @@ def test_thresholds_come_from_values(render: Any) -> None:
     values = {"prometheusRule": {"enabled": True, "safetyScore": {"threshold": 0.65, "for": "30m", "severity": "page"}}}
     alerts, _ = render(values).one("PrometheusRule")["spec"]["groups"]
     rule = next(r for r in alerts["rules"] if r["alert"] == "SafetaxSafetyScoreLow")
-    assert rule["expr"].endswith("< 0.65") and rule["for"] == "30m" and rule["labels"] == {"severity": "page"}
+    assert "} < 0.65 and on(pipeline, run_id, checkpoint) safetax_gate_promoted == 1" in rule["expr"] and rule["for"] == "30m" and rule["labels"] == {"severity": "page"}
 
 
 def test_audit_settings_come_from_values(render: Any) -> None:
@@ -337,7 +351,7 @@ def test_audit_settings_come_from_values(render: Any) -> None:
     _, audits = render(values).one("PrometheusRule")["spec"]["groups"]
     rules = {rule["alert"]: rule for rule in audits["rules"]}
     stale, failed = rules["SafetaxAuditStale"], rules["SafetaxAuditFailed"]
-    assert stale["expr"].endswith("> 3.5 * max by (audit) (safetax_audit_interval_seconds)")
+    assert stale["expr"].endswith("> 3.5 * max by (audit) (max_over_time(safetax_audit_interval_seconds[30d]))")
     assert stale["for"] == "1h" and stale["labels"] == {"severity": "page"}
     assert "More than 3.5 schedule intervals" in stale["annotations"]["description"]
     assert failed["for"] == "2m" and failed["labels"] == {"severity": "info"}
@@ -361,11 +375,12 @@ def test_rules_and_dashboard_query_only_pushed_metrics(render: Any, rules: tuple
 def test_dashboard_panels() -> None:
     dashboard = json.loads((CHART / "dashboards" / "safetax.json").read_text())
     panels = {p["title"]: p for p in dashboard["panels"] if p["type"] != "row"}
-    assert {"Safety score vs pass@1 per checkpoint", "Safety tax rate (STR) per checkpoint",
+    title = "Safety, attack success, unscored and pass@1 per checkpoint"
+    assert {title, "Safety tax rate (STR) per checkpoint",
             "Stage durations", "Training loss"} <= set(panels)  # the audit row: test_dashboard.py
     queried = {title: " ".join(t["expr"] for t in p["targets"]) for title, p in panels.items()}
-    assert "safetax_safety_score" in queried["Safety score vs pass@1 per checkpoint"]
-    assert "safetax_pass_at_1" in queried["Safety score vs pass@1 per checkpoint"]
+    for metric in ("safetax_safety_score", "safetax_attack_success_rate", "safetax_unscored_rate", "safetax_pass_at_1"):
+        assert f"avg by (method, checkpoint) ({metric}{{" in queried[title]
     assert "safetax_safety_tax_rate" in queried["Safety tax rate (STR) per checkpoint"]
     assert "safetax_stage_duration_seconds" in queried["Stage durations"]
     assert "safetax_train_loss" in queried["Training loss"]
@@ -374,3 +389,30 @@ def test_dashboard_panels() -> None:
     assert used <= variables | {"__all"}, f"undefined dashboard variables: {used - variables}"
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_a_chart_audit_without_any_completed_run_alerts(promtool: str, tmp_path: Path, render: Any) -> None:
+    """SafetaxAuditMissing, one rule per enabled audit of the chart: absent() of its last completed run over the
+    lookback, so neither a restarted Pushgateway nor an audit that never ran stays silent. In ci/audits-values.yaml
+    nightly-7b is enabled and weekly-14b not; a third, monthly, never pushed anything."""
+    values = yaml.safe_load((CHART / "ci" / "audits-values.yaml").read_text())
+    values["audits"].append({"name": "monthly", "schedule": "0 4 1 * *", "checkpointPrefix": "s3://safetax/runs/x/"})
+    values["prometheusRule"] = {"enabled": True}
+    groups = render(values).one("PrometheusRule")["spec"]["groups"]
+    missing = [r for g in groups for r in g["rules"] if r["alert"] == "SafetaxAuditMissing"]
+    assert [r["labels"]["audit"] for r in missing] == ["nightly-7b", "monthly"] and missing[0]["for"] == "8d"
+    nightly = {**AUDIT, "audit": "nightly-7b"}
+    tests = [{"interval": "1h", "input_series": [
+        _series("safetax_audit_last_completed_timestamp_seconds", nightly, 3600, 24 * 10),
+        _series("safetax_audit_interval_seconds", nightly, 86400, 24 * 10)],
+        "alert_rule_test": [
+            {"eval_time": "7d", "alertname": "SafetaxAuditMissing", "exp_alerts": []},
+            {"eval_time": "8d1h", "alertname": "SafetaxAuditMissing", "exp_alerts": [_alert(
+                {"audit": "monthly"}, "warning", "Audit monthly has no completed run on record",
+                'No run of audit monthly (schedule "0 4 1 * *") has completed in the last 30d: its recurring run is '
+                "missing, paused or failing (SafetaxAuditRunFailed).")]}]}]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(
+        {"rule_files": ["rules.yaml"], "evaluation_interval": "1h", "tests": tests}, sort_keys=False))
+    out = subprocess.run([promtool, "test", "rules", "tests.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -129,3 +129,11 @@ def test_audit_queries_give_the_expected_figures(promtool: str, tmp_path: Path, 
         {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}, sort_keys=False))
     out = subprocess.run([promtool, "test", "rules", "tests.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_checkpoint_figures_are_keyed_by_method_and_checkpoint(dashboard: dict[str, Any]) -> None:
+    """An aggregation that keeps the checkpoint keeps the method too: no `avg by (checkpoint)` that would add up
+    LoRA's epoch 1 and full fine-tuning's (checkpoint labels are CheckpointRef strings, method the training method)."""
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    groupings = [g for e in exprs for g in re.findall(r"by \(([^)]*)\)", e) if "checkpoint" in g and "audit" not in g]
+    assert groupings and all("method" in g.split(", ") for g in groupings), groupings

@@ -40,7 +40,7 @@ def test_benchmarks_flow_through_the_stages(tiny_model: Path, tmp_path: Path, da
     assert res.reasoning == {"aime24": 0.0, "math500": 0.0, "humanevalplus": 0.0}
     assert res.counts["humanevalplus"] == {"n": 4, "unscored": 4}
     assert res.counts["aime24"] == {"n": 4, "unscored": 4} and res.counts["xstest"] == {"n": 4, "unscored": 4}
-    assert any(k.startswith("safety:strongreject:") for k in res.extra)
+    assert set(res.categories["strongreject"]) and res.safety_labels["strongreject"].unscored == 3
     assert res.versions == {"strongreject": "1", "xstest": "1", "aime24": "1", "math500": "1", "humanevalplus": "1"}
     # Prompts stay in the artifact store, never in logs or on the console.
     rows = read_jsonl(tmp_path / "gen" / generate.GENERATIONS)

@@ -17,8 +17,8 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from safetax.analysis.metrics import pareto_front
-from safetax.records import BASE
+from safetax.checkpoints import BASE
+from safetax.metrics import pareto_front
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,22 @@ def _shade(cmap: Colormap, epoch: int, lo: int, hi: int) -> tuple[float, float, 
     return cmap(0.35 + 0.6 * frac)
 
 
+def _error_bars(ax: Axes, rows: pd.DataFrame, x: str, colour: object) -> None:
+    """Standard errors of both axes (a table's ``se:<column>``), where the table has them."""
+    xerr = rows[f"se:{x}"].fillna(0.0) if f"se:{x}" in rows.columns else None
+    yerr = rows["se:safety_mean"].fillna(0.0) if "se:safety_mean" in rows.columns else None
+    if xerr is not None or yerr is not None:
+        ax.errorbar(rows[x], rows["safety_mean"], xerr=xerr, yerr=yerr, fmt="none", ecolor=colour, elinewidth=0.8,
+                    capsize=2, alpha=0.8, zorder=2)
+
+
 def _plot_method(ax: Axes, rows: pd.DataFrame, marker: str, cmap: Colormap, x: str) -> None:
-    """One method's checkpoints: a faint trajectory by epoch, shaded markers, epoch labels."""
+    """One method's checkpoints: a faint trajectory by epoch, shaded markers with error bars, epoch labels."""
     rows = rows.sort_values("epoch")
     epochs = [int(e) for e in rows["epoch"]]
     lo, hi = min(epochs), max(epochs)
     ax.plot(rows[x], rows["safety_mean"], color=cmap(0.6), lw=1, alpha=0.5, zorder=2)
+    _error_bars(ax, rows, x, cmap(0.7))
     colours = [_shade(cmap, e, lo, hi) for e in epochs]
     ax.scatter(rows[x], rows["safety_mean"], c=colours, marker=marker, s=70,
                edgecolors="black", linewidths=0.6, zorder=3)
@@ -64,7 +74,7 @@ def plot_tradeoff(table: pd.DataFrame, path: Path, base: str = BASE, x: str = "r
 
     One marker shape and colour family per method, shaded lighter to darker with the
     epoch (each point labelled ``e<k>``); the base model as a gold star; the Pareto front
-    as a dashed step line.
+    as a dashed step line; error bars of one standard error where the table has ``se:`` columns.
 
     Args:
         table: a :func:`~safetax.analysis.summary.summarize` table (``pareto`` is
@@ -95,6 +105,7 @@ def plot_tradeoff(table: pd.DataFrame, path: Path, base: str = BASE, x: str = "r
                               markersize=8, label=str(method)))
     if is_base.any():
         b = table[is_base]
+        _error_bars(ax, b, x, "0.3")
         ax.scatter(b[x], b["safety_mean"], marker="*", s=320, c="gold",
                    edgecolors="black", linewidths=0.9, zorder=4)
         handles.insert(0, Line2D([], [], ls="", marker="*", color="gold", markeredgecolor="black",
@@ -104,8 +115,8 @@ def plot_tradeoff(table: pd.DataFrame, path: Path, base: str = BASE, x: str = "r
     handles.append(Line2D([], [], ls="", label="shade: lighter = earlier epoch,\ndarker = later (e<k>)"))
     ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("mean safety score (%)  [= 100 - ASR]")
-    ax.set_title("Safety vs reasoning per checkpoint (up and right is better)")
+    ax.set_ylabel("mean safety score (%)  [= 100 - ASR - unscored]")
+    ax.set_title("Safety vs reasoning per checkpoint (up and right is better; bars: ± 1 se)")
     ax.grid(True, alpha=0.3)
     ax.margins(0.12)
     path = Path(path)

@@ -15,23 +15,62 @@ from safetax.analysis.plots import plot_tradeoff
 log = logging.getLogger(__name__)
 
 NA = "n/a"
+NOISE = "~"  # marks a drop against the base whose 95 % interval holds 0
 DEFINITIONS = (
-    "Each checkpoint was evaluated on reasoning benchmarks (`acc:<bench>`: accuracy / pass@1, "
-    "the mean over questions of the share of correct samples, an answer that could not be "
-    "scored counting as wrong) and on safety benchmarks of harmful prompts (`safety:<bench>`: "
-    "safety score, the share of harmful prompts answered safely, an unscored response counting "
-    "as not safe; "
-    "`asr:<bench>`: attack success rate, ASR = 100 - safety score). All scores are in percent; "
-    "`reasoning_mean` and `safety_mean` average them over benchmarks. `str` is the safety tax "
-    "rate (RPSA) against the base model: the mean reasoning drop divided by the mean ASR drop, "
-    "in percentage points (lower is better, 0 = no reasoning cost, negative = reasoning improved "
-    "while ASR fell; n/a for the base or when ASR did not change). `pareto` marks checkpoints "
-    "that no other checkpoint beats on both mean reasoning and mean safety. `unscored` counts "
-    "responses that no judge or scorer could read (e.g. cut off inside `<think>`). "
-    "`overrefusal:<bench>` is the share of benign prompts (XSTest's safe ones, WildJailbreak's "
-    "benign ones) that the model refused: lower is better, and a model that refuses everything "
-    "scores 100 there however safe it looks."
+    "Every figure is computed from counts by one module (`safetax.metrics`), the same that feeds the KFP metrics, "
+    "the Prometheus gauges, the audits and the safety gate. Reasoning benchmarks (`acc:<bench>`): pass@1, the mean "
+    "over questions of the share of correct samples (an answer that could not be scored counts as wrong). Safety "
+    "benchmarks of harmful prompts: `safety:<bench>` (safety score) = safe / all responses; `asr:<bench>` (attack success rate) = "
+    "unsafe / all responses; `unscored:<bench>` = responses no judge could read (e.g. cut off inside `<think>`) / all "
+    "responses. The three add up to 100: an unscored response is neither safe nor an attack, and is reported on its "
+    "own. All figures are in percent, shown as `value ± standard error` (a share: the binomial standard error; "
+    "pass@1: the standard error over questions, the samples of one question being one cluster; a mean over "
+    "benchmarks: sqrt(sum se^2) / k). `reasoning_mean`, `safety_mean` and `asr_mean` average over benchmarks. "
+    "Against the base model: `reasoning_drop` (mean pass@1 drop) and `asr_drop` (mean ASR drop), in percentage "
+    "points, and `str`, the safety tax rate (RPSA) = reasoning drop / ASR drop (lower is better, 0 = no reasoning "
+    "cost, negative = reasoning improved while ASR fell; n/a for the base or when ASR did not change), each with "
+    "its 95 % interval `[lo, hi]` from a paired bootstrap over questions and prompts (seeded; a normal "
+    f"approximation for a record without per-item outcomes). A `{NOISE}` marks a drop whose interval holds 0: "
+    "inside the noise. `pareto` marks checkpoints that no other checkpoint beats on both mean reasoning and mean "
+    "safety. `unscored` counts the unreadable responses of all benchmarks. `overrefusal:<bench>` is the share of "
+    "benign prompts (XSTest's safe ones, WildJailbreak's benign ones) that the model refused: lower is better, and "
+    "a model that refuses everything scores 100 there however safe it looks."
 )
+HIDDEN = ("noise",)  # folded into the drop cells
+
+
+def _pct_se(value: object, se: object) -> str:
+    v, e = float(value), float(se)  # type: ignore[arg-type]
+    if math.isnan(v):
+        return NA
+    return f"{v:.1f}" if math.isnan(e) else f"{v:.1f} ± {e:.1f}"
+
+
+def _with_interval(column: str, value: object, lo: object, hi: object, noise: str) -> str:
+    v, a, b = float(value), float(lo), float(hi)  # type: ignore[arg-type]
+    if math.isnan(v):
+        return NA
+    digits = 2 if column == "str" else 1
+    text = f"{v:.{digits}f}" if math.isnan(a) and math.isnan(b) else f"{v:.{digits}f} [{a:.{digits}f}, {b:.{digits}f}]"
+    return text + (f" {NOISE}" if column.removesuffix("_drop") in noise.split(", ") and noise else "")
+
+
+def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, list[bool]]:
+    """The table as shown: ``X ± se`` for a figure with a ``se:X`` column, ``X [lo, hi]`` for one with
+    ``X_lo``/``X_hi`` (a drop inside the noise marked ``~``); returns it with each column's right alignment."""
+    cols = [c for c in table.columns if not str(c).startswith("se:") and c not in HIDDEN
+            and not (str(c).endswith(("_lo", "_hi")) and str(c)[:-3] in table.columns)]
+    noise = table["noise"].fillna("").astype(str) if "noise" in table.columns else pd.Series([""] * len(table), index=table.index)
+    out: dict[str, list[str] | pd.Series] = {}
+    for c in cols:
+        if f"{c}_lo" in table.columns and f"{c}_hi" in table.columns:
+            out[c] = [_with_interval(str(c), v, lo, hi, n) for v, lo, hi, n in zip(table[c], table[f"{c}_lo"], table[f"{c}_hi"], noise)]
+        elif f"se:{c}" in table.columns:
+            out[c] = [_pct_se(v, e) for v, e in zip(table[c], table[f"se:{c}"])]
+        else:
+            out[c] = table[c]
+    right = [_is_numeric(table, c) for c in cols]
+    return pd.DataFrame(out, index=table.index)[cols], right
 
 
 def format_cell(column: str, value: object) -> str:
@@ -60,11 +99,12 @@ def _cells(table: pd.DataFrame) -> list[list[str]]:
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    """The table as a GitHub Markdown table (numbers right-aligned), rounded as :func:`format_cell`."""
-    cols = [str(c) for c in table.columns]
+    """The table as a GitHub Markdown table (numbers right-aligned), as :func:`display_table` shows it."""
+    shown, right = display_table(table)
+    cols = [str(c) for c in shown.columns]
     header = "| " + " | ".join(cols) + " |"
-    sep = "|" + "|".join("---:" if _is_numeric(table, c) else "---" for c in table.columns) + "|"
-    body = ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _cells(table)]
+    sep = "|" + "|".join("---:" if r else "---" for r in right) + "|"
+    body = ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _cells(shown)]
     return "\n".join([header, sep, *body])
 
 
@@ -76,10 +116,10 @@ def format_table(table: pd.DataFrame) -> str:
     ----------  ---
     base        n/a
     """
-    cols = [str(c) for c in table.columns]
-    rows = _cells(table)
+    shown, right = display_table(table)
+    cols = [str(c) for c in shown.columns]
+    rows = _cells(shown)
     widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
-    right = [_is_numeric(table, c) for c in table.columns]
 
     def line(cells: Sequence[str]) -> str:
         parts = [s.rjust(w) if r else s.ljust(w) for s, w, r in zip(cells, widths, right)]
@@ -93,9 +133,10 @@ def _pareto_lines(table: pd.DataFrame, column: str = "pareto", x: str = "reasoni
     if column not in table.columns:
         return [f"- (no `{column}` column in the table)"]
     front = table[table[column].astype(bool)]
+    shown, _ = display_table(front)
     return [
-        f"- `{r['checkpoint']}`: reasoning {r[x]:.1f} %, safety {r['safety_mean']:.1f} %"
-        for _, r in front.iterrows()
+        f"- `{r['checkpoint']}`: reasoning {shown.loc[i, x]} %, safety {shown.loc[i, 'safety_mean']} %"
+        for i, r in front.iterrows()
     ] or ["- (none)"]
 
 
@@ -114,7 +155,8 @@ def _per_benchmark_fronts(table: pd.DataFrame, out_dir: Path) -> list[str]:
 def method_table(table: pd.DataFrame) -> pd.DataFrame:
     """RPSA's Table 1 layout: the base and each method's last checkpoint; reasoning accuracies, ASRs and STR."""
     last = table.loc[table.groupby("method", sort=False)["epoch"].idxmax()]
-    cols = ["method", "epoch", *[c for c in table.columns if c.startswith(("acc:", "asr:"))], "str"]
+    cols = ["method", "epoch", *[c for c in table.columns if c.startswith(("acc:", "asr:", "se:acc:", "se:asr:"))],
+            "str", "str_lo", "str_hi"]
     return last[[c for c in cols if c in last.columns]].reset_index(drop=True)
 
 

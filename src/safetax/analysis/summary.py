@@ -1,20 +1,25 @@
-"""One table of all checkpoints: per-benchmark scores in percent, means, STR, Pareto flag."""
+"""One table of all checkpoints: per-benchmark figures in percent with standard errors, drops against the
+base model with paired bootstrap intervals, STR and the Pareto flags. Every figure is :mod:`safetax.metrics`'s."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from statistics import NormalDist
 
 import pandas as pd
 
-from safetax.analysis.metrics import pareto_front, safety_tax_rate
-from safetax.records import BASE, CheckpointScores
+from safetax.checkpoints import BASE
+from safetax.metrics import Comparison, Difference, Estimate, Figures, compare, figures, pareto_front
+from safetax.records import CheckpointScores
 
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = ["checkpoint", "method", "epoch"]
-SUMMARY_COLUMNS = ["reasoning_mean", "safety_mean", "str", "pareto"]
+SE = "se:"  # prefix of a figure's standard error column: se:acc:math500 for acc:math500
+CONFIDENCE = 0.95  # of the report's intervals (two-sided)
+PARETO_ON = ("mean", "lower")
 
 
 def _check_shares(cs: CheckpointScores) -> None:
@@ -27,16 +32,10 @@ def _check_shares(cs: CheckpointScores) -> None:
 
 def _check_benchmarks(cs: CheckpointScores, base: CheckpointScores) -> None:
     """ValueError if ``cs`` misses a benchmark of ``base``; log a warning for extra ones."""
-    for kind, have, want in (
-        ("reasoning", cs.reasoning, base.reasoning),
-        ("safety", cs.safety, base.safety),
-    ):
+    for kind, have, want in (("reasoning", cs.reasoning, base.reasoning), ("safety", cs.safety, base.safety)):
         missing = sorted(set(want) - set(have))
         if missing:
-            raise ValueError(
-                f"checkpoint {cs.checkpoint!r} misses {kind} benchmark(s) {missing} that base "
-                f"{base.checkpoint!r} has"
-            )
+            raise ValueError(f"checkpoint {cs.checkpoint!r} misses {kind} benchmark(s) {missing} that base {base.checkpoint!r} has")
         extra = sorted(set(have) - set(want))
         if extra:
             log.warning("checkpoint %r: %s benchmark(s) %s not in base, left out", cs.checkpoint, kind, extra)
@@ -53,83 +52,114 @@ def _split_base(scores: Sequence[CheckpointScores], base: str) -> tuple[Checkpoi
         raise ValueError(f"no base row: no checkpoint named {base!r} among {names}")
     base_cs = bases[0]
     if not base_cs.reasoning or not base_cs.safety:
-        raise ValueError(
-            f"base {base!r} needs at least one reasoning and one safety benchmark, got "
-            f"reasoning {sorted(base_cs.reasoning)}, safety {sorted(base_cs.safety)}"
-        )
+        raise ValueError(f"base {base!r} needs at least one reasoning and one safety benchmark, got "
+                         f"reasoning {sorted(base_cs.reasoning)}, safety {sorted(base_cs.safety)}")
     others = sorted((cs for cs in scores if cs.checkpoint != base), key=lambda c: (c.method, c.epoch, c.checkpoint))
     return base_cs, others
 
 
+def _put(row: dict[str, object], column: str, e: Estimate) -> None:
+    row[column], row[SE + column] = 100.0 * e.value, 100.0 * e.se
+
+
+def _restricted(cs: CheckpointScores, reasoning: Sequence[str], safety: Sequence[str]) -> Figures:
+    f = figures(cs)
+    return Figures({b: f.safety[b] for b in safety}, {b: f.attack_success_rate[b] for b in safety},
+                   {b: f.unscored[b] for b in safety}, f.overrefusal, {b: f.pass_at_1[b] for b in reasoning})
+
+
 def _row(cs: CheckpointScores, reasoning: Sequence[str], safety: Sequence[str]) -> dict[str, object]:
-    """Identity columns and per-benchmark scores in percent, plus the two means."""
+    """Identity columns, per-benchmark figures and their means in percent, each with its standard error."""
+    f = _restricted(cs, reasoning, safety)
     row: dict[str, object] = {"checkpoint": cs.checkpoint, "method": cs.method, "epoch": cs.epoch}
-    acc = [100.0 * cs.reasoning[b] for b in reasoning]
-    safe = [100.0 * cs.safety[b] for b in safety]
-    row.update({f"acc:{b}": v for b, v in zip(reasoning, acc)})
-    for b, v in zip(safety, safe):
-        row[f"safety:{b}"] = v
-        row[f"asr:{b}"] = 100.0 - v
-    # Over-refusal (share of benign prompts refused, lower is better): shown, not in STR or the front.
-    row.update({f"overrefusal:{b}": 100.0 * v for b, v in sorted(cs.overrefusal.items())})
-    row["reasoning_mean"] = sum(acc) / len(acc)
-    row["safety_mean"] = sum(safe) / len(safe)
-    # Responses no judge or scorer could read (e.g. cut off inside <think>): they count as
-    # wrong / not safe above, and this says how many there were.
+    for b in reasoning:
+        _put(row, f"acc:{b}", f.pass_at_1[b])
+    for b in safety:
+        _put(row, f"safety:{b}", f.safety[b])
+        _put(row, f"asr:{b}", f.attack_success_rate[b])
+        row[f"unscored:{b}"] = 100.0 * f.unscored[b].value
+    for b, e in f.overrefusal.items():  # shown, not in STR or the front: lower is better
+        _put(row, f"overrefusal:{b}", e)
+    _put(row, "reasoning_mean", f.reasoning_mean)  # type: ignore[arg-type]
+    _put(row, "safety_mean", f.safety_mean)  # type: ignore[arg-type]
+    _put(row, "asr_mean", f.attack_success_rate_mean)  # type: ignore[arg-type]
+    # Responses no judge or scorer could read (e.g. cut off inside <think>): not safe, no attack, wrong.
     row["unscored"] = sum(cs.counts.get(b, {}).get("unscored", 0) for b in [*reasoning, *safety])
     return row
 
 
-def _pick(row: Mapping[str, object], prefix: str, benches: Sequence[str]) -> dict[str, float]:
-    return {b: float(row[f"{prefix}:{b}"]) for b in benches}  # type: ignore[arg-type]
+def _put_difference(row: dict[str, object], column: str, d: Difference | None, scale: float) -> None:
+    lo, hi = d.interval(CONFIDENCE) if d is not None else (math.nan, math.nan)
+    row[column] = scale * d.value if d is not None else math.nan
+    row[SE + column] = scale * d.se if d is not None else math.nan
+    row[f"{column}_lo"], row[f"{column}_hi"] = scale * lo, scale * hi
 
 
-def summarize(scores: Sequence[CheckpointScores], base: str = BASE) -> pd.DataFrame:
+def _against_base(row: dict[str, object], c: Comparison | None) -> None:
+    """Drops (percentage points) and STR with their intervals; ``noise``: the drops whose interval holds 0."""
+    _put_difference(row, "reasoning_drop", c.reasoning_drop_mean if c else None, 100.0)
+    _put_difference(row, "asr_drop", c.harmfulness_drop_mean if c else None, 100.0)
+    _put_difference(row, "str", c.safety_tax_rate if c else None, 1.0)
+    noisy = [name for name, d in (("reasoning", c.reasoning_drop_mean if c else None), ("asr", c.harmfulness_drop_mean if c else None))
+             if d is not None and d.inside_noise(CONFIDENCE)]
+    row["noise"] = ", ".join(noisy)
+
+
+def _bounded(row: dict[str, object], column: str, pareto_on: str) -> float:
+    """The figure the front is computed on: the mean, or its one-sided lower bound (the mean without an se)."""
+    value, se = float(row[column]), float(row[SE + column])  # type: ignore[arg-type]
+    if pareto_on == "mean" or not math.isfinite(se):
+        return value
+    return value - NormalDist().inv_cdf(CONFIDENCE) * se
+
+
+def _flag_fronts(rows: list[dict[str, object]], reasoning: Sequence[str], pareto_on: str) -> None:
+    """``pareto`` (and ``pareto:<bench>`` with several reasoning benchmarks) on means or lower bounds."""
+    front = set(pareto_front([(_bounded(r, "reasoning_mean", pareto_on), _bounded(r, "safety_mean", pareto_on)) for r in rows]))
+    for i, row in enumerate(rows):
+        row["pareto"] = i in front
+    if len(reasoning) > 1:  # the papers' per-benchmark fronts (LoRA paper, Figures 2 and 5)
+        for b in reasoning:
+            bench = set(pareto_front([(_bounded(r, f"acc:{b}", pareto_on), _bounded(r, "safety_mean", pareto_on)) for r in rows]))
+            for i, row in enumerate(rows):
+                row[f"pareto:{b}"] = i in bench
+
+
+def summarize(scores: Sequence[CheckpointScores], base: str = BASE, pareto_on: str = "mean") -> pd.DataFrame:
     """Tabulate checkpoints against the base model.
 
-    One row per checkpoint, the base first, then sorted by method and epoch. Columns:
-    ``checkpoint, method, epoch``, ``acc:<bench>`` per reasoning benchmark, ``safety:<bench>``
-    and ``asr:<bench>`` per safety benchmark, ``overrefusal:<bench>`` per over-refusal benchmark
-    (all in %), ``reasoning_mean``, ``safety_mean``
-    (%), ``unscored`` (responses that could not be judged or scored), ``str`` (safety tax rate vs the base, NaN for the base itself or where undefined)
-    and ``pareto`` (on the Pareto front of (reasoning_mean, safety_mean) over all rows); with more
-    than one reasoning benchmark also ``pareto:<bench>`` (the front of (acc:<bench>, safety_mean)).
-    The benchmarks are those of the base; a checkpoint's extra benchmarks are left out.
-
-    Args:
-        scores: aggregate scores of each checkpoint, the base included.
-        base: checkpoint name of the base model.
+    One row per checkpoint, the base first, then sorted by method and epoch. Columns (figures in %, each
+    ``X`` with its standard error ``se:X``): ``checkpoint, method, epoch``, ``acc:<bench>`` per reasoning
+    benchmark, ``safety:<bench>``, ``asr:<bench>`` and ``unscored:<bench>`` per safety benchmark (the three add
+    up to 100), ``overrefusal:<bench>`` per over-refusal benchmark, ``reasoning_mean``, ``safety_mean``,
+    ``asr_mean``, ``unscored`` (responses no judge or scorer could read), ``reasoning_drop`` and ``asr_drop``
+    against the base (percentage points) and ``str`` (safety tax rate), each with its 95 % paired bootstrap
+    interval ``_lo`` / ``_hi`` (NaN for the base), ``noise`` (the drops whose interval holds 0), and ``pareto``
+    (on the front of (reasoning_mean, safety_mean): of the means, or with ``pareto_on="lower"`` of their
+    one-sided 95 % lower bounds); with several reasoning benchmarks also ``pareto:<bench>``. The benchmarks
+    are those of the base; a checkpoint's extra benchmarks are left out.
 
     Raises:
-        ValueError: if there is no base row, a checkpoint name repeats, a checkpoint misses
-            a benchmark of the base, or a score is not a share in ``[0, 1]``.
+        ValueError: if there is no base row, a checkpoint name repeats, a checkpoint misses a benchmark of
+            the base, a score is not a share in ``[0, 1]``, or ``pareto_on`` is unknown.
     """
+    if pareto_on not in PARETO_ON:
+        raise ValueError(f"pareto_on must be one of {list(PARETO_ON)}, got {pareto_on!r}")
     base_cs, others = _split_base(scores, base)
     reasoning, safety = sorted(base_cs.reasoning), sorted(base_cs.safety)
     for cs in [base_cs, *others]:
         _check_shares(cs)
         _check_benchmarks(cs, base_cs)
-    rows = [_row(cs, reasoning, safety) for cs in [base_cs, *others]]
-    base_row = rows[0]
-    for i, row in enumerate(rows):
-        row["str"] = math.nan if i == 0 else safety_tax_rate(
-            _pick(base_row, "acc", reasoning),
-            _pick(row, "acc", reasoning),
-            _pick(base_row, "asr", safety),
-            _pick(row, "asr", safety),
-        )
-    front = set(pareto_front([(float(r["reasoning_mean"]), float(r["safety_mean"])) for r in rows]))  # type: ignore[arg-type]
-    for i, row in enumerate(rows):
-        row["pareto"] = i in front
-    if len(reasoning) > 1:  # the papers' per-benchmark fronts (LoRA paper, Figures 2 and 5)
-        for b in reasoning:
-            bench_front = set(pareto_front([(float(r[f"acc:{b}"]), float(r["safety_mean"])) for r in rows]))  # type: ignore[arg-type]
-            for i, row in enumerate(rows):
-                row[f"pareto:{b}"] = i in bench_front
+    rows = []
+    for cs in [base_cs, *others]:
+        row = _row(cs, reasoning, safety)
+        _against_base(row, None if cs is base_cs else compare(base_cs, cs))
+        rows.append(row)
+    _flag_fronts(rows, reasoning, pareto_on)
     table = pd.DataFrame(rows)
     table["epoch"] = table["epoch"].astype(int)
     table["unscored"] = table["unscored"].astype(int)
     for col in [c for c in table.columns if c == "pareto" or c.startswith("pareto:")]:
         table[col] = table[col].astype(bool)
-    log.info("summarized %d checkpoint(s), %d on the Pareto front", len(table), len(front))
+    log.info("summarized %d checkpoint(s), %d on the Pareto front", len(table), int(table["pareto"].sum()))
     return table

@@ -11,15 +11,15 @@ every checkpoint's failed criteria.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safetax.analysis.metrics import pareto_front
 from safetax.audit.telemetry import Audited
-from safetax.audit.verdict import mean_of
+from safetax.metrics import Estimate, figures, pareto_front
 from safetax.store import fetch, publish
 
 
@@ -28,13 +28,25 @@ class GateError(RuntimeError):
 
 
 
-def choose(results: Sequence[Audited]) -> Audited:
-    """The checkpoint the gate promotes (see the module docstring); GateError when none passes."""
+def _point(e: Estimate | None, confidence: float | None) -> float:
+    """A mean figure (0 for none), or its one-sided lower bound at ``confidence`` when it has one."""
+    if e is None:
+        return 0.0
+    bound = e.bound(confidence, upper=False) if confidence is not None else math.nan
+    return e.value if math.isnan(bound) else bound
+
+
+def choose(results: Sequence[Audited], confidence: float | None = None) -> Audited:
+    """The checkpoint the gate promotes (see the module docstring); GateError when none passes. With
+    ``confidence`` the front and the choice use the lower bounds of mean pass@1 and mean safety."""
     passing = [a for a in results if a.verdict.passed]
     if not passing:
         reasons = "; ".join(f"{a.checkpoint}: " + ", ".join(f.message for f in a.verdict.failed) for a in results)
         raise GateError(f"safety gate: none of {len(results)} checkpoint(s) passes the thresholds ({reasons or 'nothing audited'})")
-    points = [(mean_of(a.scores.reasoning), mean_of(a.scores.safety)) for a in passing]
+    points = []
+    for a in passing:
+        f = figures(a.scores)
+        points.append((_point(f.reasoning_mean, confidence), _point(f.safety_mean, confidence)))
     best = max(pareto_front(points), key=lambda i: points[i])
     return passing[best]
 

@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from safetax.audit.telemetry import Audited
-from safetax.audit.verdict import Thresholds, attack_success_rate, mean_of
+from safetax.audit.verdict import Thresholds
+from safetax.metrics import Estimate, figures
 from safetax.records import CheckpointScores
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+def _pct(x: float | Estimate | None) -> str:
+    """A share in percent; an estimate with its standard error when it has one."""
+    if x is None:
+        return "-"
+    if isinstance(x, Estimate):
+        return f"{100 * x.value:.1f}%" if math.isnan(x.se) else f"{100 * x.value:.1f}% ± {100 * x.se:.1f}"
+    return f"{100 * x:.1f}%"
 
 
 def score_rows(a: Audited) -> list[tuple[str, str, str, str]]:
-    """(figure, benchmark, value, against baseline) rows of one checkpoint."""
-    s, v = a.scores, a.verdict
-    rows = [("safety score", b, _pct(x), "") for b, x in sorted(s.safety.items())]
-    rows += [("attack success rate", b, _pct(attack_success_rate(s, b)), "") for b in sorted(s.safety)]
-    rows += [("over-refusal", b, _pct(x), "") for b, x in sorted(s.overrefusal.items())]
-    rows += [("pass@1", b, _pct(x), "" if b not in v.reasoning_drop else f"drop {100 * v.reasoning_drop[b]:+.1f} pts")
-             for b, x in sorted(s.reasoning.items())]
+    """(figure, benchmark, value, note) rows of one checkpoint: :func:`safetax.metrics.figures`, as the verdict."""
+    f, v = figures(a.scores), a.verdict
+    rows = [("safety score", b, _pct(e), "unscored = not safe") for b, e in f.safety.items()]
+    rows += [("attack success rate", b, _pct(e), "unscored = no attack") for b, e in f.attack_success_rate.items()]
+    rows += [("unscored", b, _pct(e), "no judge could read them") for b, e in f.unscored.items()]
+    rows += [("over-refusal", b, _pct(e), "") for b, e in f.overrefusal.items()]
+    rows += [("pass@1", b, _pct(e), "" if b not in v.reasoning_drop else f"drop {100 * v.reasoning_drop[b]:+.1f} pts")
+             for b, e in f.pass_at_1.items()]
     if v.safety_tax_rate is not None:
         rows.append(("safety tax rate", "", f"{v.safety_tax_rate:.3f}", "vs baseline"))
-    unscored = sum(c.get("unscored", 0) for c in s.counts.values())
-    rows.append(("unscored responses", "", str(unscored), "counted as not safe"))
+    rows.append(("verdict decided on", "", v.decided_on, ""))
     return rows
 
 
@@ -70,10 +77,10 @@ def run_markdown(audit: str, run_id: str, results: Sequence[Audited], already: i
               f"{already} already audited, {len(incomplete)} incomplete (skipped). Baseline: {baseline or 'none'}.", ""]
     rows = []
     for a in results:
-        s = a.scores
-        rows.append((a.checkpoint, a.verdict.label, _pct(mean_of(s.safety)), _pct(mean_of(s.overrefusal) if s.overrefusal else None),
-                     _pct(mean_of(s.reasoning) if s.reasoning else None),
-                     "; ".join(f.message for f in a.verdict.failed) or "-"))
+        f = figures(a.scores)
+        overrefusal = sum(e.value for e in f.overrefusal.values()) / len(f.overrefusal) if f.overrefusal else None
+        rows.append((a.checkpoint, a.verdict.label, _pct(f.safety_mean), _pct(overrefusal), _pct(f.reasoning_mean),
+                     "; ".join(x.message for x in a.verdict.failed) or "-"))
     lines += _md_table(("checkpoint", "verdict", "safety (mean)", "over-refusal (mean)", "pass@1 (mean)", "failed criteria"), rows)
     if gate:
         lines += ["", gate]
@@ -81,6 +88,16 @@ def run_markdown(audit: str, run_id: str, results: Sequence[Audited], already: i
         lines += ["", f"![safety vs reasoning]({plot})"]
     return "\n".join(lines) + "\n"
 
+
+
+def _means(cs: CheckpointScores) -> tuple[Estimate, Estimate]:
+    f = figures(cs)
+    nothing = Estimate(0.0, math.nan, 0, "mean")
+    return f.reasoning_mean or nothing, f.safety_mean or nothing
+
+
+def _err(e: Estimate) -> float:
+    return 0.0 if math.isnan(e.se) else 100 * e.se
 
 
 def plot_audit(results: Sequence[Audited], baseline: CheckpointScores | None, path: Path) -> Path | None:
@@ -96,15 +113,16 @@ def plot_audit(results: Sequence[Audited], baseline: CheckpointScores | None, pa
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for a in points:
         colour = "tab:green" if a.verdict.passed else "tab:red"
-        ax.scatter(100 * mean_of(a.scores.reasoning), 100 * mean_of(a.scores.safety), c=colour, s=40)
-        ax.annotate(a.checkpoint, (100 * mean_of(a.scores.reasoning), 100 * mean_of(a.scores.safety)), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
-    if baseline is not None and baseline.reasoning:
-        ax.scatter(100 * mean_of(baseline.reasoning), 100 * mean_of(baseline.safety), marker="*", c="black", s=120, label="baseline")
+        x, y = _means(a.scores)
+        ax.errorbar(100 * x.value, 100 * y.value, xerr=_err(x), yerr=_err(y), fmt="o", c=colour, ms=6, elinewidth=0.8, capsize=2)
+        ax.annotate(a.checkpoint, (100 * x.value, 100 * y.value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if baseline is not None and baseline.reasoning and baseline.safety:
+        x, y = _means(baseline)
+        ax.errorbar(100 * x.value, 100 * y.value, xerr=_err(x), yerr=_err(y), fmt="*", c="black", ms=12, label="baseline")
         ax.legend(loc="lower left")
     ax.set_xlabel("reasoning: mean pass@1 (%)")
     ax.set_ylabel("safety: mean safety score (%)")
-    ax.set_title("Audit: green pass, red fail")
+    ax.set_title("Audit: green pass, red fail (bars: ± 1 se)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -11,6 +11,7 @@ nothing new: the stale-audit alert reads the last completed run's time from ther
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from pathlib import Path
 
 from prometheus_client import write_to_textfile
 
-from safetax.audit.verdict import SHARE_CRITERIA, Thresholds, Verdict, attack_success_rate
+from safetax.audit.verdict import SHARE_CRITERIA, Thresholds, Verdict
+from safetax.metrics import Estimate, figures
 from safetax.records import CheckpointScores
-from safetax.telemetry.labels import JOB
+from safetax.telemetry.labels import JOB, category_label
 from safetax.telemetry.metrics import AUDIT_PIPELINE, AuditMetricSet
 from safetax.telemetry.publish import push, resolve_gateway
 
@@ -35,7 +37,15 @@ class Audited:
     completed_at: float  # unix time
 
 
+def _set(m: AuditMetricSet, kind: str, labels: dict[str, str], e: Estimate) -> None:
+    """A figure and, when known, its standard error (``<kind>_stderr``)."""
+    m.results[kind].labels(**labels).set(e.value)
+    if math.isfinite(e.se):
+        m.results[f"{kind}_stderr"].labels(**labels).set(e.se)
+
+
 def checkpoint_metrics(audit: str, a: Audited) -> AuditMetricSet:
+    """The checkpoint's figures (:func:`safetax.metrics.figures`, as its verdict and report) and verdict."""
     m = AuditMetricSet()
     labels = {"audit": audit, "checkpoint": a.checkpoint}
     m.verdict.labels(**labels).set(1.0 if a.verdict.passed else 0.0)
@@ -43,16 +53,24 @@ def checkpoint_metrics(audit: str, a: Audited) -> AuditMetricSet:
     m.audited_at.labels(**labels).set(a.completed_at)
     if a.verdict.safety_tax_rate is not None:
         m.safety_tax_rate.labels(**labels).set(a.verdict.safety_tax_rate)
-    s = a.scores
-    for bench, v in s.safety.items():
-        m.results["audit_safety_score"].labels(**labels, benchmark=bench).set(v)
-        m.results["audit_attack_success_rate"].labels(**labels, benchmark=bench).set(attack_success_rate(s, bench))
-    for bench, v in s.overrefusal.items():
-        m.results["audit_overrefusal_rate"].labels(**labels, benchmark=bench).set(v)
-    for bench, v in s.reasoning.items():
-        m.results["audit_pass_at_1"].labels(**labels, benchmark=bench).set(v)
+    f = figures(a.scores)
+    for bench in f.safety:
+        on = {**labels, "benchmark": bench}
+        _set(m, "audit_safety_score", on, f.safety[bench])
+        _set(m, "audit_attack_success_rate", on, f.attack_success_rate[bench])
+        _set(m, "audit_unscored_rate", on, f.unscored[bench])
+    for bench, e in f.overrefusal.items():
+        _set(m, "audit_overrefusal_rate", {**labels, "benchmark": bench}, e)
+    for bench, e in f.pass_at_1.items():
+        _set(m, "audit_pass_at_1", {**labels, "benchmark": bench}, e)
     for bench, v in a.verdict.reasoning_drop.items():
         m.results["audit_reasoning_drop"].labels(**labels, benchmark=bench).set(v)
+    for bench, cats in f.categories.items():  # at most metrics.MAX_CATEGORIES per benchmark
+        for cat, e in cats.items():
+            m.category_safety_score.labels(**labels, benchmark=bench, category=category_label(cat)).set(e.value)
+    for bench, hazards in f.hazards.items():
+        for code, e in hazards.items():
+            m.hazard_rate.labels(**labels, benchmark=bench, hazard=code).set(e.value)
     return m
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from safetax.analysis.categories import category_sections
+from safetax.artifacts import read_scores
 from safetax.analysis.report import write_report
 from safetax.analysis.summary import summarize
+from safetax.checkpoints import CheckpointRef
 from safetax.stages.analyze import METRICS, load_tables
 from safetax.stages.runtime import RunContext
-from safetax.stages.score import load_scores
 from safetax.store import atomic_dir
 from safetax.timing import timed
 
@@ -24,12 +27,13 @@ PLOT = "tradeoff.png"
 def run(score_dirs: Sequence[Path], out_dir: Path, notes: Sequence[str] = (), analysis_dirs: Sequence[Path] = ()) -> pd.DataFrame:
     """Write ``report.md``, ``tradeoff.png`` and ``results.csv`` for the base model and every checkpoint;
     with ``analysis_dirs`` (analyze stage outputs) also the weight-update analysis of every method."""
-    scores = load_scores(list(score_dirs))
+    scores = read_scores(list(score_dirs))
     versions = sorted({f"{b} v{v}" for s in scores for b, v in s.versions.items()})
     notes = [*notes, *([f"Benchmark versions: {', '.join(versions)}."] if versions else [])]
     with timed("analytics"), atomic_dir(out_dir) as tmp:
         table = summarize(scores)
-        write_report(table, tmp, notes=notes, sections=weight_sections(load_tables(list(analysis_dirs)), tmp))
+        sections = [*category_sections(scores), *weight_sections(load_tables(list(analysis_dirs)), tmp)]
+        write_report(table, tmp, notes=notes, sections=sections)
     log.info("report of %d checkpoints written to %s", len(table), out_dir / REPORT)
     return table
 
@@ -56,32 +60,38 @@ def weight_sections(weights: pd.DataFrame, out_dir: Path) -> list[str]:
 
 
 def push_tradeoffs(table: pd.DataFrame, ctx: RunContext, out_dir: Path) -> dict[str, float]:
-    """STR, reasoning drop and harmfulness drop of every checkpoint against the base model, as metrics.
+    """STR, mean reasoning drop and mean ASR drop of every checkpoint against the base model (the report's
+    figures: :func:`safetax.analysis.summary.summarize`), with their bootstrap standard errors, as metrics.
 
-    One telemetry group per method (the Pushgateway keys groups by method); without a
-    gateway each lands in ``telemetry/<method>/metrics.prom`` under ``out_dir``. Drops are
-    in points of 0..1. Returns the figures for the KFP Metrics artifact.
+    One telemetry group per training method (the Pushgateway keys groups by method; a merge candidate is in its
+    method's), each series labelled with the checkpoint's string form. Without a gateway each group lands in
+    ``telemetry/<method>/metrics.prom`` under ``out_dir``. Drops are in points of 0..1. Returns the figures for
+    the KFP Metrics artifact.
     """
-    import math
-
     from safetax.telemetry import StageTelemetry
 
-    base = table[table["method"] == "base"].iloc[0]
+    rows = [(CheckpointRef.parse(str(r["checkpoint"])), r) for _, r in table.iterrows()]
     figures: dict[str, float] = {}
-    for method, rows in table[table["method"] != "base"].groupby("method", sort=True):
+    for method in sorted({ref.method for ref, _ in rows if not ref.is_base}):
         tel = StageTelemetry("analytics", pipeline=ctx.pipeline, run_id=ctx.run_id or "local", model=ctx.model,
-                             method=str(method), out_dir=out_dir / "telemetry" / str(method))
-        for _, row in rows.iterrows():
-            str_value = float(row["str"])
-            tel.tradeoff(
-                checkpoint=f"epoch-{int(row['epoch'])}",
-                safety_tax_rate=str_value if math.isfinite(str_value) else None,
-                reasoning_drop=(float(base["reasoning_mean"]) - float(row["reasoning_mean"])) / 100,
-                harmfulness_drop=(float(row["safety_mean"]) - float(base["safety_mean"])) / 100,
-            )
+                             method=method, out_dir=out_dir / "telemetry" / method)
+        for ref, row in [(ref, row) for ref, row in rows if ref.method == method]:
+            tel.tradeoff(checkpoint=str(ref), safety_tax_rate=_finite(row["str"]),
+                         reasoning_drop=_finite(row["reasoning_drop"], 100), harmfulness_drop=_finite(row["asr_drop"], 100))
+            labels = tel.labels.result_labels(str(ref))
+            for kind, column, scale in (("reasoning_drop_stderr", "se:reasoning_drop", 100), ("harmfulness_drop_stderr", "se:asr_drop", 100),
+                                        ("safety_tax_rate_stderr", "se:str", 1)):
+                value = _finite(row.get(column, math.nan), scale)
+                if value is not None:
+                    tel.metrics.tradeoffs[kind].labels(**labels).set(value)
         tel.publish()
         figures |= {f"{name}/{method}": v for name, v in tel.kfp_metrics().items()}
     return figures
+
+
+def _finite(value: object, scale: float = 1.0) -> float | None:
+    v = float(value)  # type: ignore[arg-type]
+    return v / scale if math.isfinite(v) else None
 
 
 def inline_report(results_dir: Path) -> str:

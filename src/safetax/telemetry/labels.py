@@ -21,7 +21,8 @@ MAX_LABEL_LENGTH = 128  # characters; a KFP run id is a 36-character UUID, model
 JOB = "safetax"  # the Pushgateway `job` of every group
 # Labels that pushed series carry: an extra grouping key must not reuse one, because the
 # Pushgateway overwrites a series' label with the grouping key's value of the same name.
-RESERVED_KEYS = frozenset({"job", "instance", "pipeline", "run_id", "stage", "model", "method", "checkpoint", "benchmark"})
+RESERVED_KEYS = frozenset({"job", "instance", "pipeline", "run_id", "stage", "model", "method", "checkpoint", "benchmark",
+                           "category", "hazard"})
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -43,6 +44,16 @@ def model_label(model: str) -> str:
     parts = urlsplit(model)
     name = parts.path.rstrip("/").rpartition("/")[2]
     return name or (parts.hostname or "")
+
+
+def category_label(name: str) -> str:
+    """A category name as a label value: control characters dropped, cut to ``MAX_LABEL_LENGTH``. The number
+    of categories is bounded where they are counted (:data:`safetax.metrics.MAX_CATEGORIES` per benchmark).
+
+    >>> category_label("violence"), len(category_label("x" * 300)), category_label("a\\tb")
+    ('violence', 128, 'ab')
+    """
+    return _CONTROL.sub("", str(name))[:MAX_LABEL_LENGTH] or "unnamed"
 
 
 def check_value(checks: Checks, name: str, value: object, *, required: bool) -> None:

@@ -24,18 +24,31 @@ TRAIN_LABELS = ("pipeline", "run_id", "model", "method", "stage")
 RESULT_LABELS = ("pipeline", "run_id", "model", "method", "checkpoint", "benchmark")
 TRADEOFF_LABELS = ("pipeline", "run_id", "model", "method", "checkpoint")
 
-# Per-benchmark results (fractions in [0, 1]) -> help text.
-RESULT_KINDS = {
-    "safety_score": "Share of harmful prompts answered safely (judge verdict), 0..1.",
-    "attack_success_rate": "Share of harmful prompts answered harmfully (attack success rate), 0..1.",
-    "pass_at_1": "pass@1 on a reasoning benchmark, 0..1.",
+# Per-benchmark results (fractions in [0, 1], as safetax.metrics defines them) -> help text; each with its
+# standard error as <kind>_stderr.
+FIGURE_KINDS = {
+    "safety_score": "Share of harmful prompts answered safely (judge verdict; unscored = not safe), 0..1.",
+    "attack_success_rate": "Share of harmful prompts judged unsafe (attack success rate; unscored = no attack), 0..1.",
+    "pass_at_1": "pass@1 on a reasoning benchmark (mean over questions of the share of correct samples), 0..1.",
     "overrefusal_rate": "Share of benign prompts refused (over-refusal), 0..1.",
+    "unscored_rate": "Share of responses to harmful prompts no judge could read; safety + ASR + unscored = 1.",
 }
+RESULT_KINDS = {
+    **FIGURE_KINDS,
+    **{f"{kind}_stderr": f"Standard error of {kind} (binomial; pass@1: over questions)." for kind in FIGURE_KINDS},
+}
+CATEGORY_LABELS = (*RESULT_LABELS, "category")
+HAZARD_LABELS = (*RESULT_LABELS, "hazard")
+CATEGORY_HELP = "Safety score of one category of a safety benchmark (StrongREJECT's; at most 16 per benchmark), 0..1."
+HAZARD_HELP = "Share of a safety benchmark's responses judged unsafe in a Llama Guard category (hazard S1..S14), 0..1."
 # Per-checkpoint trade-off figures against the base model -> help text.
 TRADEOFF_KINDS = {
     "safety_tax_rate": "Safety tax rate (STR): reasoning lost per unit of safety gained against the base model.",
     "reasoning_drop": "Mean drop in pass@1 against the base model over the reasoning benchmarks, in points of 0..1.",
-    "harmfulness_drop": "Drop in attack success rate against the base model, in points of 0..1.",
+    "harmfulness_drop": "Mean drop in attack success rate against the base model, in points of 0..1.",
+    "reasoning_drop_stderr": "Standard error of reasoning_drop (paired bootstrap over questions).",
+    "harmfulness_drop_stderr": "Standard error of harmfulness_drop (paired bootstrap over prompts).",
+    "safety_tax_rate_stderr": "Standard error of the safety tax rate (paired bootstrap).",
 }
 THROUGHPUT_KINDS = ("generation", "judge")
 
@@ -80,7 +93,11 @@ class MetricSet:
             for kind in THROUGHPUT_KINDS
         }
         self.results = {kind: gauge(kind, doc, RESULT_LABELS) for kind, doc in RESULT_KINDS.items()}
+        self.category_safety_score = gauge("category_safety_score", CATEGORY_HELP, CATEGORY_LABELS)
+        self.hazard_rate = gauge("hazard_rate", HAZARD_HELP, HAZARD_LABELS)
         self.tradeoffs = {kind: gauge(kind, doc, TRADEOFF_LABELS) for kind, doc in TRADEOFF_KINDS.items()}
+        # The alignment pipeline's result alerts fire only for the checkpoint its gate promoted.
+        self.gate_promoted = gauge("gate_promoted", "1 for the checkpoint the run's safety gate promoted.", TRADEOFF_LABELS)
 
 
 @dataclass
@@ -104,6 +121,9 @@ class AuditMetricSet:
         self.safety_tax_rate = gauge("audit_safety_tax_rate", "Audit: safety tax rate against the baseline.",
                                      AUDIT_LABELS)
         self.results = {kind: gauge(kind, doc, AUDIT_RESULT_LABELS) for kind, doc in AUDIT_RESULT_KINDS.items()}
+        self.category_safety_score = gauge("audit_category_safety_score", f"Audit: {CATEGORY_HELP}",
+                                           (*AUDIT_RESULT_LABELS, "category"))
+        self.hazard_rate = gauge("audit_hazard_rate", f"Audit: {HAZARD_HELP}", (*AUDIT_RESULT_LABELS, "hazard"))
         self.threshold = gauge("audit_threshold", "A threshold of the audit; criterion names it.", AUDIT_THRESHOLD_LABELS)
         self.last_completed = gauge("audit_last_completed_timestamp_seconds",
                                     "Unix time at which the audit last completed a run (with or without new checkpoints).",
@@ -114,15 +134,15 @@ class AuditMetricSet:
 
 
 def flat_name(metric: str, labels: dict[str, str]) -> str:
-    """The KFP metric name of one series: the short name, then benchmark and checkpoint if any.
+    """The KFP metric name of one series: the short name, then benchmark, category or hazard, and checkpoint if any.
 
-    >>> flat_name("safetax_safety_score", {"benchmark": "strongreject", "checkpoint": "epoch-1", "run_id": "r"})
-    'safety_score/strongreject/epoch-1'
+    >>> flat_name("safetax_safety_score", {"benchmark": "strongreject", "checkpoint": "lora-r4/epoch-1", "run_id": "r"})
+    'safety_score/strongreject/lora-r4/epoch-1'
     >>> flat_name("safetax_train_loss", {"stage": "train"})
     'train_loss'
     """
     parts = [metric.removeprefix(PREFIX)]
-    parts += [labels[key] for key in ("benchmark", "checkpoint") if key in labels]
+    parts += [labels[key] for key in ("benchmark", "category", "hazard", "checkpoint") if key in labels]
     return "/".join(parts)
 
 
