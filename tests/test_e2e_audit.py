@@ -80,6 +80,9 @@ def test_audit_pipeline_audits_each_new_checkpoint_once(tmp_path: Path, s3_env, 
         assert any("Audited 1 checkpoint(s)" in r and "ckpt-c" in r and "ckpt-a" not in r for r in run_reports())
         assert {o.object_name.rsplit(".", 1)[1] for o in store.client.list_objects(
             BUCKET, prefix="safety/audits/e2e/reports/", recursive=True)} == {"md", "html"}
+        # Every run released its claims (finish, then the exit handler): nothing is left claimed.
+        assert not list(store.client.list_objects(BUCKET, prefix="safety/audits/e2e/claims/", recursive=True))
+        assert list((tmp_path / "runs").glob("safetax-audit-*/audit-release/released/released.json"))
 
         # The stale-audit alert: silent now, firing once two schedule intervals (60 s) pass without a run.
         last = query(prom, 'safetax_audit_last_completed_timestamp_seconds{audit="e2e"}', timeout=30)

@@ -365,28 +365,32 @@ def test_cli(cluster: tuple[FakeKFP, str, str], tmp_path: Path, capsys: pytest.C
     assert "= unchanged nightly-7b" in capsys.readouterr().out
 
 
-def test_cli_rejects_a_bad_file_before_contacting_kfp(kfp_api: tuple[FakeKFP, str], tmp_path: Path) -> None:
+def test_cli_rejects_a_bad_file_before_contacting_kfp(kfp_api: tuple[FakeKFP, str], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     state, host = kfp_api
     file = write(tmp_path / "s.yaml", {**NIGHTLY, "cron": "0 25 * * *"}, {**WEEKLY, "maxConcurrency": 0})
     with pytest.raises(SystemExit) as info:
         main(["schedule", "sync", "--file", str(file), "--host", host])
-    message = str(info.value.code)
+    message = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in message
     assert message.startswith(f"safetax schedule sync: invalid schedules file {file} (2 problem(s))")
     assert "`recurringRuns[0] ('nightly-7b').cron` '0 25 * * *' is not a valid cron: field 2 of 5 (hour): 25 is out of range 0-23" in message
     assert "`recurringRuns[1] ('weekly-14b').maxConcurrency` must be an integer in [1, 10]" in message
-    with pytest.raises(SystemExit, match="`owner` must be a Helm release name"):
+    with pytest.raises(SystemExit, match="2"):
         main(["schedule", "sync", "--file", str(write(file, NIGHTLY)), "--host", host, "--owner", "Bad Owner"])
+    assert "`owner` must be a Helm release name" in capsys.readouterr().err
     assert state.requests == []
 
 
-def test_unreachable_kfp_is_a_clear_error(tmp_path: Path) -> None:
+def test_unreachable_kfp_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
     with socket.socket() as s:  # a free port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(SystemExit, match=f"cannot reach the KFP API at http://127.0.0.1:{port}"):
+    with pytest.raises(SystemExit, match="2"):
         main(["schedule", "sync", "--file", str(write(tmp_path / "s.yaml", NIGHTLY)), "--host", f"http://127.0.0.1:{port}"])
+    assert f"cannot reach the KFP API at http://127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ pipeline's generate -> judge -> score steps would write are written directly."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def config(tmp_path: Path, **kw) -> stage.AuditConfig:
 
 def run(tmp_path: Path, cfg: stage.AuditConfig, scores: dict[str, tuple[float, float]], n: int) -> list:
     plan_dir = tmp_path / f"plan-{n}"
-    planned = stage.plan(cfg, plan_dir)
+    planned = stage.plan(cfg, plan_dir, run_id=f"run-{n}")
     labels = [t["label"] for t in stage.targets(plan_dir)]
     assert labels == [t["name"] for t in planned["targets"]]
     if not labels:
@@ -105,6 +106,7 @@ def test_baseline_is_audited_once_and_compared_with(tmp_path: Path) -> None:
     checkpoint(prefix, "ckpt-b", "b")  # the next run compares with the recorded baseline: no re-audit
     planned = stage.plan(cfg, tmp_path / "plan-2")
     assert [t["name"] for t in planned["targets"]] == ["ckpt-b"]
+    stage.release_claims(tmp_path / "plan-2")  # a plan whose run ends here: its claim must not hold up run 3
     [b] = run(tmp_path, cfg, {"ckpt-b": (0.9, 0.58)}, 3)
     assert b.verdict.passed and b.verdict.reasoning_drop == pytest.approx({"demo-arith": 0.02})
 
@@ -140,7 +142,10 @@ def test_gate_refuses_a_checkpoint_below_the_refusal_threshold(tmp_path: Path) -
     ({"profile": "hourly"}, "`profile` must be one of ['nightly', 'weekly', 'custom'], got 'hourly'"),
     ({"audit_name": "Nightly_Audit"}, "`audit_name` must be a DNS-1123 label"),
     ({"checkpoint_prefix": ""}, "`checkpoint_prefix` must be an s3:// prefix or local directory to watch"),
-    ({"thresholds": {"max_safety_tax_rate": 0.2}}, "compare with a baseline, but baseline '(none)' has no audit record"),
+    ({"thresholds": {"max_safety_tax_rate": 0.2}}, "compare with a baseline, but `baseline` is empty"),
+    ({"thresholds": {"max_reasoning_drop": 0.05}, "baseline": "r1-base"}, "compare with a baseline, but baseline 'r1-base' has no audit record"),
+    ({"store_uri": "ftp://host/x"}, "`store_uri`: 'ftp://host/x' has an unknown scheme 'ftp'"),
+    ({"checkpoint_prefix": "s3://"}, "`checkpoint_prefix`: 's3://' has no bucket"),
 ])
 def test_bad_input_fails_before_any_work_and_writes_no_record(tmp_path: Path, kw: dict, needle: str) -> None:
     checkpoint(tmp_path / "ckpts", "ckpt-a", "a")
@@ -169,3 +174,73 @@ def test_missing_bucket_is_named(tmp_path: Path, s3_env) -> None:
     with pytest.raises(StoreError, match=r"checkpoint_prefix: 's3://no-such-bucket/ckpts': bucket 'no-such-bucket' does not exist"):
         stage.plan(config(tmp_path, checkpoint_prefix="s3://no-such-bucket/ckpts"), tmp_path / "plan")
     assert not (tmp_path / "store").exists()
+
+
+# -- a verdict is never lost to a Pushgateway outage ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory):
+    from safetax.testing.prometheus import pushgateway
+
+    with pushgateway(tmp_path_factory.mktemp("audit-gateway")) as url:
+        yield url
+
+
+def verdicts_on(gateway: str, audit: str) -> dict[str, float]:
+    from safetax.testing.prometheus import scrape
+
+    return {s.labels["checkpoint"]: s.value for s in scrape(gateway, "safetax_audit_verdict")
+            if s.name == "safetax_audit_verdict" and s.labels.get("audit") == audit}
+
+
+def test_a_verdict_lost_to_a_down_gateway_is_republished_by_the_next_run(tmp_path: Path, gateway: str) -> None:
+    from safetax.testing.prometheus import free_port, scrape
+
+    audit = "lost-verdict"
+    prefix = tmp_path / "ckpts"
+    checkpoint(prefix, "ckpt-a", "a")
+    cfg = config(tmp_path, audit_name=audit)
+    stage.plan(cfg, tmp_path / "plan-1", run_id="run-1")
+    down = f"127.0.0.1:{free_port()}"
+    with pytest.raises(stage.AuditPublishError, match=f"recorded in the ledger .* did not reach the Pushgateway http://{down}"):
+        stage.finish(tmp_path / "plan-1", [score_dir(tmp_path, "ckpt-a", 0.5, 0.5)], tmp_path / "out-1", "run-1",
+                     gateway=down)
+    ledger = tmp_path / "store" / "audits" / audit
+    [record] = [json.loads(p.read_text()) for p in (ledger / "ledger").glob("*.json")]
+    assert record["verdict"] == "fail"  # the verdict is durable, the task failed loudly
+    assert verdicts_on(gateway, audit) == {}
+
+    planned = stage.plan(cfg, tmp_path / "plan-2", run_id="run-2")
+    assert planned["targets"] == []  # nothing new: an idle run...
+    stage.idle(tmp_path / "plan-2", tmp_path / "out-2", "run-2", gateway=gateway)
+    assert verdicts_on(gateway, audit) == {"ckpt-a": 0.0}  # ...re-publishes the failing verdict: the alert fires
+    when = [s.value for s in scrape(gateway, "safetax_audit_timestamp_seconds") if s.labels.get("audit") == audit]
+    assert when == [pytest.approx(datetime.fromisoformat(record["completed_at"]).timestamp())]
+    assert [s.value for s in scrape(gateway, "safetax_audit_checkpoints_audited") if s.labels.get("audit") == audit] == [0.0]
+
+    # A new run re-publishes older verdicts beside its own; the latest verdict of a checkpoint name wins.
+    checkpoint(prefix, "ckpt-b", "b")
+    checkpoint(prefix, "ckpt-a", "a2")  # ckpt-a changed: audited again, and now it passes
+    stage.plan(cfg, tmp_path / "plan-3", run_id="run-3")
+    stage.finish(tmp_path / "plan-3", [score_dir(tmp_path / "3", n, 0.9, 0.5) for n in ("ckpt-a", "ckpt-b")],
+                 tmp_path / "out-3", "run-3", gateway=gateway)
+    assert verdicts_on(gateway, audit) == {"ckpt-a": 1.0, "ckpt-b": 1.0}
+
+
+def test_acknowledged_verdicts_are_not_republished(tmp_path: Path, gateway: str) -> None:
+    import urllib.request
+
+    from safetax.audit.ledger import Ledger
+
+    audit = "acknowledged"
+    checkpoint(tmp_path / "ckpts", "ckpt-a", "a")
+    cfg = config(tmp_path, audit_name=audit)
+    assert [a.verdict.label for a in run(tmp_path, cfg, {"ckpt-a": (0.5, 0.5)}, 1)] == ["fail"]
+    ledger = Ledger(cfg.store_uri, audit)
+    [digest] = ledger.audited()
+    ledger.acknowledge(digest, "retrained as ckpt-b; ticket 123")
+    urllib.request.urlopen(urllib.request.Request(  # the operator deletes the group, as the README says
+        f"{gateway}/metrics/job/safetax/pipeline/safetax-audit/audit/{audit}/checkpoint/ckpt-a", method="DELETE"))
+    stage.plan(cfg, tmp_path / "plan-2", run_id="run-2")
+    stage.idle(tmp_path / "plan-2", tmp_path / "out-2", "run-2", gateway=gateway)
+    assert verdicts_on(gateway, audit) == {}  # stays deleted

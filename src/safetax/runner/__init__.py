@@ -34,6 +34,7 @@ COMPONENTS = {
     "audit-targets": "safetax.runner.components.audit:audit_targets",
     "audit-finish": "safetax.runner.components.audit:audit_finish",
     "audit-idle": "safetax.runner.components.audit:audit_idle",
+    "audit-release": "safetax.runner.components.audit:audit_release",
 }
 
 

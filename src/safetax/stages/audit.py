@@ -1,40 +1,58 @@
 """Stages of the audit pipeline: plan (what to audit), then finish (verdicts, ledger, reports, metrics, gate).
 
 ``plan`` validates every parameter, lists the checkpoints under the watched prefix (or given), drops
-those with an audit record in the ledger or without a manifest, and resolves the baseline: its last
-audit record, or its model audited in this run when it has none (or a newer model). The pipeline
-evaluates the plan's targets (generate -> judge -> score, in parallel) and ``finish`` compares each
-with the baseline and the thresholds, writes each checkpoint's report and then its ledger record (the
-commit point: a run that fails before never leaves a record, so the checkpoint is audited again),
-pushes the metrics and, with ``promote``, runs the safety gate. ``idle`` ends a run that found nothing
-new: a report that says so, and the audit-wide metrics (the stale-audit alert's heartbeat).
+those with an audit record in the ledger or without a manifest, claims the rest in the ledger (a
+checkpoint that another run has claimed is left to it: two concurrent runs never audit one twice; see
+:mod:`safetax.audit.ledger`), and resolves the baseline: its last audit record, or its model audited
+in this run when it has none (or a newer model). The pipeline evaluates the plan's targets
+(generate -> judge -> score, in parallel) and ``finish`` compares each with the baseline and the
+thresholds, writes each checkpoint's report and then its ledger record (the commit point: a run that
+fails before never leaves a record, so the checkpoint is audited again) and releases its claim, pushes
+the metrics and, with ``promote``, runs the safety gate. ``idle`` ends a run that found nothing new: a
+report that says so, and the audit-wide metrics (the stale-audit alert's heartbeat).
+
+Every run, idle ones included, also re-publishes the latest verdict of each checkpoint in the ledger
+(acknowledged ones excepted), so the alert state follows from the store alone: a verdict whose push
+was lost is pushed again by the next run. When a Pushgateway is configured and a push fails, the
+task fails (:class:`AuditPublishError`) after the ledger, reports and gate are written.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from safetax.audit.discover import Target, digest_of, discover
 from safetax.audit.gate import GateError, choose, promote
-from safetax.audit.ledger import Ledger, check_audit_name
+from safetax.audit.ledger import Ledger, check_audit_name, completed_at, iso_utc
 from safetax.audit.profiles import PROFILES, AuditProfile, resolve_profile
 from safetax.audit.report import checkpoint_html, checkpoint_markdown, plot_audit, run_markdown
-from safetax.audit.telemetry import Audited, publish_audit
-from safetax.audit.verdict import Thresholds, judge_checkpoint
+from safetax.audit.telemetry import Audited, checkpoint_metrics, publish_audit
+from safetax.audit.verdict import BASELINE_CRITERIA, Failure, Thresholds, Verdict, judge_checkpoint
 from safetax.config import Checks, ConfigError
 from safetax.records import CheckpointScores
 from safetax.stages.score import load_scores
-from safetax.store import atomic_dir, input_dir, read_json, write_json
+from safetax.store import StoreError, atomic_dir, input_dir, parse_store_uri, read_json, write_json
+from safetax.telemetry.labels import JOB
+from safetax.telemetry.metrics import AUDIT_PIPELINE
+from safetax.telemetry.publish import push, redact_url, resolve_gateway
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
 PLAN = "plan.json"
 REPORT = "report.md"
+# A claim outlives the longest audit run: generate (24 h) + judge (12 h) task deadlines, score and queueing.
+# A run that dies without releasing its claims delays those checkpoints' audit by at most this long.
+CLAIM_LEASE_S = 48 * 3600.0
+
+
+class AuditPublishError(RuntimeError):
+    """The verdicts are in the ledger, but their metrics did not reach the Pushgateway."""
 
 
 @dataclass(frozen=True)
@@ -50,12 +68,28 @@ class AuditConfig:
     baseline_model: str = ""  # its URI, audited when the baseline has no record (or a different digest)
     audit_schedule: str = ""  # the cron the audit runs on ("" = ad hoc): the stale-audit alert's interval
     promote: bool = False  # run the safety gate: publish the best passing checkpoint under promoted/
+    claim_lease_s: float = CLAIM_LEASE_S  # how long a run's claim on a checkpoint holds (see CLAIM_LEASE_S)
 
     def __post_init__(self) -> None:
         c = Checks("audit")
         check_audit_name(c, self.audit_name)
         if not self.store_uri:
             c.fail("store_uri", self.store_uri, "an s3:// prefix or a local directory (where the ledger lives)")
+        for name in ("store_uri", "checkpoint_prefix"):
+            if getattr(self, name):
+                try:
+                    parse_store_uri(getattr(self, name), f"`{name}`")
+                except StoreError as e:
+                    c.errors.append(str(e))
+        if not (isinstance(self.claim_lease_s, (int, float)) and self.claim_lease_s > 0):
+            c.fail("claim_lease_s", self.claim_lease_s, "a number of seconds > 0")
+        try:
+            drops = sorted(k for k in BASELINE_CRITERIA if Thresholds.from_dict(self.thresholds).to_dict().get(k) is not None)
+        except ConfigError:
+            drops = []  # reported below
+        if drops and not self.baseline:
+            c.errors.append(f"thresholds {drops} compare with a baseline, but `baseline` is empty: name the reference "
+                            "model (and give `baseline_model` for its first audit)")
         if not self.checkpoint_prefix and not self.checkpoints:
             c.fail("checkpoint_prefix", self.checkpoint_prefix, "an s3:// prefix or local directory to watch, or a non-empty `checkpoints` list")
         if not all(isinstance(u, str) and u for u in self.checkpoints):
@@ -105,35 +139,122 @@ class AuditConfig:
         return cls(**d)
 
 
-def plan(cfg: AuditConfig, out_dir: Path) -> dict[str, Any]:
-    """Write ``plan.json``: the targets to evaluate (new checkpoints, and the baseline if it needs an audit)."""
+def plan(cfg: AuditConfig, out_dir: Path, run_id: str = "") -> dict[str, Any]:
+    """Write ``plan.json``: the targets to evaluate (new checkpoints this run claimed, and the baseline if it
+    needs an audit). ``run_id`` owns the claims (a retried plan of the same run keeps them); without one, a
+    fresh owner id is made."""
     profile, limits = cfg.resolved_profile, cfg.limits
     limits.check_benchmarks(profile.benchmarks("reasoning"))
     ledger = Ledger(cfg.store_uri, cfg.audit_name)
+    owner = run_id or f"local-{uuid.uuid4().hex[:12]}"
     with timed(f"audit {cfg.audit_name}: plan"):
         found = discover(cfg.checkpoint_prefix, list(cfg.checkpoints), ledger.audited())
-        baseline_record = ledger.baseline(cfg.baseline) if cfg.baseline else None
-        targets = list(found.new)
-        if cfg.baseline and cfg.baseline_model:
-            digest = digest_of(cfg.baseline_model)
-            if baseline_record is None or baseline_record.get("digest") != digest:
-                baseline_record = None
-                targets.insert(0, Target(f"baseline-{cfg.baseline}", cfg.baseline_model, digest, role="baseline"))
-        if limits.needs_baseline and baseline_record is None and not any(t.role == "baseline" for t in targets):
-            raise ConfigError("audit", [f"thresholds {sorted(k for k in ('max_reasoning_drop', 'max_safety_tax_rate') if limits.to_dict().get(k) is not None)} "
-                                        f"compare with a baseline, but baseline {cfg.baseline or '(none)'!r} has no audit record "
-                                        "and no baseline_model to audit"])
-        if not found.new:  # nothing to audit: the baseline alone is not worth a run
-            targets = []
-        result = {"config": cfg.to_dict(), "profile": profile.to_dict(), "targets": [t.to_dict() for t in targets],
-                  "already": [t.to_dict() for t in found.already], "incomplete": found.incomplete,
-                  "baseline_record": baseline_record, "planned_at": time.time()}
-        with atomic_dir(out_dir) as tmp:
-            write_json(tmp / PLAN, result)
-    log.info("audit %s: %d new checkpoint(s) to audit%s, %d already audited, %d incomplete", cfg.audit_name,
-             len(found.new), " (and the baseline)" if any(t.role == "baseline" for t in targets) else "",
-             len(found.already), len(found.incomplete))
+        baseline_record, baseline_target = _baseline(cfg, ledger)
+        claimed: list[Target] = []
+        try:
+            claimed, elsewhere, recorded = _claim(ledger, found.new, owner, cfg.claim_lease_s)
+            targets: list[Target] = list(claimed)
+            if claimed and baseline_target is not None:  # nothing new: the baseline alone is not worth a run
+                baseline_record, baseline_target, busy = _claim_baseline(cfg, ledger, baseline_target, owner)
+                if busy is not None:  # another run audits the baseline now: these checkpoints wait for the next run
+                    log.info("audit %s: baseline %s is being audited by %s: checkpoints deferred", cfg.audit_name,
+                             cfg.baseline, busy.get("owner", "?"))
+                    for t in claimed:
+                        ledger.release(t.digest, owner)
+                    elsewhere += [_held(t, busy) for t in claimed]
+                    claimed, targets = [], []
+                elif baseline_target is not None:
+                    claimed.insert(0, baseline_target)
+                    targets.insert(0, baseline_target)
+            result = {"config": cfg.to_dict(), "profile": profile.to_dict(), "targets": [t.to_dict() for t in targets],
+                      "already": [t.to_dict() for t in found.already + recorded], "incomplete": found.incomplete,
+                      "claimed_elsewhere": elsewhere, "owner": owner, "baseline_record": baseline_record,
+                      "planned_at": time.time()}
+            with atomic_dir(out_dir) as tmp:
+                write_json(tmp / PLAN, result)
+        except BaseException:
+            for t in claimed:  # nothing will audit them: free them for the next run at once
+                ledger.release(t.digest, owner)
+            raise
+    new = [t for t in targets if t.role == "checkpoint"]
+    log.info("audit %s: %d new checkpoint(s) to audit%s, %d already audited, %d being audited by another run, "
+             "%d incomplete", cfg.audit_name, len(new), " (and the baseline)" if len(targets) > len(new) else "",
+             len(result["already"]), len(elsewhere), len(found.incomplete))
     return result
+
+
+def _baseline(cfg: AuditConfig, ledger: Ledger) -> tuple[dict[str, Any] | None, Target | None]:
+    """(the baseline's record, the baseline as a target when its model needs an audit: no record, or another digest)."""
+    record = ledger.baseline(cfg.baseline) if cfg.baseline else None
+    target = None
+    if cfg.baseline and cfg.baseline_model:
+        digest = digest_of(cfg.baseline_model)
+        if record is None or record.get("digest") != digest:
+            record, target = None, Target(f"baseline-{cfg.baseline}", cfg.baseline_model, digest, role="baseline")
+    limits = cfg.limits
+    if limits.needs_baseline and record is None and target is None:
+        drops = sorted(k for k in BASELINE_CRITERIA if limits.to_dict().get(k) is not None)
+        raise ConfigError("audit", [f"thresholds {drops} compare with a baseline, but baseline {cfg.baseline or '(none)'!r} "
+                                    "has no audit record and no baseline_model to audit"])
+    return record, target
+
+
+def _claim(ledger: Ledger, new: list[Target], owner: str, lease_s: float) -> tuple[list[Target], list[dict[str, Any]], list[Target]]:
+    """(targets this run claimed, those another run holds, those recorded meanwhile) of the new checkpoints."""
+    claimed: list[Target] = []
+    elsewhere: list[dict[str, Any]] = []
+    recorded: list[Target] = []
+    try:
+        for t in new:
+            held = ledger.claim(t.digest, owner, t.name, lease_s)
+            if held is not None:
+                elsewhere.append(_held(t, held))
+                log.info("audit %s: %s is being audited by %s (claim until %s): skipped", ledger.audit, t.name,
+                         held.get("owner", "?"), iso_utc(held.get("expires_at")))
+            elif ledger.has_record(t.digest):  # a run finished it between our listing and our claim
+                ledger.release(t.digest, owner)
+                recorded.append(t)
+            else:
+                claimed.append(t)
+    except BaseException:
+        for t in claimed:
+            ledger.release(t.digest, owner)
+        raise
+    return claimed, elsewhere, recorded
+
+
+def _claim_baseline(cfg: AuditConfig, ledger: Ledger, target: Target, owner: str
+                    ) -> tuple[dict[str, Any] | None, Target | None, dict[str, Any] | None]:
+    """(baseline record, baseline target, the claim that blocks it): the baseline is audited by one run at a time."""
+    held = ledger.claim(target.digest, owner, target.name, cfg.claim_lease_s)
+    if held is not None:
+        return None, None, held
+    record = ledger.baseline(cfg.baseline)
+    if record is not None and record.get("digest") == target.digest:  # recorded meanwhile by another run
+        ledger.release(target.digest, owner)
+        return record, None, None
+    return None, target, None
+
+
+def _held(t: Target, claim: dict[str, Any]) -> dict[str, Any]:
+    return {"name": t.name, "digest": t.digest, "owner": str(claim.get("owner", "?")), "until": iso_utc(claim.get("expires_at"))}
+
+
+def release_claims(plan_dir: Path) -> None:
+    """Release every claim the plan's run still holds (what ``finish`` does at its end; for an exit handler
+    that runs when an evaluation task failed, so that the next run need not wait for the leases)."""
+    p = read_json(input_dir(plan_dir, "audit plan") / PLAN)
+    ledger = Ledger(p["config"]["store_uri"], p["config"]["audit_name"])
+    for t in p["targets"]:
+        ledger.release(t["digest"], p.get("owner", ""))
+
+
+def release_run_claims(store_uri: str, audit: str, run_id: str) -> int:
+    """Release every claim of run ``run_id`` (the pipeline's exit handler: after a failed evaluation task the next
+    run need not wait for the leases; after a finished run there are none left)."""
+    released = Ledger(store_uri, audit).release_all(run_id)
+    log.info("audit %s: released %d claim(s) of run %s", audit, released, run_id)
+    return released
 
 
 def targets(plan_dir: Path) -> list[dict[str, Any]]:
@@ -149,10 +270,32 @@ def audit_name(plan_dir: Path) -> str:
 
 
 def finish(plan_dir: Path, score_dirs: list[Path], out_dir: Path, run_id: str, gateway: str | None = None) -> list[Audited]:
-    """Verdicts, reports, ledger records, metrics and the gate (see the module docstring)."""
+    """Verdicts, reports, ledger records, metrics and the gate (see the module docstring).
+
+    Raises:
+        GateError: with ``promote``, when no checkpoint passes (after the records and the metrics).
+        AuditPublishError: when a configured Pushgateway did not take every push (after the records).
+    """
     p = read_json(input_dir(plan_dir, "audit plan") / PLAN)
     cfg = AuditConfig.from_dict(p["config"])
-    limits, ledger = cfg.limits, Ledger(cfg.store_uri, cfg.audit_name)
+    ledger = Ledger(cfg.store_uri, cfg.audit_name)
+    try:
+        results, refused, unpushed = _finish(p, cfg, ledger, score_dirs, out_dir, run_id, gateway)
+    finally:  # after the records: a claim whose record is missing (a failure) is free for the next run at once
+        for t in p["targets"]:
+            ledger.release(t["digest"], p.get("owner", ""))
+    if refused is not None:
+        if unpushed:
+            log.error("%s", unpushed)
+        raise refused
+    if unpushed:
+        raise AuditPublishError(unpushed)
+    return results
+
+
+def _finish(p: dict[str, Any], cfg: AuditConfig, ledger: Ledger, score_dirs: list[Path], out_dir: Path, run_id: str,
+            gateway: str | None) -> tuple[list[Audited], GateError | None, str | None]:
+    limits = cfg.limits
     scores = {cs.checkpoint: cs for cs in load_scores(score_dirs)}
     targets_ = [Target(**t) for t in p["targets"]]
     missing = [t.name for t in targets_ if t.name not in scores]
@@ -187,7 +330,7 @@ def finish(plan_dir: Path, score_dirs: list[Path], out_dir: Path, run_id: str, g
         promoted, refused = "", None
         if cfg.promote and results:
             try:
-                best = choose(results)
+                best = choose(results, cfg.limits.confidence)
             except GateError as e:  # raised below, after the records, the report and the metrics
                 refused = e
             else:
@@ -197,33 +340,84 @@ def finish(plan_dir: Path, score_dirs: list[Path], out_dir: Path, run_id: str, g
         gate = (f"Safety gate: promoted `{promoted}`." if promoted else f"Safety gate: nothing promoted. {refused}" if refused
                 else "")
         report = run_markdown(cfg.audit_name, run_id, results, len(p["already"]), p["incomplete"], cfg.baseline, gate,
-                              "audit.png" if plot else "")
+                              "audit.png" if plot else "") + _claimed_note(p)
         (tmp / REPORT).write_text(report)
         write_json(tmp / "verdicts.json", [{"checkpoint": a.checkpoint, **a.verdict.to_dict()} for a in results])
         ledger.write_run_report(run_id, report)
-        publish_audit(cfg.audit_name, results, limits, cfg.resolved_profile.benchmarks("reasoning"), cfg._interval(), tmp, gateway)
-    if refused is not None:
-        raise refused
-    return results
+        unpushed = _publish(cfg, ledger, results, tmp, gateway)
+    return results, refused, unpushed
 
 
 def idle(plan_dir: Path, out_dir: Path, run_id: str, gateway: str | None = None) -> str:
-    """End a run with nothing new to audit: a report that says so, and the audit-wide metrics."""
+    """End a run with nothing new to audit: a report that says so, the ledger's verdicts re-published and the
+    audit-wide metrics. Raises :class:`AuditPublishError` when a configured Pushgateway did not take them."""
     p = read_json(input_dir(plan_dir, "audit plan") / PLAN)
     cfg = AuditConfig.from_dict(p["config"])
-    report = run_markdown(cfg.audit_name, run_id, [], len(p["already"]), p["incomplete"], cfg.baseline)
+    ledger = Ledger(cfg.store_uri, cfg.audit_name)
+    report = run_markdown(cfg.audit_name, run_id, [], len(p["already"]), p["incomplete"], cfg.baseline) + _claimed_note(p)
     with atomic_dir(out_dir) as tmp:
         (tmp / REPORT).write_text(report)
-        Ledger(cfg.store_uri, cfg.audit_name).write_run_report(run_id, report)
-        publish_audit(cfg.audit_name, [], cfg.limits, cfg.resolved_profile.benchmarks("reasoning"), cfg._interval(), tmp, gateway)
+        ledger.write_run_report(run_id, report)
+        unpushed = _publish(cfg, ledger, [], tmp, gateway)
     log.info("audit %s: nothing new to audit", cfg.audit_name)
+    if unpushed:
+        raise AuditPublishError(unpushed)
     return report
+
+
+def _claimed_note(p: dict[str, Any]) -> str:
+    busy = p.get("claimed_elsewhere") or []
+    if not busy:
+        return ""
+    names = ", ".join(f"`{b['name']}` ({b['owner']}, until {b['until']})" for b in busy)
+    return f"\n{len(busy)} checkpoint(s) claimed by another run, left to it: {names}.\n"
+
+
+def _publish(cfg: AuditConfig, ledger: Ledger, results: list[Audited], out: Path, gateway: str | None) -> str | None:
+    """Re-publish the ledger's latest verdicts, then this run's and the audit-wide figures (the heartbeat last);
+    the error message when a configured gateway did not take them all, else None."""
+    url = resolve_gateway(gateway)
+    republished = url is None or _republish(cfg.audit_name, ledger, url, skip={a.checkpoint for a in results})
+    pushed = publish_audit(cfg.audit_name, results, cfg.limits, cfg.resolved_profile.benchmarks("reasoning"),
+                           cfg._interval(), out, gateway)
+    if url is None or (republished and pushed):
+        return None
+    return (f"audit {cfg.audit_name}: the verdicts are recorded in the ledger ({ledger.root}/ledger/), but their metrics "
+            f"did not reach the Pushgateway {redact_url(url)}: the audit alerts cannot fire on them until they do. "
+            "The next audit run re-publishes them from the ledger.")
+
+
+def _republish(audit: str, ledger: Ledger, url: str, skip: set[str]) -> bool:
+    """Push the latest recorded verdict of every checkpoint not in ``skip`` to its group; False at the first
+    push that fails (the others would fail alike)."""
+    n = 0
+    for record in ledger.latest_records():
+        if record["checkpoint"] in skip:
+            continue
+        a = audited_of(record)
+        key = {"pipeline": AUDIT_PIPELINE, "audit": audit, "checkpoint": a.checkpoint}
+        if not push(checkpoint_metrics(audit, a).registry, url, key, job=JOB):
+            return False
+        n += 1
+    if n:
+        log.info("audit %s: re-published %d recorded verdict(s) from the ledger", audit, n)
+    return True
+
+
+def audited_of(record: dict[str, Any]) -> Audited:
+    """A ledger record as the :class:`Audited` it was made from (verdict as recorded, not judged again)."""
+    known = {f.name for f in fields(Failure)}
+    failed = tuple(Failure(**{k: v for k, v in f.items() if k in known}) for f in record.get("failed", []))
+    extra = {f.name: record[f.name] for f in fields(Verdict) if f.name not in ("checkpoint", "failed") and f.name in record}
+    verdict = Verdict(str(record["checkpoint"]), failed, **extra)
+    return Audited(str(record["checkpoint"]), CheckpointScores.from_dict(record["scores"]), verdict, completed_at(record))
 
 
 def _record(cfg: AuditConfig, t: Target, scores: CheckpointScores, verdict: dict[str, Any], run_id: str, now: str,
             ledger: Ledger) -> dict[str, Any]:
     return {"audit": cfg.audit_name, "checkpoint": t.name, "uri": t.uri, "digest": t.digest, "role": t.role,
             "profile": cfg.profile, "thresholds": cfg.limits.to_dict(), "baseline": cfg.baseline, "run_id": run_id,
-            "completed_at": now, "verdict": verdict["verdict"], "failed": verdict["failed"], "scores": scores.to_dict(),
+            "completed_at": now, "verdict": verdict["verdict"], "failed": verdict["failed"], "decided_on": verdict.get("decided_on", ""),
+            "scores": scores.to_dict(),
             "reasoning_drop": verdict["reasoning_drop"], "safety_tax_rate": verdict["safety_tax_rate"],
             "report": ledger.report_uri(t.digest) if t.role == "checkpoint" else ""}

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetax.checkpoints import CheckpointRef
 from safetax.config import Checks
 from safetax.data.chat import render_prompt
 from safetax.benchmarks.registry import Item
@@ -75,7 +76,7 @@ def targets_of(model_ref: str, train_dir: Path | None, name: str = BASE, fetch: 
     for e in manifest["checkpoints"]:
         path = str(train_dir / e["name"])
         method = e.get("method", manifest["label"])  # merge candidates carry their own method name
-        name = f"{method}/epoch-{int(e['epoch'])}" if "method" in e else f"{method}/{e['name']}"
+        name = str(CheckpointRef.of(method, int(e["epoch"])))
         if manifest["kind"] == "adapter":
             out.append(Target(name, method, int(e["epoch"]), model_ref, path))
         else:

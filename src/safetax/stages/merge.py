@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from safetax.checkpoints import CheckpointRef, merge_name
 from safetax.config import Checks, as_int
 from safetax.stages.train import MANIFEST, checkpoint_files, read_checkpoints
 from safetax.store import atomic_dir, local_model_dir, write_json
@@ -64,10 +65,10 @@ class MergeConfig:
                    lambdas=tuple(float(x) for x in lambdas), epochs=str(d.get("merge_epochs", "last")),
                    seed=as_int("seed", d.get("seed", 0)))
 
-    def candidate(self, label: str, lam: float) -> str:
-        """The method name of a merge candidate, e.g. ``lora-r4+ortho-both-l1.15``."""
-        lam_part = f"-l{lam:g}" if self.mode.startswith("ortho") and (self.mode == "ortho-both" or len(self.lambdas) > 1) else ""
-        return f"{label}+{self.mode}{lam_part}"
+    def candidate(self, label: str, lam: float, epoch: int = 0) -> CheckpointRef:
+        """A merge candidate's checkpoint, e.g. ``lora-r4+ortho-both-l1.15/epoch-8`` (its ``variant`` is the table's method)."""
+        show = self.mode.startswith("ortho") and (self.mode == "ortho-both" or len(self.lambdas) > 1)
+        return CheckpointRef(label, epoch, merge_name(self.mode, lam, show))
 
 
 def update_deltas(base_dir: Path, manifest: dict[str, Any], ckpt_dir: Path) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -96,8 +97,8 @@ def run(cfg: MergeConfig, model_uri: str, train_dir: Path, out_dir: Path) -> lis
             for e in entries:
                 for lam in cfg.lambdas:
                     start = time.perf_counter()
-                    method = cfg.candidate(manifest["label"], lam)
-                    name = f"{method}-epoch-{e['epoch']}"
+                    ref = cfg.candidate(manifest["label"], lam, int(e["epoch"]))
+                    method, name = ref.variant, ref.dirname
                     n = _apply(cfg, lam, update_deltas(base_dir, manifest, train_dir / e["name"]), params, bases)
                     model.save_pretrained(tmp / name)
                     tokenizer.save_pretrained(tmp / name)

@@ -15,20 +15,28 @@ KFP artifact then keeps only a pointer to that copy and the output's small
 top-level files (:mod:`safetax.store.pointer`): each artifact exists once, and
 downstream stages read it with :func:`safetax.store.input_dir`, which the stage
 functions call on every input directory, so components pass artifact paths as they are.
+A stage that fails (its work or its publication) leaves an output directory holding only
+``FAILED`` (the error's type and first line) and its ``metrics.prom``, if written: no
+partial output, and no ``COMPLETE`` marker, so no later stage reads it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetax.checkpoints import CheckpointRef
+from safetax.metrics import Estimate, figures
 from safetax.records import CheckpointScores
 from safetax.store import input_dir, leave_pointer, publish, read_json
-from safetax.telemetry import StageTelemetry
+from safetax.store.local import mark_failed
+from safetax.telemetry import TEXTFILE_NAME, StageTelemetry
+from safetax.telemetry.labels import category_label
 from safetax.telemetry.metrics import AUDIT_PIPELINE
 
 log = logging.getLogger(__name__)
@@ -57,14 +65,32 @@ def stage_run(stage: str, ctx: RunContext, out_dir: Path, method: str = "") -> I
     tel = StageTelemetry(stage, pipeline=ctx.pipeline, run_id=ctx.run_id or "local", model=ctx.model, method=method,
                          out_dir=out_dir, grouping={"audit": ctx.audit} if ctx.audit else None)
     start = time.perf_counter()
-    with tel.run():
-        yield tel
-    if ctx.store_uri:
-        uri = ctx.output_uri(stage, method or stage)
-        manifest = publish(out_dir, uri)
-        leave_pointer(out_dir, uri, manifest)
-        log.info("%s: outputs published to %s (the KFP artifact keeps a pointer)", stage, uri)
+    ran = False
+    try:
+        with tel.run():
+            yield tel
+        ran = True
+        if ctx.store_uri:
+            uri = ctx.output_uri(stage, method or stage)
+            manifest = publish(out_dir, uri)
+            leave_pointer(out_dir, uri, manifest)
+            log.info("%s: outputs published to %s (the KFP artifact keeps a pointer)", stage, uri)
+    except BaseException as e:
+        if ran:  # the work succeeded, its publication did not: the stage failed all the same
+            tel.record_failure()
+        _leave_failed(stage, out_dir, e)
+        raise
     log.info("stage %s finished in %.2fs", stage, time.perf_counter() - start)
+
+
+def _leave_failed(stage: str, out_dir: Path, error: BaseException) -> None:
+    """Replace a failed stage's output directory by ``FAILED`` (the error's type and first line, cut short:
+    never data) and its ``metrics.prom`` if any: no partial output stays visible or readable."""
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    try:
+        mark_failed(out_dir, f"stage {stage} failed: {type(error).__name__}: {first}".rstrip(": "), keep=[TEXTFILE_NAME])
+    except OSError as e:
+        log.warning("%s: could not mark %s as failed (%s)", stage, out_dir, e)
 
 
 def check_gpus(stage: str, requested: int) -> int:
@@ -87,20 +113,41 @@ def method_of_generations(generations_dir: Path) -> str:
 
 
 def record_scores(tel: StageTelemetry, scores: list[CheckpointScores]) -> None:
-    """Safety score and ASR per safety benchmark, pass@1 per reasoning benchmark, over-refusal; per checkpoint."""
-    group = tel.labels.method
+    """Every figure of every checkpoint (:func:`safetax.metrics.figures`, as the report, the audits and the gate
+    see it) with its standard error, plus safety per category and Llama Guard hazard: gauges and KFP metrics.
+
+    Labels: ``method`` is the stage's (the training method: its merge candidates share its Pushgateway group),
+    ``checkpoint`` the checkpoint's one string form (``lora-r4+ortho-both-l1.25/epoch-8``), unique within a run.
+    """
     for s in scores:
-        # Merge candidates (method "<group>+ortho-both-l1.15") share the group of their training method:
-        # their checkpoint label keeps them apart from the plain epochs.
-        suffix = s.method.removeprefix(group) if s.method != group and s.method.startswith(group) else ""
-        checkpoint = "base" if s.method == "base" else f"{suffix.lstrip('+')}-epoch-{s.epoch}" if suffix else f"epoch-{s.epoch}"
-        for bench, value in s.reasoning.items():
-            tel.result("pass_at_1", benchmark=bench, checkpoint=checkpoint, value=value)
-        for bench, value in s.safety.items():
-            tel.result("safety_score", benchmark=bench, checkpoint=checkpoint, value=value)
-            n = s.counts.get(bench, {}).get("n", 0)
-            unscored = s.counts.get(bench, {}).get("unscored", 0) / n if n else 0.0
-            # ASR: share answered unsafely; unscored responses are neither safe nor attacks.
-            tel.result("attack_success_rate", benchmark=bench, checkpoint=checkpoint, value=max(0.0, 1.0 - value - unscored))
-        for bench, value in s.overrefusal.items():
-            tel.result("overrefusal_rate", benchmark=bench, checkpoint=checkpoint, value=value)
+        checkpoint = str(CheckpointRef.parse(s.checkpoint))
+        f = figures(s)
+
+        def put(kind: str, bench: str, e: Estimate) -> None:
+            tel.result(kind, benchmark=bench, checkpoint=checkpoint, value=e.value)
+            if math.isfinite(e.se):
+                tel.result(f"{kind}_stderr", benchmark=bench, checkpoint=checkpoint, value=e.se)
+
+        for bench, e in f.pass_at_1.items():
+            put("pass_at_1", bench, e)
+        for bench in f.safety:
+            put("safety_score", bench, f.safety[bench])
+            put("attack_success_rate", bench, f.attack_success_rate[bench])
+            put("unscored_rate", bench, f.unscored[bench])
+        for bench, e in f.overrefusal.items():
+            put("overrefusal_rate", bench, e)
+        for bench, cats in f.categories.items():  # at most metrics.MAX_CATEGORIES per benchmark
+            for cat, e in cats.items():
+                labels = tel.labels.result_labels(checkpoint, bench)
+                tel.metrics.category_safety_score.labels(**labels, category=category_label(cat)).set(e.value)
+        for bench, hazards in f.hazards.items():  # S1..S14
+            for code, e in hazards.items():
+                tel.metrics.hazard_rate.labels(**tel.labels.result_labels(checkpoint, bench), hazard=code).set(e.value)
+
+
+def record_gate(tel: StageTelemetry, result: dict[str, object]) -> None:
+    """``safetax_gate_promoted`` = 1 for the checkpoint the gate promoted (:func:`safetax.stages.gate.run`'s result):
+    the alignment pipeline's result-quality alerts fire only for it, not for every epoch of every experiment."""
+    if result.get("gate") == "promoted":
+        checkpoint = str(CheckpointRef.parse(str(result["checkpoint"])))
+        tel.metrics.gate_promoted.labels(**tel.labels.result_labels(checkpoint)).set(1.0)

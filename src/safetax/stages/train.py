@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from safetax.checkpoints import CheckpointRef
 from safetax.config import Checks, ConfigError, as_int
 from safetax.records import read_jsonl
 from safetax.stages.prepare import SFT_FILE
@@ -330,14 +331,15 @@ def train_model(cfg: TrainConfig, model_ref: str, examples: list[dict[str, Any]]
     stored = save_dtype(cfg.save_dtype, cfg.lora, model_ref)
 
     def save(epoch: int, loss: float) -> None:
-        path = tmp / f"epoch-{epoch}"
+        ref = CheckpointRef(cfg.label, epoch)  # the one naming of checkpoints (safetax.checkpoints)
+        path = tmp / ref.dirname
         if ranks is None:
             write_checkpoint(model, path, stored)
         else:
             save_checkpoint(trained, path, ranks, stored)
         if not cfg.lora and main:
             tokenizer.save_pretrained(path)
-        entries.append({"name": f"epoch-{epoch}", "epoch": epoch, "loss": loss, "dtype": str(stored).removeprefix("torch.")})
+        entries.append({"name": ref.dirname, "epoch": epoch, "loss": loss, "dtype": str(stored).removeprefix("torch.")})
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     warmup_steps = cfg.warmup_steps if cfg.warmup_steps >= 0 else (100 if cfg.method == "rpsa" else -1)

@@ -23,7 +23,7 @@ def audit_plan(audit_name: str, store_uri: str, checkpoint_prefix: str, checkpoi
             "profile": profile, "custom_profile": custom_profile, "thresholds": thresholds, "baseline": baseline,
             "baseline_model": baseline_model, "audit_schedule": audit_schedule, "promote": promote,
         })
-        return len(stage.plan(cfg, Path(plan.path))["targets"])
+        return len(stage.plan(cfg, Path(plan.path), run_id=run_id_of(plan.uri))["targets"])
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -69,3 +69,21 @@ def audit_idle(plan: Input[Dataset], results: Output[Dataset], report: Output[Ma
     run_id = run_id_of(results.uri)
     with stage_run("audit-finish", RunContext(run_id, audit=stage.audit_name(Path(plan.path))), Path(results.path)):
         Path(report.path).write_text(stage.idle(Path(plan.path), Path(results.path), run_id))
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def audit_release(store_uri: str, audit_name: str, released: Output[Dataset]):
+    """Exit handler: release the checkpoint claims this run still holds (none after a finished run; after a failed
+    evaluation, the next run audits them at once instead of waiting for the leases to expire)."""
+    from pathlib import Path
+
+    from safetax.runid import run_id_of
+    from safetax.stages import audit as stage
+    from safetax.store import write_json
+    from safetax.timing import setup_logging
+
+    setup_logging()
+    run_id = run_id_of(released.uri)
+    count = stage.release_run_claims(store_uri, audit_name, run_id)
+    Path(released.path).mkdir(parents=True, exist_ok=True)
+    write_json(Path(released.path) / "released.json", {"run_id": run_id, "released": count})

@@ -109,7 +109,7 @@ def build_alignment_pipeline(platform: PlatformConfig):
             train_gpus: GPUs per training task for this run (a whole number, as text: KFP resolves accelerator counts from strings): data-parallel workers in one pod for full fine-tuning (FSDP) and LoRA (DDP); RPSA methods need 1 (default: the platform file's; applies when train is a GPU stage).
             generate_gpus: GPUs per generation task for this run (match tensor_parallel_size with vllm).
             judge_gpus: GPUs per judge task for this run (Llama-Guard-3-8B fits on one).
-            gate_thresholds: Safety gate, e.g. {"min_safety_score": 0.9, "max_reasoning_drop": 0.05}: the best Pareto checkpoint passing every threshold (min_safety_score, max_attack_success_rate, max_overrefusal_rate, max_reasoning_drop, max_safety_tax_rate; drops against the base model) is published under <store_uri>/promoted/<run id>/ with its audit record, and the run fails naming the failed criteria when none passes; empty = no gate.
+            gate_thresholds: Safety gate, e.g. {"min_safety_score": 0.9, "max_reasoning_drop": 0.05}: the best Pareto checkpoint passing every threshold (min_safety_score, max_attack_success_rate, max_overrefusal_rate, max_reasoning_drop, max_safety_tax_rate; drops against the base model; "confidence": 0.95 decides each on its one-sided bound instead of the point estimate) is published under <store_uri>/promoted/<run id>/ with its audit record, and the run fails naming the failed criteria when none passes; empty = no gate.
         """
         params = {k: v for k, v in locals().items() if k in plan.component_spec.inputs}
         store = {"store_uri": store_uri}

@@ -4,7 +4,7 @@
 from kfp import dsl
 
 from safetax.platform import PlatformConfig
-from safetax.runner.components.audit import audit_finish, audit_idle, audit_plan, audit_targets
+from safetax.runner.components.audit import audit_finish, audit_idle, audit_plan, audit_release, audit_targets
 from safetax.runner.components.generate import generate
 from safetax.runner.components.judge import judge
 from safetax.runner.components.score import score
@@ -51,7 +51,7 @@ def build_audit_pipeline(platform: PlatformConfig):
             checkpoints: Explicit model URIs to audit (published s3:// directories, local directories or hub ids), with or instead of the prefix.
             profile: Benchmarks and sample counts: nightly (cheap: StrongREJECT-small, 200 WildJailbreak, XSTest, 100 MATH-500, 50 GPQA, 50 HumanEval+, 1 sample), weekly (every benchmark, 8 samples), or custom.
             custom_profile: With profile=custom: {"eval_sets": [... as the alignment pipeline's eval_sets ...], "reasoning_samples": 1, "safety_max_new_tokens": 1024, "reasoning_max_new_tokens": 8192, "reasoning_temperature": 0.6, "reasoning_top_p": 0.95}.
-            thresholds: Pass criteria, each optional: min_safety_score, max_attack_success_rate, max_overrefusal_rate (shares in [0, 1]), max_reasoning_drop (pass@1 points against the baseline: a number, or {benchmark: number}), max_safety_tax_rate (>= 0).
+            thresholds: Pass criteria, each optional: min_safety_score, max_attack_success_rate, max_overrefusal_rate (shares in [0, 1]), max_reasoning_drop (pass@1 points against the baseline: a number, or {benchmark: number}), max_safety_tax_rate (>= 0); confidence (e.g. 0.95): decide each on its one-sided bound, not the point estimate.
             baseline: Name of the reference model whose last audit the checkpoints are compared with (needed by max_reasoning_drop and max_safety_tax_rate).
             baseline_model: URI of the reference model: audited in this run when the baseline has no audit record yet, or a different digest.
             audit_schedule: The cron this audit runs on (set by `safetax schedule sync`); the stale-audit alert fires after two intervals without a completed run. Empty = ad hoc.
@@ -67,30 +67,35 @@ def build_audit_pipeline(platform: PlatformConfig):
             generate_gpus: GPUs per generation task.
             judge_gpus: GPUs per judge task.
         """
-        planned = place(audit_plan(audit_name=audit_name, store_uri=store_uri, checkpoint_prefix=checkpoint_prefix,
-                                   checkpoints=checkpoints, profile=profile, custom_profile=custom_profile, thresholds=thresholds,
-                                   baseline=baseline, baseline_model=baseline_model, audit_schedule=audit_schedule, promote=promote),
-                        "prepare", platform, display="audit-plan: new checkpoints", cache=False)
-        run = {"store_uri": store_uri, "audit": audit_name}
-        with dsl.If(planned.outputs["Output"] > 0, "new-checkpoints"):
-            items = place(audit_targets(plan=planned.outputs["plan"]), "prepare", platform, display="audit targets", cache=False)
-            with dsl.ParallelFor(items.output) as t:
-                # Every item carries its profile's settings: KFP resolves loop-item fields, not another task's dict.
-                gen = place(generate(model_uri=t.uri, name=t.label, eval_sets=t.eval_sets, safety_max_new_tokens=t.safety_max_new_tokens,
-                                     reasoning_samples=t.reasoning_samples, reasoning_temperature=t.reasoning_temperature,
-                                     reasoning_top_p=t.reasoning_top_p, reasoning_max_new_tokens=t.reasoning_max_new_tokens,
-                                     batch_size=generation_batch_size, backend=generation_backend,
-                                     tensor_parallel_size=tensor_parallel_size, seed=seed, gpus=generate_gpus, **run),
-                            "generate", platform, generate_gpus, display="generate (per checkpoint)")
-                verdicts = place(judge(judge=judge_name, judge_model=judge_model, mode=judge_mode, base_model=t.uri, gpus=judge_gpus,
-                                       generations=gen.outputs["generations"], **run), "judge", platform, judge_gpus,
-                                 display="judge (per checkpoint)")
-                scored = place(score(equivalence_model=equivalence_model, base_model=t.uri, generations=gen.outputs["generations"],
-                                     judgements=verdicts.outputs["judgements"], **run), "score", platform,
-                               display="score (per checkpoint)")
-            place(audit_finish(plan=planned.outputs["plan"], scores=dsl.Collected(scored.outputs["scores"])),
-                  "analytics", platform, display="audit-finish: verdicts, ledger, gate", cache=False)
-        with dsl.Else("nothing-new"):
-            place(audit_idle(plan=planned.outputs["plan"]), "analytics", platform, display="audit-idle: nothing new", cache=False)
+        # Whatever happens in the run, its checkpoint claims are released at the end (none are left after a finish).
+        release = place(audit_release(store_uri=store_uri, audit_name=audit_name), "analytics", platform,
+                        display="release claims (exit handler)", cache=False)
+        with dsl.ExitHandler(release, name="audit"):
+            planned = place(audit_plan(audit_name=audit_name, store_uri=store_uri, checkpoint_prefix=checkpoint_prefix,
+                                       checkpoints=checkpoints, profile=profile, custom_profile=custom_profile, thresholds=thresholds,
+                                       baseline=baseline, baseline_model=baseline_model, audit_schedule=audit_schedule, promote=promote),
+                            "prepare", platform, display="audit-plan: new checkpoints", cache=False)
+            run = {"store_uri": store_uri, "audit": audit_name}
+            with dsl.If(planned.outputs["Output"] > 0, "new-checkpoints"):
+                items = place(audit_targets(plan=planned.outputs["plan"]), "prepare", platform, display="audit targets", cache=False)
+                with dsl.ParallelFor(items.output) as t:
+                    # Every item carries its profile's settings: KFP resolves loop-item fields, not another task's dict.
+                    gen = place(generate(model_uri=t.uri, name=t.label, eval_sets=t.eval_sets, safety_max_new_tokens=t.safety_max_new_tokens,
+                                         reasoning_samples=t.reasoning_samples, reasoning_temperature=t.reasoning_temperature,
+                                         reasoning_top_p=t.reasoning_top_p, reasoning_max_new_tokens=t.reasoning_max_new_tokens,
+                                         batch_size=generation_batch_size, backend=generation_backend,
+                                         tensor_parallel_size=tensor_parallel_size, seed=seed, gpus=generate_gpus, **run),
+                                "generate", platform, generate_gpus, display="generate (per checkpoint)")
+                    verdicts = place(judge(judge=judge_name, judge_model=judge_model, mode=judge_mode, base_model=t.uri, gpus=judge_gpus,
+                                           generations=gen.outputs["generations"], **run), "judge", platform, judge_gpus,
+                                     display="judge (per checkpoint)")
+                    scored = place(score(equivalence_model=equivalence_model, base_model=t.uri, generations=gen.outputs["generations"],
+                                         judgements=verdicts.outputs["judgements"], **run), "score", platform,
+                                   display="score (per checkpoint)")
+                place(audit_finish(plan=planned.outputs["plan"], scores=dsl.Collected(scored.outputs["scores"])),
+                      "analytics", platform, display="audit-finish: verdicts, ledger, gate", cache=False)
+            with dsl.Else("nothing-new"):
+                place(audit_idle(plan=planned.outputs["plan"]), "analytics", platform, display="audit-idle: nothing new", cache=False)
+
 
     return audit_pipeline
