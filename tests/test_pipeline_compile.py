@@ -235,7 +235,8 @@ def test_platform_cluster_profile_and_secrets(tmp_path: Path) -> None:
     stages that load models and on no other (never the scoring pod, which runs model-written code)."""
     platform_file = tmp_path / "platform.yaml"
     platform_file.write_text(yaml.safe_dump({
-        "defaults": {"generation_backend": "vllm", "max_parallel_methods": 2, "hf_token_secret": "hf-token"},
+        "defaults": {"generation_backend": "vllm", "max_parallel_methods": 2, "hf_token_secret": "hf-token",
+                     "security_context": {"run_as_user": 1000, "run_as_non_root": True}},
         "stages": {"train": {"scratch_size": "200Gi", "timeout": 3600, "retries": 1}},
     }))
     paths = {p.stem: p for p in compile_pipelines(tmp_path / "out", platform=str(platform_file))}
@@ -252,6 +253,8 @@ def test_platform_cluster_profile_and_secrets(tmp_path: Path) -> None:
             assert secrets["hf-token"]["keyToEnv"] == [{"secretKey": "token", "envVar": "HF_TOKEN"}]
     train = next(e for e in k8s if _stage(e) == "train")
     assert int(k8s[train]["activeDeadlineSeconds"]) == 3600
+    assert all(k8s[e]["securityContext"] == {"runAsUser": "1000", "runAsNonRoot": True} or
+               k8s[e]["securityContext"] == {"runAsUser": 1000, "runAsNonRoot": True} for e in k8s)
     [volume] = k8s[train]["genericEphemeralVolume"]
     assert volume["mountPath"] == "/scratch" and volume["size"] == "200Gi"
     env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][train]["container"]["env"]}

@@ -167,6 +167,10 @@ class PlatformConfig:
     max_parallel_methods: int = 0
     # StorageClass of the stages' scratch volumes ("" = the cluster's default).
     scratch_storage_class: str = ""
+    # The containers' identity, e.g. {run_as_user: 1000, run_as_group: 0, run_as_non_root: true} (kfp-kubernetes'
+    # set_security_context; the backend adds no-privilege-escalation, drop ALL and RuntimeDefault seccomp). Empty =
+    # the image's user (UID 1000). Needs a KFP backend that applies task security contexts (newer than the 2.15 minimum).
+    security_context: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         c = Checks("platform config")
@@ -178,6 +182,21 @@ class PlatformConfig:
         if set(self.s3_secret_keys) != {"access_key", "secret_key"}:
             c.fail("defaults.s3_secret_keys", self.s3_secret_keys, "a mapping with exactly the keys access_key and secret_key")
         c.one_of("defaults.generation_backend", self.generation_backend, BACKENDS)
+        for key, value in self.security_context.items():
+            if key not in ("run_as_user", "run_as_group", "run_as_non_root"):
+                c.fail(f"defaults.security_context.{key}", value, "one of the keys run_as_user, run_as_group, run_as_non_root")
+            elif key == "run_as_non_root" and not isinstance(value, bool):
+                c.fail(f"defaults.security_context.{key}", value, "true or false")
+            elif key != "run_as_non_root" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                c.fail(f"defaults.security_context.{key}", value, "an integer id >= 0")
+        if self.security_context.get("run_as_non_root") and self.security_context.get("run_as_user") == 0:
+            c.fail("defaults.security_context.run_as_user", 0, "a non-zero id with run_as_non_root: true")
+        for name, st in self.stages.items():
+            label, on = CODE_EXECUTION_LABEL
+            if label in st.pod_labels and (name != "score" or st.pod_labels[label] != on):
+                c.fail(f"stages.{name}.pod_labels.{label}", st.pod_labels[label],
+                       "left to safetax: the scoring pods (which run model-written code) always carry it, as "
+                       f"{label}: \"{on}\", so that the egress policy applies to them")
         if isinstance(self.max_parallel_methods, bool) or not isinstance(self.max_parallel_methods, int) or self.max_parallel_methods < 0:
             c.fail("defaults.max_parallel_methods", self.max_parallel_methods, "an integer >= 0 (0 = no limit)")
         if self.hf_token_secret and not _DNS_NAME.match(self.hf_token_secret):
@@ -253,7 +272,7 @@ class PlatformConfig:
 
 
 _DEFAULT_KEYS = ("pod_labels", "env", "s3_secret", "s3_secret_keys", "pipeline_root", "hf_token_secret", "hf_token_secret_key",
-                 "generation_backend", "max_parallel_methods", "scratch_storage_class")
+                 "generation_backend", "max_parallel_methods", "scratch_storage_class", "security_context")
 
 
 def _unknown(c: Checks, prefix: str, d: dict[str, Any], allowed: set[str]) -> None:

@@ -109,6 +109,13 @@ PLATFORM: list[tuple[str, Any, list[str]]] = [
     ("hf-secret-name", {"defaults": {"hf_token_secret": "HF Token"}}, ["defaults.hf_token_secret"]),
     ("backend", {"defaults": {"generation_backend": "tgi"}}, ["defaults.generation_backend", "'vllm'"]),
     ("parallelism", {"defaults": {"max_parallel_methods": -2}}, ["defaults.max_parallel_methods"]),
+    ("code-execution-label-off", {"stages": {"score": {"pod_labels": {"safetax.io/code-execution": "false"}}}},
+     ["stages.score.pod_labels.safetax.io/code-execution", "always carry it"]),
+    ("code-execution-label-elsewhere", {"stages": {"train": {"pod_labels": {"safetax.io/code-execution": "true"}}}},
+     ["stages.train.pod_labels.safetax.io/code-execution"]),
+    ("security-context-key", {"defaults": {"security_context": {"privileged": True}}}, ["defaults.security_context.privileged"]),
+    ("security-context-root", {"defaults": {"security_context": {"run_as_user": 0, "run_as_non_root": True}}},
+     ["defaults.security_context.run_as_user", "non-zero"]),
 ]
 
 # (case id, audit parameters, what the message must say)

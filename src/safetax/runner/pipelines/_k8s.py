@@ -5,7 +5,7 @@ from __future__ import annotations
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-from safetax.platform import MODEL_STAGES, PlatformConfig
+from safetax.platform import CODE_EXECUTION_LABEL, MODEL_STAGES, PlatformConfig
 
 SCRATCH = "/scratch"
 
@@ -36,8 +36,13 @@ def place(task: PipelineTask, stage: str, platform: PlatformConfig, gpus=None, d
         kubernetes.add_ephemeral_volume(task, volume_name="scratch", mount_path=SCRATCH, access_modes=["ReadWriteOnce"],
                                         size=s.scratch_size, storage_class_name=platform.scratch_storage_class or None)
         env |= {"SAFETAX_CACHE": f"{SCRATCH}/safetax", "HF_HOME": f"{SCRATCH}/hf", "TMPDIR": SCRATCH}
-    for key, value in {**platform.pod_labels, **s.pod_labels}.items():
+    labels = {**platform.pod_labels, **s.pod_labels}
+    if stage == "score":  # model-written code runs here: the egress policy selects these pods by this label, always
+        labels[CODE_EXECUTION_LABEL[0]] = CODE_EXECUTION_LABEL[1]
+    for key, value in labels.items():
         kubernetes.add_pod_label(task, label_key=key, label_value=value)
+    if platform.security_context:
+        kubernetes.set_security_context(task, **platform.security_context)
     for name, value in sorted(env.items()):
         task.set_env_variable(name, value)
     if platform.s3_secret:
