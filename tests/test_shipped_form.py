@@ -109,6 +109,11 @@ def test_compiled_alignment_and_audit_run_from_the_shipped_yaml(fresh: Path, tmp
     done = _run(fresh, safetax, "run", "--compiled", str(REPO / "pipelines" / "alignment.yaml"), "--params", "params.json",
                 "--out", "runs", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    # A quiet console: a line per finished stage and the table; the runner's executor JSON went to the log file.
+    assert len(done.stdout.splitlines()) < 60 and "executor_input" not in done.stdout, done.stdout
+    assert "stage train (rpsa-lora) finished in" in done.stdout
+    [log] = list((tmp_path / "runs" / "logs").glob("alignment-*.log"))
+    assert "Executing task" in log.read_text()
     [results] = list((tmp_path / "runs").glob("safetax-alignment-*/analytics/results"))
     rows = {r.split(",")[0] for r in (results / "results.csv").read_text().splitlines()[1:]}
     assert {"base", "lora-r2/epoch-1", "lora-r2+plain/epoch-1", "rpsa-lora/epoch-1"} <= rows, rows

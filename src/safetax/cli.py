@@ -131,6 +131,9 @@ def _schedule(args: argparse.Namespace) -> None:
 
 
 def _platform_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="show the local runner's full output (every task's executor input and logs) instead of one line per "
+                        "finished stage, warnings and errors (the full output always goes to <out>/logs/<pipeline>-<time>.log)")
     p.add_argument("--store", default="", metavar="URI",
                    help="run store: every stage also publishes its outputs to <URI>/<run id>/<stage>/<method> with a manifest, "
                         "e.g. s3://safetax/runs (endpoint and credentials from SAFETAX_S3_ENDPOINT, SAFETAX_S3_ACCESS_KEY, "
@@ -171,7 +174,7 @@ def _demo(args: argparse.Namespace) -> None:
         from safetax.presets import upload_demo_inputs
 
         params = upload_demo_inputs(params, assets, args.store) | {"store_uri": args.store}
-    results = run_local("alignment", params, args.out)
+    results = run_local("alignment", params, args.out, verbose=args.verbose)
     log.info("demo finished in %.1fs", time.perf_counter() - start)
     _print_results(results)
 
@@ -228,7 +231,7 @@ def _run(args: argparse.Namespace) -> None:
     params = load_params(args.params, args.pipeline, args.compiled)
     if args.store:
         params["store_uri"] = args.store
-    results = run_local(args.pipeline, params, args.out, compiled=args.compiled)
+    results = run_local(args.pipeline, params, args.out, compiled=args.compiled, verbose=args.verbose)
     if results is None:  # the audit: its outputs live in its store
         root = f"{str(params.get('store_uri', '')).rstrip('/')}/audits/{params.get('audit_name', '')}"
         reports = sorted(Path(args.out).glob("**/audit-*/results/report.md"), key=lambda q: q.stat().st_mtime)

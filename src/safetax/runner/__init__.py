@@ -271,15 +271,21 @@ def _failure(root: Path, since: float) -> str:
     for marker in markers:
         task = marker.parent.parent.name
         text = marker.read_text(errors="replace").strip().splitlines()
-        lines.append(f"task {task!r} failed: {text[0] if text else 'no message'}")
+        line = f"task {task!r} failed: {text[0] if text else 'no message'}"
+        if line not in lines:
+            lines.append(line)
     return "\n".join(lines)
 
 
-def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: Any = None, compiled: Path | None = None) -> Path | None:
+def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: Any = None, compiled: Path | None = None,
+              verbose: bool = True) -> Path | None:
     """Run a pipeline with KFP's local SubprocessRunner in this environment; return its output artifact's path
     (None for a pipeline without one: the audit's outputs are in its store).
 
     ``compiled``: run that compiled pipeline YAML (what a cluster runs) instead of building ``name`` here.
+    ``verbose=False``: the runner's own output (every task's executor input and logs) goes to
+    ``<pipeline_root>/logs/<name>-<time>.log`` and the console shows one line per finished stage and
+    every warning and error (:mod:`safetax.runner.console`).
     The local runner ignores accelerators, node selectors, tolerations, retries and timeouts: every
     task runs here, one subprocess per task.
     """
@@ -305,11 +311,23 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: 
     # ParallelFor tasks restore it out of order and can leave it indented for good.
     original_print = builtins.print
     started = time.time()
-    try:
-        task = func(**params)
-    except RuntimeError as e:  # the local runner's "finished with status FAILURE": name the task and its error instead
-        raise RuntimeError(_failure(pipeline_root, started) or _plain(str(e))) from None
-    finally:
-        builtins.print = original_print
+    import contextlib
+    import sys
+
+    from safetax.runner.console import QuietConsole, log_path
+
+    with contextlib.ExitStack() as stack:
+        if not verbose:
+            path = log_path(pipeline_root, name)
+            log_file = stack.enter_context(path.open("w"))
+            console = QuietConsole(log_file, sys.stdout)
+            stack.enter_context(contextlib.redirect_stdout(console))  # type: ignore[type-var]
+            print(f"running {name} locally; the runner's full log: {path}", file=sys.stderr)
+        try:
+            task = func(**params)
+        except RuntimeError as e:  # the local runner's "finished with status FAILURE": name the task and its error
+            raise RuntimeError(_failure(pipeline_root, started) or _plain(str(e))) from None
+        finally:
+            builtins.print = original_print
     outputs = getattr(task, "outputs", None) or {}
     return Path(task.output.path) if "Output" in outputs else None

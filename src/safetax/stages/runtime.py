@@ -80,7 +80,7 @@ def stage_run(stage: str, ctx: RunContext, out_dir: Path, method: str = "") -> I
             tel.record_failure()
         _leave_failed(stage, out_dir, e)
         raise
-    log.info("stage %s finished in %.2fs", stage, time.perf_counter() - start)
+    log.info("stage %s%s finished in %.2fs", stage, f" ({method})" if method and method != stage else "", time.perf_counter() - start)
 
 
 def _leave_failed(stage: str, out_dir: Path, error: BaseException) -> None:

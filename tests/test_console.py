@@ -1,0 +1,30 @@
+"""The quiet console of local runs: stage ends, warnings and errors pass; the runner's chatter goes to the log."""
+
+from __future__ import annotations
+
+import io
+
+from safetax.runner.console import QuietConsole
+
+
+def test_only_what_a_person_needs_reaches_the_console() -> None:
+    log, console = io.StringIO(), io.StringIO()
+    q = QuietConsole(log, console)
+    lines = [
+        "22:00:01.000 - INFO - Executing task \x1b[96m'train'\x1b[0m",
+        '    [KFP Executor 2026-12-01 INFO]: Looking for component `train` in --component_module_path',
+        '        "executor_input": {"inputs": {"parameterValues": {"method": {}}}}',
+        "    22:00:05 INFO safetax.training.sft: epoch 1/1: loss 5.5711 (0.0s elapsed)",
+        "    22:00:06 INFO safetax.stages.runtime: stage train (lora-r4) finished in 9.39s",
+        "    22:00:06 WARNING safetax.telemetry.publish: Pushgateway 127.0.0.1:9 is down",
+        "22:00:07.000 - ERROR - Task \x1b[96m'judge'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m",
+    ]
+    q.write("\n".join(lines[:3]) + "\n")
+    q.write(lines[3] + "\n" + lines[4][:20])  # a line written in pieces is shown once it is complete
+    assert console.getvalue() == ""
+    q.write(lines[4][20:] + "\n" + "\n".join(lines[5:]) + "\n")
+    shown = console.getvalue().splitlines()
+    assert shown == ["  stage train (lora-r4) finished in 9.39s",
+                     "  WARNING safetax.telemetry.publish: Pushgateway 127.0.0.1:9 is down",
+                     "  ERROR - Task 'judge' finished with status FAILURE"]
+    assert log.getvalue() == "\n".join(lines) + "\n"  # everything in the log, unchanged
