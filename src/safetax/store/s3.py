@@ -191,24 +191,8 @@ class S3Store:
     # -- reading --------------------------------------------------------------------------
     def get_bytes(self, uri: str, what: str = "reading") -> bytes | None:
         """One object's content, or None when there is no such object."""
-        from minio.error import S3Error
-
-        bucket, key = parse_uri(uri)
-
-        def get() -> bytes | None:
-            try:
-                resp = self.client.get_object(bucket, key)
-            except S3Error as e:
-                if e.code in ("NoSuchKey", "NoSuchObject"):
-                    return None
-                raise
-            try:
-                return resp.read()
-            finally:
-                resp.close()
-                resp.release_conn()
-
-        return self._call(what, uri, get)
+        got = self.get_versioned(uri, what)
+        return None if got is None else got[0]
 
     def put_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Create or replace one object in one PUT (creating the bucket if needed)."""
@@ -216,7 +200,7 @@ class S3Store:
         self.ensure_bucket(bucket)
         self._call("writing", uri, lambda: self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type))
 
-    def get_versioned(self, uri: str) -> tuple[bytes, str] | None:
+    def get_versioned(self, uri: str, what: str = "reading") -> tuple[bytes, str] | None:
         """One object's content and ETag, or None when there is no such object."""
         from minio.error import S3Error
 
@@ -235,7 +219,7 @@ class S3Store:
                 resp.close()
                 resp.release_conn()
 
-        return self._call("reading", uri, get)
+        return self._call(what, uri, get)
 
     def put_if(self, uri: str, data: bytes, etag: str | None = None, content_type: str = "application/json") -> str | None:
         """One conditional PUT: with ``etag`` None, create the object only if there is none (``If-None-Match: *``);
