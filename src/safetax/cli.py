@@ -70,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
                          "no checkpoint discovery)")
     pl.add_argument("--params", type=Path, required=True, help="JSON or YAML file with the pipeline parameters")
     _schedule_parser(sub)
+    m = sub.add_parser("metrics", help="the Pushgateway's retention: prune the groups of finished alignment runs",
+                       description="Deletes from a Pushgateway the groups of safetax-alignment runs whose last push is older "
+                                   "than --older-than (Prometheus keeps their history). Audit groups are never deleted: "
+                                   "every audit run re-publishes them from its ledger. The chart runs this as a CronJob.")
+    macts = m.add_subparsers(dest="metrics_command", required=True)
+    pr = macts.add_parser("prune", help="delete the groups of alignment runs last pushed longer ago than --older-than")
+    pr.add_argument("--pushgateway", required=True, metavar="HOST:PORT",
+                    help="the Pushgateway, host:port or http(s)://[user:pass@]host:port (credentials never printed)")
+    pr.add_argument("--older-than", default="7d", help="age of the last push, e.g. 7d, 12h, 30m (default: 7d)")
+    pr.add_argument("--dry-run", action="store_true", help="list what would be deleted and delete nothing")
     from safetax.data import cli as data_cli
 
     data_cli.add_parser(sub)
@@ -296,6 +306,11 @@ def _dispatch(args: argparse.Namespace) -> None:
             print(version)
     elif args.command == "schedule":
         _schedule(args)
+    elif args.command == "metrics":
+        from safetax.telemetry.prune import parse_duration, prune
+
+        doomed = prune(args.pushgateway, parse_duration(args.older_than), dry_run=args.dry_run)
+        print(f"{'would delete' if args.dry_run else 'deleted'} {len(doomed)} group(s) of finished alignment runs")
     elif args.command == "plan":
         _plan(args)
     elif args.command == "data":

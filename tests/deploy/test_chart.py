@@ -362,3 +362,24 @@ def test_validator_rejects_bad_objects(render: Any, validate: Any, kind: str, mu
     mutate(doc)
     with pytest.raises(AssertionError, match=expected):
         validate(doc)
+
+
+def test_pushgateway_persistence_and_retention(render: Any, validate: Any) -> None:
+    rendered = render({"pushgateway": {"persistence": {"enabled": True, "size": "2Gi"}, "prune": {"olderThan": "3d"}}})
+    deployment = rendered.one("Deployment", "pushgateway")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--persistence.file=/data/pushgateway.db" in container["args"]
+    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+    claim = rendered.one("PersistentVolumeClaim", "pushgateway")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert deployment["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    cron = rendered.one("CronJob", "pushgateway-prune")
+    [prune] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert prune["command"] == ["safetax"] and prune["args"][:2] == ["metrics", "prune"]
+    assert prune["args"][-2:] == ["--older-than", "3d"] and prune["args"][3].endswith(":9091")
+    for _, doc in rendered.objects:
+        validate(doc)
+    default = render()
+    assert "PersistentVolumeClaim" not in default.kinds() and "CronJob" in default.kinds()
+    with pytest.raises(Exception, match="olderThan"):
+        render({"pushgateway": {"prune": {"olderThan": "a week"}}})
