@@ -145,3 +145,14 @@ def test_checkpoints_take_the_base_models_dtype(tiny_model: Path, sft: Path, tmp
     assert _dtypes(tmp_path / "lora16" / "epoch-1" / "adapter_model.safetensors") == {torch.bfloat16}
     with pytest.raises(ConfigError, match=r"`save_dtype` must be one of 'base', 'float32', 'bfloat16', 'float16', got 'fp8'"):
         train.TrainConfig(save_dtype="fp8")
+
+
+# The losses of the tiny model's training, pinned: a silent change of the loop, the loss or the data path fails here.
+# (CPU, torch 2.13.0; relative tolerance for BLAS differences between machines.)
+PINNED_LOSSES = {"full": [5.263317, 4.720514, 4.482016], "lora": [5.535247, 5.456873, 5.417583]}
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_training_losses_are_pinned(method: str, tiny_model: Path, sft: Path, tmp_path: Path) -> None:
+    res = train.run(train.TrainConfig(method=method, seed=7, **FAST), str(tiny_model), sft, tmp_path / "out")
+    assert res.losses == pytest.approx(PINNED_LOSSES[method], rel=2e-3)
