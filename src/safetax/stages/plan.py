@@ -168,11 +168,13 @@ def _check_rpsa(p: AlignmentParams, items: list[dict[str, Any]], c: Checks) -> N
 
 
 def _check_store_uri(uri: str, c: Checks) -> None:
-    scheme = uri.split("://", 1)[0] if "://" in uri else ""
-    if scheme not in ("", "s3", "file"):
-        c.fail("store_uri", uri, "an s3://bucket/prefix URI, a file:// URI or a local folder")
-    elif scheme == "s3" and not uri[len("s3://"):].split("/", 1)[0]:
-        c.fail("store_uri", uri, "an s3:// URI with a bucket, e.g. s3://safetax/runs")
+    from safetax.store import StoreError
+    from safetax.store.uri import parse_store_uri
+
+    try:
+        parse_store_uri(uri, "store_uri")  # the store's own parser: what it accepts, the run can write to
+    except StoreError as e:
+        c.errors.append(str(e))
 
 
 def _check_reachable(p: AlignmentParams, c: Checks) -> None:
