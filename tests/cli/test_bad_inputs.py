@@ -58,6 +58,8 @@ ALIGNMENT: list[tuple[str, dict[str, Any], list[str]]] = [
     ("analysis-k-zero", {"analysis_k": 0}, ["analysis_k"]),
     ("judge-name", {"judge_name": "guard"}, ["judge", "'guard'"]),
     ("judge-mode", {"judge_mode": "vote"}, ["mode", "'vote'"]),
+    ("judge-scope", {"judge_scope": "trace"}, ["judge_scope", "'trace'"]),
+    ("fisher-estimator", {"methods": [{"method": "rpsa"}], "rpsa_corpus_size": 2, "fisher_estimator": "tokens"}, ["estimator"]),
     ("temperature-negative", {"reasoning_temperature": -0.1}, ["reasoning sampling", "temperature"]),
     ("top-p", {"reasoning_top_p": 1.5}, ["top_p", "(0, 1]"]),
     ("greedy-with-samples", {"reasoning_temperature": 0.0, "reasoning_samples": 4}, ["n", "greedy"]),

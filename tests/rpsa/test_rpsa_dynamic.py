@@ -28,31 +28,37 @@ def test_conflict_over_several_tensors_and_empty():
         gradient_conflict(g_r, g_s, {"a": torch.zeros(2, 2, dtype=torch.bool)})
 
 
-def test_warm_up_returns_initial():
+def test_warm_up_lasts_until_window_past_values_exist():
     r = DynamicRatio(window=5, initial=0.3)
-    assert [r.update(c) for c in (0.1, 0.9, 0.5, 0.2)] == [0.3] * 4
+    assert [r.update(c) for c in (0.1, 0.9, 0.5, 0.2, 0.4)] == [0.3] * 5  # the 5th has only 4 past values
     assert r.update(0.4) != 0.3
 
 
-def test_formula_on_hand_computed_windows():
-    r = DynamicRatio(window=4)
-    ks = [r.update(c) for c in (0.2, 0.4, 0.6, 0.5)]
-    # window (0.2, 0.4, 0.6, 0.5): mean 0.425, population std sqrt(0.0875 / 4) = 0.147902
-    assert ks[3] == pytest.approx((0.5 - 0.425) / (2 * 0.1479019946) + 0.5)
-    # sliding: the window is now (0.4, 0.6, 0.5, 0.45): the first value has left it
-    w = np.array([0.4, 0.6, 0.5, 0.45])
-    assert r.update(0.45) == pytest.approx((0.45 - w.mean()) / (2 * w.std()) + 0.5)
-    assert [h[0] for h in r.history] == [0, 1, 2, 3, 4]
+def test_formula_on_a_hand_computed_sequence():
+    """Issue 16 / RPSA Eq. 7: the baseline is the PAST W values, the current one excluded."""
+    r = DynamicRatio(window=3)
+    ks = [r.update(c) for c in (0.2, 0.4, 0.6, 0.5, 0.1)]
+    assert ks[:3] == [0.5, 0.5, 0.5]
+    # c = 0.5 against the past (0.2, 0.4, 0.6): mean 0.4, population std sqrt(0.08 / 3) = 0.163299
+    # k = (0.5 - 0.4) / (2 * 0.163299) + 0.5 = 0.806186
+    assert ks[3] == pytest.approx(0.8061862178)
+    # c = 0.1 against the past (0.4, 0.6, 0.5): mean 0.5, std sqrt(0.02 / 3) = 0.081650
+    # k = (0.1 - 0.5) / 0.163299 + 0.5 = -1.949 -> clipped to 0
+    assert ks[4] == 0.0
+    # c = 0.55 against the past (0.6, 0.5, 0.1): mean 0.4, std sqrt(0.14 / 3) = 0.216025
+    # k = 0.15 / 0.432049 + 0.5 = 0.847183
+    assert r.update(0.55) == pytest.approx(0.8471825, abs=1e-6)
+    assert [h[0] for h in r.history] == [0, 1, 2, 3, 4, 5]
     assert r.history[3] == (3, 0.5, ks[3])
 
 
 def test_clipping_at_both_ends_and_constant_window():
-    high = DynamicRatio(window=3)
-    assert [high.update(c) for c in (0.1, 0.1, 0.9)][-1] == 1.0
-    low = DynamicRatio(window=3)
-    assert [low.update(c) for c in (0.5, 0.5, 0.1)][-1] == 0.0
+    high = DynamicRatio(window=2)
+    assert [high.update(c) for c in (0.1, 0.2, 0.9)][-1] == 1.0
+    low = DynamicRatio(window=2)
+    assert [low.update(c) for c in (0.5, 0.6, 0.1)][-1] == 0.0
     flat = DynamicRatio(window=3)
-    assert [flat.update(0.3) for _ in range(4)][-1] == 0.5
+    assert [flat.update(0.3) for _ in range(5)][-1] == 0.5
 
 
 def test_random_walk_matches_numpy_and_explicit_steps():
@@ -61,11 +67,13 @@ def test_random_walk_matches_numpy_and_explicit_steps():
     r = DynamicRatio(window=20)
     for i, c in enumerate(cs):
         k = r.update(float(c), step=10 * i)
-        if i >= 19:
-            w = cs[i - 19: i + 1]
+        if i < 20:
+            assert k == 0.5
+        else:
+            w = cs[i - 20: i]  # the 20 values before this one
             assert k == pytest.approx(np.clip((c - w.mean()) / (2 * w.std()) + 0.5, 0, 1))
     assert r.history[-1][0] == 590
-    assert any(0 < h[2] < 1 for h in r.history[19:])
+    assert any(0 < h[2] < 1 for h in r.history[20:])
 
 
 def test_rejects_bad_arguments():

@@ -43,6 +43,31 @@ def test_corpus_rows_keep_prompt_response_and_score(corpus_dir: Path, tiny_model
     assert len(correct) == sum(r["correct"] for r in rows)
 
 
+class _WordTokenizer:
+    """One token per whitespace-separated word: lengths are easy to count."""
+
+    eos_token = "<eos>"
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [len(w) for w in text.replace("<eos>", " <eos>").split()]}
+
+
+def test_long_responses_lose_their_end_never_the_prompt(tmp_path: Path) -> None:
+    """Issue 16: a 5000-token response once pushed all 50 prompt tokens out of a 4096 window."""
+    rows = [{"id": "long", "prompt": " ".join(["p"] * 50), "response": " ".join(["rr"] * 5000), "correct": True,
+             "finished": True},
+            {"id": "huge-prompt", "prompt": " ".join(["p"] * 5000), "response": "rr", "correct": True, "finished": True}]
+    from safetax.store import atomic_dir
+
+    with atomic_dir(tmp_path / "corpus") as tmp:
+        (tmp / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = corpus.corpus_examples(_WordTokenizer(), tmp_path / "corpus", max_length=4096)
+    assert len(examples) == 1  # the prompt that fills the window leaves no response: skipped
+    ids, labels = examples[0]["input_ids"], examples[0]["labels"]
+    assert len(ids) == 4096 and ids[:50] == [1] * 50 and labels[:50] == [-100] * 50  # every prompt token kept
+    assert labels[50:] == [2] * 4046  # the first 4046 response tokens, the end (and eos) cut
+
+
 def test_full_rpsa_freezes_the_top_fisher_parameters_bit_exactly(tiny_model: Path, sft: Path, corpus_dir: Path, tmp_path: Path) -> None:
     cfg = train.TrainConfig(method="rpsa", rpsa_base="full", frozen_ratio=0.3, dynamic_ratio=False, **FAST)
     info = fisher.run(fisher.FisherConfig(max_length=64), cfg, str(tiny_model), corpus_dir, tmp_path / "fisher")
@@ -64,6 +89,17 @@ def test_full_rpsa_freezes_the_top_fisher_parameters_bit_exactly(tiny_model: Pat
     assert (tmp_path / "fisher" / "fisher_by_layer.png").is_file() and (tmp_path / "fisher" / "summary.csv").is_file()
 
 
+def test_fisher_stage_token_estimator(tiny_model: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    cfg = train.TrainConfig(method="rpsa", rpsa_base="full", **FAST)
+    info = fisher.run(fisher.FisherConfig(max_length=64, estimator="token", tokens_per_sequence=2), cfg,
+                      str(tiny_model), corpus_dir, tmp_path / "fisher")
+    assert (info["estimator"], info["tokens_per_sequence"], info["samples"]) == ("token", 2, 6)
+    assert 0 < info["nonzero_share"] <= 1
+    with pytest.raises(ConfigError) as err:
+        fisher.FisherConfig(estimator="tokens", tokens_per_sequence=-1)
+    assert "fisher_estimator" in str(err.value) and "fisher_tokens_per_sequence" in str(err.value)
+
+
 def test_lora_rpsa_with_dynamic_ratio_records_conflicts(tiny_model: Path, sft: Path, corpus_dir: Path, tmp_path: Path) -> None:
     cfg = train.TrainConfig(method="rpsa", rpsa_base="lora", target_modules="mlp", update_every=1, conflict_window=3, **FAST)
     fisher.run(fisher.FisherConfig(max_length=64), cfg, str(tiny_model), corpus_dir, tmp_path / "fisher")
@@ -73,7 +109,7 @@ def test_lora_rpsa_with_dynamic_ratio_records_conflicts(tiny_model: Path, sft: P
     train.run(cfg, str(tiny_model), sft, tmp_path / "out", fisher_dir=tmp_path / "fisher", corpus_dir=corpus_dir)
     history = json.loads((tmp_path / "out" / "rpsa.json").read_text())["history"]
     assert len(history) == 10  # 20 rows / batch 4 = 5 steps per epoch, 2 epochs, a conflict every step
-    assert [h["k"] for h in history[:2]] == [0.5, 0.5]  # warm-up: the window is not full yet
+    assert [h["k"] for h in history[:3]] == [0.5, 0.5, 0.5]  # warm-up: until 3 past values exist (RPSA Eq. 7)
     assert all(0 <= h["conflict"] <= 1 and 0 <= h["k"] <= 1 for h in history)
     assert (tmp_path / "out" / "rpsa_ratio.png").is_file()
     assert (tmp_path / "out" / "epoch-2" / "adapter_model.safetensors").is_file()

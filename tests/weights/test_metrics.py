@@ -48,7 +48,7 @@ def test_delta_norms() -> None:
 @pytest.mark.parametrize(("shape", "k"), [((24, 40), 16), ((40, 24), 16), ((30, 2100), 5)])  # 2100x2100 product: 5 blocks
 def test_overlap_metrics_match_direct_computation(shape: tuple[int, int], k: int) -> None:
     W, dW = rand(*shape), rand(*shape, seed=1) + 0.5 * rand(*shape)  # dW correlated with W
-    got = overlap_metrics(W, dW, k, exact=True)
+    got = overlap_metrics(W, dW, k, svd="full")
     assert list(got) == list(METRICS)
     want = direct(W.numpy(), dW.numpy(), k)
     for name in METRICS:
@@ -69,7 +69,7 @@ def test_metrics_separate_column_and_row_overlap() -> None:
     W = torch.diag(torch.tensor([3.0, 2.0, 0.0, 0.0], dtype=F64))
     dW = torch.zeros(4, 4, dtype=F64)
     dW[2, 0] = dW[3, 1] = 1.0
-    got = overlap_metrics(W, dW, 2, exact=True)
+    got = overlap_metrics(W, dW, 2, svd="full")
     assert got["col_overlap"] == got["col_subspace"] == 0.0
     assert got["row_subspace"] == pytest.approx(1.0)
     assert got["row_overlap"] == pytest.approx(np.sqrt(13) / (np.sqrt(13) * np.sqrt(2)))
@@ -77,7 +77,7 @@ def test_metrics_separate_column_and_row_overlap() -> None:
 
 def test_zero_update_and_float32_input() -> None:
     assert overlap_metrics(rand(6, 5), torch.zeros(6, 5), 2) == dict.fromkeys(METRICS, 0.0)
-    got = overlap_metrics(rand(20, 10).float(), rand(20, 10, seed=1).to(torch.bfloat16), 3, exact=True)
+    got = overlap_metrics(rand(20, 10).float(), rand(20, 10, seed=1).to(torch.bfloat16), 3, svd="full")
     assert all(0.0 <= v <= 1.0 for v in got.values())
 
 
@@ -92,8 +92,8 @@ def test_overlap_metrics_errors() -> None:
 
 def test_analyze_updates_records() -> None:
     pairs = [("a.weight", rand(8, 6), rand(8, 6, seed=1)), ("b.weight", rand(4, 3), torch.zeros(4, 3, dtype=F64))]
-    rows = list(analyze_updates(iter(pairs), k=4, exact=True))
+    rows = list(analyze_updates(iter(pairs), k=4, svd="full"))
     assert [r["name"] for r in rows] == ["a.weight", "b.weight"]
     assert rows[0]["stable_rank"] == pytest.approx(stable_rank(pairs[0][2]))
-    assert rows[0]["col_overlap"] == pytest.approx(overlap_metrics(pairs[0][1], pairs[0][2], 4, exact=True)["col_overlap"])
+    assert rows[0]["col_overlap"] == pytest.approx(overlap_metrics(pairs[0][1], pairs[0][2], 4, svd="full")["col_overlap"])
     assert rows[1]["stable_rank"] == 0.0 and rows[1]["row_subspace"] == 0.0  # k capped at 3, zero update

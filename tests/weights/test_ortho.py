@@ -37,7 +37,7 @@ def test_lora_delta_is_scaled_b_at_a() -> None:
 
 def test_both_matches_projectors_and_kills_both_subspaces() -> None:
     W, dW, k = rand(20, 12), rand(20, 12, seed=3), 4
-    out = ortho_merge(W, dW, k, mode="both", basis=top_singular(W, k, exact=True))
+    out = ortho_merge(W, dW, k, mode="both", basis=top_singular(W, k, svd="full"))
     u, _, vt = np.linalg.svd(W.numpy())
     Pu, Pv = np.eye(20) - u[:, :k] @ u[:, :k].T, np.eye(12) - vt[:k].T @ vt[:k]
     np.testing.assert_allclose(out.numpy(), Pu @ dW.numpy() @ Pv, atol=1e-12)
@@ -49,7 +49,7 @@ def test_col_kills_column_subspace_only() -> None:
     W, dW, k = rand(20, 12), rand(20, 12, seed=3), 4
     out = ortho_merge(W, dW, k, mode="col")  # randomized basis: W is Gaussian, so use niter's accuracy loosely
     u, _, vt = np.linalg.svd(W.numpy())
-    exact = ortho_merge(W, dW, k, mode="col", basis=top_singular(W, k, exact=True))
+    exact = ortho_merge(W, dW, k, mode="col", basis=top_singular(W, k, svd="full"))
     np.testing.assert_allclose(exact.numpy(), (np.eye(20) - u[:, :k] @ u[:, :k].T) @ dW.numpy(), atol=1e-12)
     assert np.abs(u[:, :k].T @ exact.numpy()).max() < 1e-12
     assert np.linalg.norm(exact.numpy() @ vt[:k].T) > 0.3 * np.linalg.norm(dW.numpy() @ vt[:k].T)
@@ -107,10 +107,10 @@ def brute_penalty(W: np.ndarray, dW: np.ndarray, mode: str) -> float:
 @pytest.mark.parametrize("mode", ["col", "both"])
 def test_penalty_is_exact_at_full_rank_and_truncated_below(mode: str) -> None:
     W, dW = rand(20, 12), rand(20, 12, seed=5)
-    full = OrthoRegularizer.from_weight(W, 12, exact=True)
+    full = OrthoRegularizer.from_weight(W, 12, svd="full")
     assert float(full.penalty(dW, mode)) == pytest.approx(brute_penalty(W.numpy(), dW.numpy(), mode), rel=1e-10)
     assert float(full.penalty(dW, mode, beta=0.3)) == pytest.approx(0.3 * brute_penalty(W.numpy(), dW.numpy(), mode), rel=1e-10)
-    reg = OrthoRegularizer.from_weight(W, 4, exact=True)
+    reg = OrthoRegularizer.from_weight(W, 4, svd="full")
     u, s, vt = np.linalg.svd(W.numpy())
     W4 = u[:, :4] @ np.diag(s[:4]) @ vt[:4]  # numerator from the rank-4 W, denominator from the full one
     expected = brute_penalty(W4, dW.numpy(), mode) * (np.linalg.norm(W4) / np.linalg.norm(W.numpy())) ** 2
@@ -132,7 +132,7 @@ def test_both_row_term_is_w_dw_transposed() -> None:
     W, col_perp, _ = low_rank_weight()
     dW = col_perp @ rand(col_perp.shape[1], 12, seed=8)
     assert np.linalg.norm(dW.T.numpy() @ W.numpy()) < 1e-12
-    reg = OrthoRegularizer.from_weight(W, 6, exact=True)
+    reg = OrthoRegularizer.from_weight(W, 6, svd="full")
     expected_row = (np.linalg.norm(W.numpy() @ dW.numpy().T) / (np.linalg.norm(W.numpy()) * np.linalg.norm(dW.numpy()))) ** 2
     assert expected_row > 0.01
     assert float(reg.penalty(dW, "both")) == pytest.approx(expected_row, rel=1e-10)
@@ -152,7 +152,7 @@ def test_penalty_at_b_zero_is_zero_with_finite_gradients(dtype: torch.dtype) -> 
 
 def test_penalty_lora_matches_dense_penalty_and_gradients() -> None:
     W = rand(20, 12)
-    reg = OrthoRegularizer.from_weight(W, 5, exact=True)
+    reg = OrthoRegularizer.from_weight(W, 5, svd="full")
     A, B = rand(3, 12, seed=1).requires_grad_(), rand(20, 3, seed=2).requires_grad_()
     dense = reg.penalty(1.5 * B @ A, "both")
     grads = torch.autograd.grad(dense, (A, B))
@@ -168,14 +168,14 @@ def test_gradient_descent_on_lora_factors_reduces_overlap() -> None:
     reg = OrthoRegularizer.from_weight(W, 8)
     A = (0.1 * rand(4, 24, seed=11)).requires_grad_()
     B = (0.1 * rand(32, 4, seed=12)).requires_grad_()
-    before = overlap_metrics(W, (B @ A).detach(), k=8, exact=True)
+    before = overlap_metrics(W, (B @ A).detach(), k=8, svd="full")
     start = float(reg.penalty_lora(A, B, 2.0, "both").detach())
     for _ in range(100):  # plain gradient descent on the penalty alone
         gA, gB = torch.autograd.grad(reg.penalty_lora(A, B, 2.0, "both"), (A, B))
         with torch.no_grad():
             A -= 0.2 * gA
             B -= 0.2 * gB
-    after = overlap_metrics(W, (B @ A).detach(), k=8, exact=True)
+    after = overlap_metrics(W, (B @ A).detach(), k=8, svd="full")
     assert float(reg.penalty_lora(A, B, 2.0, "both").detach()) < 0.1 * start
     for name in ("col_overlap", "row_overlap", "col_subspace", "row_subspace"):
         assert after[name] < 0.5 * before[name], name

@@ -6,9 +6,11 @@ ratio ``k`` follows ``c`` relative to its recent history::
 
     k = clip((c - mean_W) / (2 * std_W) + 0.5, 0, 1)
 
-with ``mean_W``/``std_W`` the mean and population standard deviation of the last ``W`` values
-of ``c``, the current one included: ``k = 0.5`` at the recent mean, 1 at one standard
-deviation above it or more, 0 at one below it or less.
+with ``mean_W``/``std_W`` the mean and (population) standard deviation of the past ``W``
+values of ``c``, the current one excluded (the paper's Eq. 7: "the past W conflict values
+... serve as a baseline" against which the current one is normalised): ``k = 0.5`` at the
+recent mean, 1 at one standard deviation above it or more, 0 at one below it or less.
+The first ``W`` measurements, before ``W`` past values exist, give ``k = 0.5``.
 """
 
 from __future__ import annotations
@@ -52,14 +54,14 @@ def gradient_conflict(g_reasoning: dict[str, Tensor], g_safety: dict[str, Tensor
 class DynamicRatio:
     """Frozen ratio ``k`` from the conflict history (see module doc).
 
-    ``update(c)`` appends ``c`` to the window of the last ``window`` values, then returns
-    ``initial`` while the window holds fewer than ``window`` values (the first ``window - 1``
-    calls), else ``clip((c - mean) / (2 std) + 0.5, 0, 1)`` over the window including ``c``
-    (population std; ``k = 0.5`` when ``std == 0``). ``history`` keeps ``(step, c, k)``.
+    ``update(c)`` returns ``initial`` while fewer than ``window`` past values exist (the
+    first ``window`` calls), else ``clip((c - mean) / (2 std) + 0.5, 0, 1)`` over the past
+    ``window`` values, ``c`` excluded (population std; ``k = 0.5`` when ``std == 0``); then
+    it appends ``c`` to the window. ``history`` keeps ``(step, c, k)``.
 
-    >>> r = DynamicRatio(window=4)
+    >>> r = DynamicRatio(window=3)
     >>> [round(r.update(c), 4) for c in (0.2, 0.4, 0.6, 0.5)]
-    [0.5, 0.5, 0.5, 0.7535]
+    [0.5, 0.5, 0.5, 0.8062]
     """
 
     def __init__(self, window: int = 20, initial: float = 0.5) -> None:
@@ -74,12 +76,12 @@ class DynamicRatio:
 
     def update(self, c: float, step: int | None = None) -> float:
         """Record conflict ``c`` (at ``step``, default: the number of earlier updates) and return ``k``."""
-        self._values.append(float(c))
-        if len(self._values) < self.window:
+        if len(self._values) < self.window:  # warm-up: W past values do not exist yet
             k = self.initial
-        else:
+        else:  # the baseline is the past W values; c joins the window only afterwards
             mean = sum(self._values) / len(self._values)
             std = math.sqrt(sum((v - mean) ** 2 for v in self._values) / len(self._values))
             k = 0.5 if std == 0 else min(1.0, max(0.0, (c - mean) / (2 * std) + 0.5))
+        self._values.append(float(c))
         self.history.append((len(self.history) if step is None else step, float(c), k))
         return k

@@ -1,23 +1,28 @@
 """Diagonal empirical Fisher of the reasoning loss (RPSA, section 3).
 
-What :func:`fisher_diagonal` computes, for every scored parameter entry ``theta_j``::
+Two estimators over the N sequences of the reasoning corpus, T_n being the number of response
+tokens of sequence n (labels != -100) and ``g_{n,t} = d log p(y_{n,t} | y_{n,<t}, x_n) / d theta_j``:
 
-    F_j = 1/N * sum_n ( d/d theta_j  [ 1/T_n * sum_t log p(y_{n,t} | y_{n,<t}, x_n) ] )^2
+* ``"token"``, the paper's Eq. 4 (RPSA, section 3.1)::
 
-over the N sequences of the reasoning corpus, T_n being the number of response tokens of
-sequence n (labels != -100). The inner term is exactly the gradient of the Hugging Face
-causal-LM loss with ``labels`` (sign does not matter once squared), so one backward per
-sequence gives one sample of the estimator.
+      F_j = 1/N * sum_n 1/T_n * sum_t g_{n,t}^2
 
-Relation to the paper's Eq. 4, which averages *per-token* squared gradients
-``E_t[(d log p(y_t) / d theta)^2]``: that quantity needs one backward per token (T backwards per
-sequence), which is too costly for long chains of thought. We square the gradient of the
-per-sequence mean instead, ``(1/T sum_t g_t)^2 = 1/T^2 (sum_t g_t^2 + sum_{s != t} g_s g_t)``:
-it keeps the cross-token terms and is a per-sequence empirical Fisher, not a per-token one. The
-cheap ``sum_t g_t^2 x_t^2`` identity for linear layers (per-token output gradient times input,
-squared) gives the per-token quantity only for single-token contributions to one weight, and is
-not what is computed here either. Both estimators rank parameters by how much the reasoning
-log-likelihood depends on them, which is what the mask uses; their absolute scales differ.
+  estimated from ``m`` token positions drawn uniformly without replacement per sequence
+  (``tokens_per_sequence``): ``1/m sum_{t in sample} g_{n,t}^2`` is an unbiased estimate of
+  the inner mean, and exact when ``m >= T_n`` (or ``m = 0``: every token). One forward per
+  sequence, then one backward per sampled token through the retained graph, each scaled by
+  ``1/sqrt(m)`` so that the squared gradient the hook accumulates carries weight ``1/m``.
+  Cost: about ``m`` backwards per sequence, not ``T_n`` (measured, 1 CPU thread, a 4-layer
+  hidden-128 Qwen2, 512-token sequences: 4.8x the ``"sequence"`` estimator's time at m = 8,
+  18.6x at m = 32).
+* ``"sequence"``: the square of the gradient of each sequence's mean log-likelihood::
+
+      F_j = 1/N * sum_n ( 1/T_n * sum_t g_{n,t} )^2
+
+  one backward per sequence (the gradient of the Hugging Face causal-LM loss). It keeps the
+  cross-token terms ``g_s g_t`` and is not Eq. 4: on a tiny model the top-1 % sets of the two
+  overlap only 40-50 % for responses of 40+ tokens. Cheaper, and the default of
+  :func:`fisher_diagonal` for compatibility; reproducing the paper calls for ``"token"``.
 
 Memory: each parameter's squared gradient is added to an fp32 accumulator as soon as the
 gradient is produced (``Tensor.register_post_accumulate_grad_hook``), and the gradient is then
@@ -93,15 +98,47 @@ def _make_hook(acc: Tensor, staging: Tensor | None) -> Any:
     return hook
 
 
+ESTIMATORS = ("sequence", "token")
+
+
+def sample_positions(n_tokens: int, m: int, generator: torch.Generator) -> Tensor:
+    """``m`` of ``range(n_tokens)`` drawn uniformly without replacement, sorted (all of them when ``m`` is 0 or >= n).
+
+    >>> sample_positions(5, 0, torch.Generator().manual_seed(0)).tolist()
+    [0, 1, 2, 3, 4]
+    >>> len(sample_positions(50, 3, torch.Generator().manual_seed(0)))
+    3
+    """
+    if m <= 0 or m >= n_tokens:
+        return torch.arange(n_tokens)
+    return torch.randperm(n_tokens, generator=generator)[:m].sort().values
+
+
+def _token_backwards(model: nn.Module, inputs: dict[str, Tensor], m: int, generator: torch.Generator) -> None:
+    """Eq. 4 for one sequence: a backward of ``-log p(y_t) / sqrt(m')`` for each of ``m'`` sampled response tokens."""
+    labels = inputs["labels"][0, 1:]
+    fwd = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**fwd).logits[0, :-1].float()  # position t predicts token t + 1
+    response = (labels != -100).nonzero().squeeze(-1)
+    chosen = response[sample_positions(len(response), m, generator).to(response.device)]
+    logp = logits[chosen].log_softmax(-1).gather(-1, labels[chosen].unsqueeze(-1)).squeeze(-1)
+    scale = float(len(chosen)) ** -0.5  # the hook adds (scale * g)^2 = g^2 / m'
+    for i in range(len(chosen)):
+        (-logp[i] * scale).backward(retain_graph=i < len(chosen) - 1)
+
+
 def fisher_diagonal(
     model: nn.Module,
     batches: Iterable[dict[str, Tensor]],
     params: dict[str, nn.Parameter] | None = None,
     *,
+    estimator: str = "sequence",
+    tokens_per_sequence: int = 0,
+    seed: int = 0,
     accumulator_device: str | torch.device | None = None,
     progress_desc: str = "fisher",
 ) -> dict[str, Tensor]:
-    """Diagonal empirical Fisher of the reasoning loss, one sequence per backward (see module doc).
+    """Diagonal empirical Fisher of the reasoning loss, one sequence at a time (see module doc).
 
     Args:
         model: a causal LM whose ``forward(input_ids, attention_mask, labels)`` returns ``.loss``
@@ -112,18 +149,29 @@ def fisher_diagonal(
         params: the parameters to score by name; default: every parameter with
             ``requires_grad``. Other parameters get ``requires_grad=False`` while scoring (so no
             gradient is computed for them); flags, train/eval mode are restored afterwards.
+        estimator: ``"sequence"`` (squared gradient of each sequence's mean log-likelihood)
+            or ``"token"`` (the paper's Eq. 4: mean of per-token squared gradients).
+        tokens_per_sequence: ``"token"`` only: response positions sampled per sequence
+            (uniform, without replacement; unbiased); 0 = every token (exact Eq. 4).
+        seed: seed of the position sampling (``"token"`` only).
         accumulator_device: where the fp32 accumulators live (default: with each parameter);
             ``"cpu"`` for models whose fp32 Fisher does not fit next to the weights on the GPU.
         progress_desc: label of the progress bar.
 
     Returns:
-        ``{name: fp32 tensor shaped like the parameter}``: mean over sequences of the squared
-        gradient of the per-sequence mean token log-likelihood. Existing ``.grad`` of scored
+        ``{name: fp32 tensor shaped like the parameter}``: the estimator's mean over sequences
+        (module doc). Existing ``.grad`` of scored
         parameters are cleared; every scored ``p.grad`` is ``None`` afterwards.
 
     Raises:
-        ValueError: if no sequence had a response token, or a batch holds several sequences.
+        ValueError: if no sequence had a response token, a batch holds several sequences, or
+            ``estimator`` / ``tokens_per_sequence`` is invalid.
     """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"`estimator` must be one of {', '.join(map(repr, ESTIMATORS))}, got {estimator!r}")
+    if isinstance(tokens_per_sequence, bool) or not isinstance(tokens_per_sequence, int) or tokens_per_sequence < 0:
+        raise ValueError(f"`tokens_per_sequence` must be an int >= 0 (0 = every token), got {tokens_per_sequence!r}")
+    generator = torch.Generator().manual_seed(seed)
     named = dict(model.named_parameters())
     if params is None:
         params = {n: p for n, p in named.items() if p.requires_grad}
@@ -156,7 +204,10 @@ def fisher_diagonal(
                     skipped += 1
                     bar.update(1)
                     continue
-                model(**inputs).loss.backward()
+                if estimator == "token":
+                    _token_backwards(model, inputs, tokens_per_sequence, generator)
+                else:
+                    model(**inputs).loss.backward()
                 n_seq += 1
                 bar.update(1)
     finally:

@@ -74,8 +74,10 @@ def run(cfg: CorpusConfig, model_uri: str, out_dir: Path) -> int:
 def corpus_examples(tokenizer: Any, corpus_dir: Path, keep: str = "all", max_length: int = 4096) -> list[dict[str, list[int]]]:
     """Tokenised (prompt + response) sequences with the loss on the response tokens only.
 
-    ``keep`` ``all`` or ``correct``; responses are cut to ``max_length`` tokens (prompt included,
-    the prompt's left side goes first)."""
+    ``keep`` ``all`` or ``correct``. A sequence longer than ``max_length`` tokens loses the
+    end of its response, never its prompt: the Fisher must condition on the problem (RPSA
+    Eq. 4 is the likelihood of the response given the prompt). A row whose prompt alone
+    leaves no room for a response token is skipped with a warning."""
     from safetax.data.chat import IGNORE_INDEX
 
     if keep not in KEEP:
@@ -87,8 +89,11 @@ def corpus_examples(tokenizer: Any, corpus_dir: Path, keep: str = "all", max_len
         if keep == "correct" and not r["correct"]:
             continue
         p_ids = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
-        c_ids = tokenizer(r["response"] + (eos if r.get("finished") else ""), add_special_tokens=False)["input_ids"][:max_length]
-        p_ids = p_ids[max(0, len(p_ids) + len(c_ids) - max_length):]
+        c_ids = tokenizer(r["response"] + (eos if r.get("finished") else ""), add_special_tokens=False)["input_ids"]
+        c_ids = c_ids[: max(0, max_length - len(p_ids))]  # the response's end goes first
+        if not c_ids and len(p_ids) >= max_length:
+            log.warning("rpsa corpus row %s skipped: its prompt has %d tokens, max_length is %d",
+                        r.get("id", "?"), len(p_ids), max_length)
         if c_ids:
             out.append({"input_ids": p_ids + c_ids, "labels": [IGNORE_INDEX] * len(p_ids) + c_ids})
     return out

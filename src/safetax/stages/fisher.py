@@ -32,6 +32,7 @@ from safetax.timing import timed
 
 log = logging.getLogger(__name__)
 FISHER = "fisher.safetensors"
+ESTIMATORS = ("sequence", "token")  # = safetax.rpsa.fisher.ESTIMATORS, not imported at module level (pandas)
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,20 @@ class FisherConfig:
     validate: bool = False  # the Figure 3 check (two perturbed models, greedy reasoning on the corpus problems)
     validate_share: float = 0.01
     validate_scale: float = 0.9
+    # "token": RPSA's Eq. 4 (mean of per-token squared gradients), what the paper's numbers call for;
+    # "sequence": the squared gradient of each sequence's mean log-likelihood (one backward per
+    # sequence; keeps cross-token terms). See safetax.rpsa.fisher.
+    estimator: str = "sequence"
+    # "token": response positions sampled per sequence (uniform, unbiased; about this many
+    # backwards per sequence); 0 = every token, exact Eq. 4 but one backward per token
+    tokens_per_sequence: int = 32
+    seed: int = 0  # of the sampled positions
 
     def __post_init__(self) -> None:
         c = Checks("FisherConfig")
         c.one_of("rpsa_keep", self.keep, KEEP)
+        c.one_of("fisher_estimator", self.estimator, ESTIMATORS)
+        c.non_negative("fisher_tokens_per_sequence", self.tokens_per_sequence)
         c.positive("max_length", self.max_length)
         c.in_range("validate_share", self.validate_share, 0.0, 1.0)
         c.raise_if_any()
@@ -70,7 +81,8 @@ def run(cfg: FisherConfig, train_cfg: TrainConfig, model_uri: str, corpus_dir: P
     from safetax.rpsa.plots import plot_fisher_attention_vs_mlp, plot_fisher_by_layer
     from safetax.training.sft import collate
 
-    info: dict[str, Any] = {"method": train_cfg.label, "rpsa": train_cfg.method == "rpsa", "keep": cfg.keep}
+    info: dict[str, Any] = {"method": train_cfg.label, "rpsa": train_cfg.method == "rpsa", "keep": cfg.keep,
+                            "estimator": cfg.estimator, "tokens_per_sequence": cfg.tokens_per_sequence}
     with timed(f"fisher {train_cfg.label}"), atomic_dir(out_dir) as tmp:
         if train_cfg.method == "rpsa":  # other methods neither read nor fetch the corpus
             corpus_dir = input_dir(corpus_dir, "rpsa corpus")
@@ -84,7 +96,8 @@ def run(cfg: FisherConfig, train_cfg: TrainConfig, model_uri: str, corpus_dir: P
             model = trainable_model(train_cfg, model_ref).to(device)
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             batches = ({k: v.to(device) for k, v in collate([e], pad).items()} for e in examples)
-            fisher = fisher_diagonal(model, batches)
+            fisher = fisher_diagonal(model, batches, estimator=cfg.estimator,
+                                     tokens_per_sequence=cfg.tokens_per_sequence, seed=cfg.seed)
             save_file({k: v.contiguous().cpu() for k, v in fisher.items()}, tmp / FISHER)
             summary = summarize_fisher(fisher)
             summary.to_csv(tmp / "summary.csv", index=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from safetax.config import Checks
-from safetax.judging.base import Judge
+from safetax.judging.base import SCOPES, Judge, guard_categories
 from safetax.judging.refusal import RefusalJudge
 from safetax.records import read_jsonl, write_jsonl
 from safetax.stages.generate import GENERATIONS
@@ -36,12 +36,18 @@ class JudgeConfig:
     mode: str = "logit"  # llama-guard: one forward pass reading P(unsafe), or generate and parse
     require_think: bool = True  # reasoning models: a response cut off inside <think> is unscored
     batch_size: int = 8
+    # llama-guard: what the guard reads. "answer": the text after </think>; "full": the reasoning
+    # trace too (harm in a trace is a real risk; an unfinished response can then be unsafe, never
+    # safe). Neither paper states it: the LoRA paper (app. A.2) passes "the answer" of a greedy
+    # generation to Llama-Guard-3-8B; RPSA (sec. 4.2) names neither its safety judge nor the scope.
+    judge_scope: str = "answer"
 
     def __post_init__(self) -> None:
         c = Checks("JudgeConfig")
         c.one_of("judge", self.judge, JUDGES)
         c.one_of("mode", self.mode, GUARD_MODES)
         c.positive("batch_size", self.batch_size)
+        c.one_of("judge_scope", self.judge_scope, SCOPES)
         c.raise_if_any()
 
 
@@ -51,12 +57,16 @@ def make_judge(cfg: JudgeConfig) -> Judge:
         from safetax.store import resolve_model
 
         return LlamaGuardJudge(resolve_model(cfg.judge_model, "judge_model"), mode=cfg.mode,  # type: ignore[arg-type]
-                               batch_size=cfg.batch_size, require_think=cfg.require_think)
+                               batch_size=cfg.batch_size, require_think=cfg.require_think,
+                               scope=cfg.judge_scope)  # type: ignore[arg-type]
     return RefusalJudge(require_think=cfg.require_think)
 
 
 def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path) -> dict[str, int]:
-    """Write ``judgements.jsonl`` (keys of the generation + label, score, reason, judge); return label counts."""
+    """Write ``judgements.jsonl`` (keys of the generation + label, score, reason, categories, judge); return label counts.
+
+    ``categories``: the Llama Guard hazard categories (S1-S14) of a generate-mode ``unsafe``
+    verdict, also in its reason ``"unsafe: S1,S9"``; empty for every other verdict."""
     rows = read_jsonl(input_dir(generations_dir, "generations") / GENERATIONS)
     safety = [r for r in rows if r["kind"] == "safety"]
     overrefusal = [r for r in rows if r["kind"] == "overrefusal"]
@@ -66,7 +76,8 @@ def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path) -> dict[str, int
             if judge is None or not subset:
                 continue
             verdicts = judge.judge([r["prompt"] for r in subset], [r["text"] for r in subset])
-            out += [{**{k: r[k] for k in KEYS}, **asdict(v), "judge": judge.name} for r, v in zip(subset, verdicts, strict=True)]
+            out += [{**{k: r[k] for k in KEYS}, **asdict(v), "categories": guard_categories(v.reason), "judge": judge.name}
+                    for r, v in zip(subset, verdicts, strict=True)]
         write_jsonl(tmp / JUDGEMENTS, out)
     counts = dict(Counter(r["label"] for r in out))
     log.info("judgements: %s", counts)  # counts only: responses to harmful prompts stay in the artifact

@@ -2,7 +2,7 @@
 
 Modes (LoRA paper, sec. 5.3): ``plain`` W = W_I + dW; ``ortho-col`` dW <- lam (I - U_k U_k^T) dW;
 ``ortho-both`` dW <- lam (I - U_k U_k^T) dW (I - V_k V_k^T), with U_k, V_k the top-k singular
-vectors of the base weight W_I (randomized SVD, fixed seed) and lam one of ``lambdas`` (the paper
+vectors of the base weight W_I (exact top-k SVD by default, see safetax.weights.svd) and lam one of ``lambdas`` (the paper
 tried 1, 1.15, 1.2, 1.25, 1.75): every (epoch, lam) is a candidate checkpoint that the pipeline
 evaluates. ``none`` writes an empty candidate list (methods without a merge).
 
@@ -41,7 +41,7 @@ class MergeConfig:
     k: int = 64  # top singular vectors of W_I removed from the update (ortho modes)
     lambdas: tuple[float, ...] = (1.0,)  # scale of the projected update; one candidate each
     epochs: str = "last"  # merge the last epoch's checkpoint, or every epoch's
-    seed: int = 0  # randomized SVD
+    seed: int = 0  # only for the randomized SVD option
 
     def __post_init__(self) -> None:
         c = Checks("MergeConfig")

@@ -42,6 +42,7 @@ class AlignmentParams:
     judge_name: str = "refusal"
     judge_model: str = "meta-llama/Llama-Guard-3-8B"
     judge_mode: str = "logit"
+    judge_scope: str = "answer"
     equivalence_model: str = ""
     safety_max_new_tokens: int = 1024
     reasoning_samples: int = 8
@@ -57,6 +58,8 @@ class AlignmentParams:
     rpsa_corpus_size: int = 0
     rpsa_keep: str = "all"
     rpsa_validate: bool = False
+    fisher_estimator: str = "sequence"
+    fisher_tokens_per_sequence: int = 32
     train_gpus: int | str = 1  # strings in the pipeline (KFP resolves accelerator counts from strings)
     generate_gpus: int | str = 1
     judge_gpus: int | str = 1
@@ -106,10 +109,12 @@ def method_items(p: AlignmentParams, c: Checks) -> list[dict[str, Any]]:
         rpsa: dict[str, Any] = {}
         if cfg.method == "rpsa":
             try:
-                FisherConfig(keep=p.rpsa_keep, validate=p.rpsa_validate)
+                FisherConfig(keep=p.rpsa_keep, validate=p.rpsa_validate, estimator=p.fisher_estimator,
+                             tokens_per_sequence=p.fisher_tokens_per_sequence)
             except ConfigError as e:
                 c.errors += [f"{where} ({label}): {m}" for m in e.errors]
-            rpsa = {"keep": p.rpsa_keep, "validate": p.rpsa_validate, "corpus": {
+            rpsa = {"keep": p.rpsa_keep, "validate": p.rpsa_validate, "estimator": p.fisher_estimator,
+                    "tokens_per_sequence": p.fisher_tokens_per_sequence, "corpus": {
                 "eval_set": dict(p.rpsa_corpus), "n": p.rpsa_corpus_size, "seed": p.seed, "batch_size": p.generation_batch_size,
                 "temperature": p.reasoning_temperature, "top_p": p.reasoning_top_p, "max_new_tokens": p.reasoning_max_new_tokens}}
         # `config` is what TrainConfig.from_dict and MergeConfig.from_method read in the method's stages.
@@ -135,7 +140,8 @@ def _check_evaluation(p: AlignmentParams, c: Checks) -> None:
                         ("reasoning sampling", lambda: SamplingConfig(temperature=p.reasoning_temperature, top_p=p.reasoning_top_p,
                                                                       n=p.reasoning_samples, max_new_tokens=p.reasoning_max_new_tokens,
                                                                       seed=p.seed)),
-                        ("judge", lambda: JudgeConfig(judge=p.judge_name, judge_model=p.judge_model, mode=p.judge_mode))):
+                        ("judge", lambda: JudgeConfig(judge=p.judge_name, judge_model=p.judge_model, mode=p.judge_mode,
+                                                   judge_scope=p.judge_scope))):
         try:
             build()
         except (ConfigError, TypeError, ValueError) as e:

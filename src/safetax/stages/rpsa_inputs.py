@@ -30,5 +30,7 @@ def run(item: dict[str, Any], cfg: TrainConfig, model_uri: str, out_dir: Path) -
     )
     corpus_dir, fisher_dir = out_dir / "corpus", out_dir / "fisher"
     corpus.run(corpus_cfg, model_uri, corpus_dir)
-    fisher.run(fisher.FisherConfig(keep=spec["keep"], validate=bool(spec["validate"])), cfg, model_uri, corpus_dir, fisher_dir)
+    fisher_cfg = fisher.FisherConfig(keep=spec["keep"], validate=bool(spec["validate"]), estimator=spec.get("estimator", "sequence"),
+                                     tokens_per_sequence=int(spec.get("tokens_per_sequence", 32)))
+    fisher.run(fisher_cfg, cfg, model_uri, corpus_dir, fisher_dir)
     return fisher_dir, corpus_dir

@@ -1,7 +1,7 @@
 """Weight-space tools for safety LoRA (Xue & Mirzasoleiman 2025, sections 5.1-5.2).
 
 OrthoMerge and the orthogonality regularisers (:mod:`.ortho`), the update analysis
-metrics (:mod:`.metrics`), a seeded randomized SVD (:mod:`.svd`) and streaming readers
+metrics (:mod:`.metrics`), an exact (or seeded randomized) top-k SVD (:mod:`.svd`) and streaming readers
 of checkpoints and PEFT adapters (:mod:`.io`). Pure tensor functions, no training loop.
 """
 

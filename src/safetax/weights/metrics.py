@@ -55,7 +55,9 @@ def _frobenius_of_product(X: Tensor, Y: Tensor, block_elements: int = BLOCK_ELEM
     return math.sqrt(total)
 
 
-def overlap_metrics(W_I: Tensor, dW: Tensor, k: int = 16, *, seed: int = 0, exact: bool = False) -> dict[str, float]:
+def overlap_metrics(
+    W_I: Tensor, dW: Tensor, k: int = 16, *, seed: int = 0, svd: str = "exact"
+) -> dict[str, float]:
     """The four overlaps of an update with the initial weight (section 5.1).
 
     1. ``col_overlap  = ||W_I^T dW||_F / (||W_I||_F ||dW||_F)``
@@ -72,8 +74,9 @@ def overlap_metrics(W_I: Tensor, dW: Tensor, k: int = 16, *, seed: int = 0, exac
         W_I: initial weight, ``d_out x d_in``.
         dW: update, same shape.
         k: number of singular directions for (2) and (4).
-        seed: seed of the randomized SVD.
-        exact: full SVD for (2) and (4).
+        seed: seed of the randomized SVD (``svd="randomized"`` only).
+        svd: how (2) and (4) find ``U_k``, ``V_k``: ``"exact"`` (default), ``"randomized"``
+            or ``"full"`` (see :func:`~safetax.weights.svd.top_singular`).
 
     Returns:
         ``{"col_overlap": ..., "col_subspace": ..., "row_overlap": ..., "row_subspace": ...}``.
@@ -92,7 +95,7 @@ def overlap_metrics(W_I: Tensor, dW: Tensor, k: int = 16, *, seed: int = 0, exac
     w_norm, d_norm = float(torch.linalg.matrix_norm(w)), float(torch.linalg.matrix_norm(d))
     if w_norm == 0 or d_norm == 0:
         return dict.fromkeys(METRICS, 0.0)
-    U, _, V = top_singular(w, k, seed=seed, exact=exact)
+    U, _, V = top_singular(w, k, svd=svd, seed=seed)
     return {
         "col_overlap": _frobenius_of_product(w.mT, d) / (w_norm * d_norm),
         "col_subspace": float(torch.linalg.matrix_norm(U.mT @ d)) / d_norm,  # ||U U^T dW|| = ||U^T dW||
@@ -102,7 +105,7 @@ def overlap_metrics(W_I: Tensor, dW: Tensor, k: int = 16, *, seed: int = 0, exac
 
 
 def analyze_updates(
-    pairs: Iterable[tuple[str, Tensor, Tensor]], k: int = 16, *, seed: int = 0, exact: bool = False
+    pairs: Iterable[tuple[str, Tensor, Tensor]], k: int = 16, *, seed: int = 0, svd: str = "exact"
 ) -> Iterator[dict[str, float | str]]:
     """Per matrix ``{"name", "stable_rank", "frobenius", "spectral", *overlap metrics}`` for ``(name, W_I, dW)`` pairs.
 
@@ -113,5 +116,5 @@ def analyze_updates(
     for name, W_I, dW in pairs:
         norms = delta_norms(dW)
         srank = 0.0 if norms["spectral"] == 0 else norms["frobenius"] ** 2 / norms["spectral"] ** 2
-        overlaps = overlap_metrics(W_I, dW, min(k, *W_I.shape), seed=seed, exact=exact)
+        overlaps = overlap_metrics(W_I, dW, min(k, *W_I.shape), seed=seed, svd=svd)
         yield {"name": name, "stable_rank": srank, **norms, **overlaps}

@@ -86,6 +86,7 @@ def ortho_merge(
     mode: str = "col",
     *,
     seed: int = 0,
+    svd: str = "exact",
     basis: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> Tensor:
     """OrthoMerge: the update projected out of ``W``'s top-k singular subspaces.
@@ -105,9 +106,11 @@ def ortho_merge(
         k: how many singular directions to project out.
         lam: scale of the projected update (the paper's lambda; 1 keeps it).
         mode: ``"col"`` or ``"both"``.
-        seed: seed of the randomized SVD (see :func:`~safetax.weights.svd.top_singular`).
+        seed: seed of the randomized SVD (``svd="randomized"`` only).
+        svd: ``"exact"`` (default: the paper's exact top-k subspace), ``"randomized"`` or
+            ``"full"`` (see :func:`~safetax.weights.svd.top_singular`).
         basis: precomputed ``(U_k, S_k, V_k)`` of ``W``, e.g. shared by several updates;
-            ``k`` and ``seed`` are then unused.
+            ``k``, ``seed`` and ``svd`` are then unused.
 
     Returns:
         ``dW'`` (not ``W + dW'``; see :func:`merge_weight`) in ``dW``'s dtype.
@@ -123,7 +126,7 @@ def ortho_merge(
             [0., 1., 1.]])
     """
     _check_merge_args(W, dW, lam, mode, MODES)
-    U, _, V = _check_basis(basis, tuple(W.shape)) if basis is not None else top_singular(W, k, seed=seed)
+    U, _, V = _check_basis(basis, tuple(W.shape)) if basis is not None else top_singular(W, k, svd=svd, seed=seed)
     f = working_dtype(W, dW, U)
     U, V = U.to(f), V.to(f)
     x = dW.to(f)
@@ -141,6 +144,7 @@ def merge_weight(
     mode: str = "col",
     *,
     seed: int = 0,
+    svd: str = "exact",
     basis: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> Tensor:
     """The merged weight ``W + ortho_merge(W, dW, ...)``, or ``W + dW`` for ``mode="none"``, in ``W``'s dtype.
@@ -150,7 +154,7 @@ def merge_weight(
             [1., 2.]])
     """
     _check_merge_args(W, dW, lam, mode, MERGE_MODES)
-    delta = dW if mode == "none" else ortho_merge(W, dW, k, lam, mode, seed=seed, basis=basis)
+    delta = dW if mode == "none" else ortho_merge(W, dW, k, lam, mode, seed=seed, svd=svd, basis=basis)
     f = working_dtype(W, dW)
     return (W.to(f) + delta.to(f)).to(W.dtype)
 
@@ -195,9 +199,9 @@ class OrthoRegularizer:
             raise ValueError(f"`w_norm` must be a finite number > 0, got {self.w_norm!r}")
 
     @classmethod
-    def from_weight(cls, W: Tensor, k: int = 64, *, seed: int = 0, exact: bool = False) -> OrthoRegularizer:
-        """Build from a frozen weight: its top-k SVD and its Frobenius norm."""
-        U, S, V = top_singular(W, k, seed=seed, exact=exact)
+    def from_weight(cls, W: Tensor, k: int = 64, *, seed: int = 0, svd: str = "exact") -> OrthoRegularizer:
+        """Build from a frozen weight: its top-k SVD (``svd`` as in :func:`~safetax.weights.svd.top_singular`) and its Frobenius norm."""
+        U, S, V = top_singular(W, k, svd=svd, seed=seed)
         return cls(U, S, V, float(torch.linalg.matrix_norm(W.detach().to(U.dtype))))
 
     def to(self, device: torch.device | str) -> OrthoRegularizer:
@@ -207,7 +211,7 @@ class OrthoRegularizer:
     def penalty(self, dW: Tensor, mode: str = "col", beta: float = 1.0) -> Tensor:
         """``beta`` times the squared normalised overlap(s) of ``dW`` with ``W_I`` (see the class doc).
 
-        >>> reg = OrthoRegularizer.from_weight(torch.diag(torch.tensor([2.0, 1.0, 0.0])), k=2, exact=True)
+        >>> reg = OrthoRegularizer.from_weight(torch.diag(torch.tensor([2.0, 1.0, 0.0])), k=2)
         >>> float(reg.penalty(torch.zeros(3, 3)))
         0.0
         >>> round(float(reg.penalty(torch.eye(3)[:, [0, 0, 0]] * 5)), 4)  # (2/sqrt(5))^2

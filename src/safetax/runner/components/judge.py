@@ -6,7 +6,7 @@ from safetax.runner.components._image import VLLM_IMAGE
 
 @dsl.component(base_image=VLLM_IMAGE, install_kfp_package=False)
 def judge(judge: str, judge_model: str, mode: str, base_model: str, gpus: str, store_uri: str, generations: Input[Dataset],
-          judgements: Output[Dataset], metrics: Output[Metrics], audit: str = ""):
+          judgements: Output[Dataset], metrics: Output[Metrics], audit: str = "", judge_scope: str = "answer"):
     """Safety verdicts (safe / unsafe / unscored) for safety prompts; refusals for over-refusal prompts.
 
     `audit`: set by the audit pipeline (metrics pushed as that audit's)."""
@@ -21,7 +21,7 @@ def judge(judge: str, judge_model: str, mode: str, base_model: str, gpus: str, s
     setup_logging()
     gpus = int(gpus)  # a string parameter: KFP resolves accelerator counts from strings only
     check_gpus("judge", gpus)
-    cfg = stage.JudgeConfig(judge=judge, judge_model=judge_model, mode=mode)
+    cfg = stage.JudgeConfig(judge=judge, judge_model=judge_model, mode=mode, judge_scope=judge_scope)
     method = method_of_generations(Path(generations.path))
     with stage_run("judge", RunContext(run_id_of(judgements.uri), store_uri, base_model, audit=audit), Path(judgements.path), method) as tel:
         start = time.perf_counter()

@@ -6,10 +6,11 @@ from safetax.runner.components._image import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def plan(base_model_uri: str, refusal_data_uri: str, eval_sets: list, methods: list, epochs: int, seed: int, max_length: int,
-         judge_name: str, judge_model: str, judge_mode: str, equivalence_model: str, safety_max_new_tokens: int,
+         judge_name: str, judge_model: str, judge_mode: str, judge_scope: str, equivalence_model: str, safety_max_new_tokens: int,
          reasoning_samples: int, reasoning_temperature: float, reasoning_top_p: float, reasoning_max_new_tokens: int,
          generation_batch_size: int, generation_backend: str, tensor_parallel_size: int, store_uri: str, analysis_k: int,
-         rpsa_corpus: dict, rpsa_corpus_size: int, rpsa_keep: str, rpsa_validate: bool, train_gpus: str, generate_gpus: str,
+         rpsa_corpus: dict, rpsa_corpus_size: int, rpsa_keep: str, rpsa_validate: bool, fisher_estimator: str,
+         fisher_tokens_per_sequence: int, train_gpus: str, generate_gpus: str,
          judge_gpus: str, gate_thresholds: dict, run_plan: Output[Dataset]) -> list:
     """Validate the whole run on a CPU (every method, eval set, judge, threshold, and that every model and data URI
     is reachable), resolve defaults once, and return one item per method for the training loop."""

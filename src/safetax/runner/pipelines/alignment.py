@@ -58,6 +58,7 @@ def build_alignment_pipeline(platform: PlatformConfig):
         judge_name: str = "refusal",
         judge_model: str = "meta-llama/Llama-Guard-3-8B",
         judge_mode: str = "logit",
+        judge_scope: str = "answer",
         equivalence_model: str = "",
         safety_max_new_tokens: int = 1024,
         reasoning_samples: int = 8,
@@ -73,6 +74,8 @@ def build_alignment_pipeline(platform: PlatformConfig):
         rpsa_corpus_size: int = 0,
         rpsa_keep: str = "all",
         rpsa_validate: bool = False,
+        fisher_estimator: str = "sequence",
+        fisher_tokens_per_sequence: int = 32,
         train_gpus: str = str(platform.settings("train").accelerator_count),
         generate_gpus: str = str(platform.settings("generate").accelerator_count),
         judge_gpus: str = str(platform.settings("judge").accelerator_count),
@@ -91,6 +94,7 @@ def build_alignment_pipeline(platform: PlatformConfig):
             judge_name: Safety judge: refusal (pattern-based, offline) or llama-guard (Llama-Guard-3).
             judge_model: Llama-Guard model directory or hub id (judge_name=llama-guard).
             judge_mode: Llama-Guard mode: logit (one forward pass, P(unsafe)) or generate (generate and parse).
+            judge_scope: What the safety judge reads: answer (the text after </think>) or full (the reasoning trace too: a harmful trace is a real risk). Neither paper states its scope.
             equivalence_model: Optional LLM that re-checks math answers math-verify calls different (LoRA paper: Qwen2.5-32B-Instruct); empty = off. Put "score" in the platform's gpu_stages when set.
             safety_max_new_tokens: Token budget of each (greedy) response to a safety prompt.
             reasoning_samples: Samples per reasoning problem; pass@1 averages over them (seeds: 8).
@@ -105,6 +109,8 @@ def build_alignment_pipeline(platform: PlatformConfig):
             rpsa_corpus_size: Problems in RPSA's reference corpus (paper: 100, drawn with the seed), generated in each RPSA method's train pod; needed (> 0) when a method is "rpsa".
             rpsa_keep: Corpus answers the Fisher uses: all, or only the correct ones.
             rpsa_validate: Also run the paper's Figure 3 check in the fisher stage (top 1% Fisher vs random 1% parameters scaled by 0.9; full-fine-tuning RPSA only).
+            fisher_estimator: RPSA's Fisher: sequence (squared gradient of each answer's mean log-likelihood, one backward per answer) or token (the RPSA paper's Eq. 4: squared per-token gradients, estimated from sampled token positions).
+            fisher_tokens_per_sequence: With fisher_estimator=token: token positions sampled per answer (unbiased; 0 = every token, exact but one backward per token).
             analysis_k: Top singular vectors of each base weight for the weight-update analysis's subspace overlaps (LoRA paper: 16).
             train_gpus: GPUs per training task for this run (a whole number, as text: KFP resolves accelerator counts from strings): data-parallel workers in one pod for full fine-tuning (FSDP) and LoRA (DDP); RPSA methods need 1 (default: the platform file's; applies when train is a GPU stage).
             generate_gpus: GPUs per generation task for this run (match tensor_parallel_size with vllm).
@@ -125,7 +131,7 @@ def build_alignment_pipeline(platform: PlatformConfig):
             "tensor_parallel_size": tensor_parallel_size,
             "seed": seed,
         }
-        judge_args = {"judge": judge_name, "judge_model": judge_model, "mode": judge_mode}
+        judge_args = {"judge": judge_name, "judge_model": judge_model, "mode": judge_mode, "judge_scope": judge_scope}
         # Everything is checked on a CPU before any GPU pod starts; the methods come back resolved.
         planned = place(plan(**params), "plan", platform, display="plan: validate the run", cache=False)
         data = place(prepare(refusal_uri=refusal_data_uri, model_uri=base_model_uri, max_length=max_length, **store), "prepare", platform,
