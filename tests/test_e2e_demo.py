@@ -32,6 +32,8 @@ def test_demo_pipeline_aligns_both_methods(
               "--store", "s3://safetax-e2e/runs", "--pushgateway", gateway])
         out, err = capfd.readouterr()
         # Every stage's metrics, read back through Prometheus' query API.
+        # The gate is the run's last task: wait for Prometheus to have scraped its push, then read every stage's.
+        assert query(prom, 'safetax_stage_duration_seconds{stage="gate"}', timeout=60)
         stages = {r["metric"]["stage"] for r in query(prom, "safetax_stage_duration_seconds", timeout=60)}
         assert stages == {"plan", "prepare", "fisher", "train", "merge", "analyze", "generate", "judge", "score", "analytics", "gate"}
         safety = query(prom, 'safetax_safety_score{benchmark="demo-harmful"}', timeout=30)
