@@ -121,7 +121,8 @@ def _new_root(cfg: dict, uid: int, gid: int) -> None:
     with open(main, "wb") as f:
         f.write(program)
     os.chown(main, uid, gid)
-    os.symlink(WORKDIR, root + "/tmp")
+    if not os.path.lexists(root + "/tmp"):  # a read-only path under /tmp (a venv there) keeps /tmp; TMPDIR is WORKDIR anyway
+        os.symlink(WORKDIR, root + "/tmp")
     os.mkdir(root + "/.old")
     _check(_libc.syscall(_PIVOT_ROOT[platform.machine()], root.encode(), (root + "/.old").encode()), "pivot_root")
     os.chdir("/")
