@@ -120,22 +120,20 @@ class Ledger:
         current = read_versioned(uri)
         return _parse_claim(current[0]) if current else {"owner": "?", "expires_at": now}
 
-    def release(self, digest: str, owner: str) -> None:
-        """Remove ``owner``'s claim on ``digest``, if it still holds it (a claim taken over is left alone)."""
+    def release(self, digest: str, owner: str) -> bool:
+        """Remove ``owner``'s claim on ``digest``, if it still holds it (a claim taken over is left alone); True
+        when one was removed."""
         uri = self.claim_uri(digest)
         current = read_versioned(uri)
-        if current is not None and _parse_claim(current[0]).get("owner") == owner:
-            delete(uri)
+        if current is None or _parse_claim(current[0]).get("owner") != owner:
+            return False
+        delete(uri)
+        return True
 
     def release_all(self, owner: str) -> int:
         """Remove every claim ``owner`` still holds (the audit run's exit handler); return how many."""
-        released = 0
-        for key in list_keys(f"{self.root}/claims"):
-            if key.endswith(".json") and "/" not in key:
-                before = read_versioned(self.claim_uri(key.removesuffix(".json")))
-                self.release(key.removesuffix(".json"), owner)
-                released += before is not None and _parse_claim(before[0]).get("owner") == owner
-        return released
+        return sum(self.release(key.removesuffix(".json"), owner)
+                   for key in list_keys(f"{self.root}/claims") if key.endswith(".json") and "/" not in key)
 
     # -- verdicts to re-publish -------------------------------------------------------------------
     def acknowledged(self) -> set[str]:
