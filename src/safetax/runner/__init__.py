@@ -258,12 +258,6 @@ def _local_component(compiled: Path) -> Any:
         os.unlink(f.name)
 
 
-def _plain(text: str) -> str:
-    import re
-
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
 def _failure(root: Path, since: float) -> str:
     """The failed tasks of the run that started at ``since`` and what their stage wrote into its ``FAILED`` marker."""
     markers = sorted((p for p in root.glob("*/**/FAILED") if p.stat().st_mtime >= since), key=lambda p: p.stat().st_mtime)
@@ -314,7 +308,7 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: 
     import contextlib
     import sys
 
-    from safetax.runner.console import QuietConsole, log_path
+    from safetax.runner.console import QuietConsole, log_path, plain_text
 
     with contextlib.ExitStack() as stack:
         if not verbose:
@@ -326,7 +320,7 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: 
         try:
             task = func(**params)
         except RuntimeError as e:  # the local runner's "finished with status FAILURE": name the task and its error
-            raise RuntimeError(_failure(pipeline_root, started) or _plain(str(e))) from None
+            raise RuntimeError(_failure(pipeline_root, started) or plain_text(str(e))) from None
         finally:
             builtins.print = original_print
     outputs = getattr(task, "outputs", None) or {}

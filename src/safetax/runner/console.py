@@ -36,7 +36,7 @@ class QuietConsole:
         return len(text)
 
     def _show(self, line: str) -> None:
-        plain = _ANSI.sub("", line).strip()
+        plain = plain_text(line).strip()
         if not _SHOW.search(plain) or plain.startswith("[KFP Executor"):
             return
         plain = _STAMP.sub("", plain).replace("INFO safetax.stages.runtime: ", "")
@@ -57,6 +57,11 @@ class QuietConsole:
 
     def fileno(self) -> int:  # subprocesses that ask for a real descriptor get the log file's
         return self.log.fileno()
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal colour codes (the local runner colours task names and statuses)."""
+    return _ANSI.sub("", text)
 
 
 def log_path(pipeline_root: Path, name: str) -> Path:
