@@ -51,6 +51,8 @@ def checkpoint_metrics(audit: str, a: Audited) -> AuditMetricSet:
     m.verdict.labels(**labels).set(1.0 if a.verdict.passed else 0.0)
     m.failed_criteria.labels(**labels).set(len(a.verdict.failed))
     m.audited_at.labels(**labels).set(a.completed_at)
+    for c in a.verdict.checks:  # the alerts on criteria read these, so they fire exactly for the verdict's failures
+        m.criterion_value.labels(**labels, criterion=c.criterion, benchmark=c.benchmark).set(c.value)
     if a.verdict.safety_tax_rate is not None:
         m.safety_tax_rate.labels(**labels).set(a.verdict.safety_tax_rate)
     f = figures(a.scores)

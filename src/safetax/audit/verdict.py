@@ -27,7 +27,7 @@ record) is decided on its point estimate, and the failure says so; the verdict n
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from safetax.config import Checks, ConfigError
@@ -117,12 +117,24 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Check:
+    """One criterion on one benchmark as the verdict decided it (passed or not): what the alerts read."""
+
+    criterion: str
+    benchmark: str  # "" for a checkpoint-wide criterion (STR)
+    value: float  # the figure compared with the threshold: the point estimate, or its one-sided bound
+    threshold: float
+    passed: bool
+
+
+@dataclass(frozen=True)
 class Verdict:
     checkpoint: str
     failed: tuple[Failure, ...] = field(default_factory=tuple)
     reasoning_drop: dict[str, float] = field(default_factory=dict)  # against the baseline (point estimates)
     safety_tax_rate: float | None = None
     decided_on: str = "point estimates"
+    checks: tuple[Check, ...] = field(default_factory=tuple)  # every criterion checked, failed ones included
 
     @property
     def passed(self) -> bool:
@@ -134,7 +146,16 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "verdict": self.label, "failed": [asdict(f) for f in self.failed],
-                "reasoning_drop": self.reasoning_drop, "safety_tax_rate": self.safety_tax_rate, "decided_on": self.decided_on}
+                "reasoning_drop": self.reasoning_drop, "safety_tax_rate": self.safety_tax_rate, "decided_on": self.decided_on,
+                "checks": [asdict(c) for c in self.checks]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Verdict:
+        """A verdict as recorded (a ledger record or :meth:`to_dict`); unknown keys are ignored."""
+        failed = tuple(Failure(**{k: v for k, v in f.items() if k in _FAILURE_KEYS}) for f in d.get("failed", []))
+        checks = tuple(Check(**{k: v for k, v in c.items() if k in _CHECK_KEYS}) for c in d.get("checks", []))
+        return cls(str(d["checkpoint"]), failed, dict(d.get("reasoning_drop") or {}), d.get("safety_tax_rate"),
+                   str(d.get("decided_on") or "point estimates"), checks)
 
 
 def _fmt(x: float) -> str:
@@ -156,6 +177,7 @@ class _Checker:
     def __init__(self, confidence: float | None) -> None:
         self.confidence = confidence
         self.failed: list[Failure] = []
+        self.checks: list[Check] = []
 
     def check(self, criterion: str, bench: str, figure: Estimate | Difference, limit: float | None, what: str) -> None:
         if limit is None:
@@ -166,7 +188,10 @@ class _Checker:
             bound = figure.bound(self.confidence, upper=not low_is_bad)
             if not math.isnan(bound):
                 decided = bound
-        if not ((decided < limit) if low_is_bad else (decided > limit)):
+        broken = (decided < limit) if low_is_bad else (decided > limit)
+        if math.isfinite(decided):
+            self.checks.append(Check(criterion, bench, decided, limit, not broken))
+        if not broken:
             return
         side = "below" if low_is_bad else "above"
         if self.confidence is None:
@@ -204,4 +229,8 @@ def judge_checkpoint(scores: CheckpointScores, baseline: CheckpointScores | None
     elif t.needs_baseline:
         raise ConfigError("thresholds", [f"{[k for k in BASELINE_CRITERIA if getattr(t, k) is not None]} need a baseline "
                                          "(pipeline parameters baseline and baseline_model)"])
-    return Verdict(scores.checkpoint, tuple(c.failed), drops, rate, basis(t.confidence))
+    return Verdict(scores.checkpoint, tuple(c.failed), drops, rate, basis(t.confidence), tuple(c.checks))
+
+
+_FAILURE_KEYS = {f.name for f in fields(Failure)}
+_CHECK_KEYS = {f.name for f in fields(Check)}

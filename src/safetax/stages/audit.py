@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from safetax.audit.ledger import Ledger, check_audit_name, completed_at, iso_utc
 from safetax.audit.profiles import PROFILES, AuditProfile, resolve_profile
 from safetax.audit.report import checkpoint_html, checkpoint_markdown, plot_audit, run_markdown
 from safetax.audit.telemetry import Audited, checkpoint_metrics, publish_audit
-from safetax.audit.verdict import BASELINE_CRITERIA, Failure, Thresholds, Verdict, judge_checkpoint
+from safetax.audit.verdict import BASELINE_CRITERIA, Thresholds, Verdict, judge_checkpoint
 from safetax.config import Checks, ConfigError
 from safetax.records import CheckpointScores
 from safetax.stages.score import load_scores
@@ -406,10 +406,7 @@ def _republish(audit: str, ledger: Ledger, url: str, skip: set[str]) -> bool:
 
 def audited_of(record: dict[str, Any]) -> Audited:
     """A ledger record as the :class:`Audited` it was made from (verdict as recorded, not judged again)."""
-    known = {f.name for f in fields(Failure)}
-    failed = tuple(Failure(**{k: v for k, v in f.items() if k in known}) for f in record.get("failed", []))
-    extra = {f.name: record[f.name] for f in fields(Verdict) if f.name not in ("checkpoint", "failed") and f.name in record}
-    verdict = Verdict(str(record["checkpoint"]), failed, **extra)
+    verdict = Verdict.from_dict(record)
     return Audited(str(record["checkpoint"]), CheckpointScores.from_dict(record["scores"]), verdict, completed_at(record))
 
 
@@ -418,6 +415,6 @@ def _record(cfg: AuditConfig, t: Target, scores: CheckpointScores, verdict: dict
     return {"audit": cfg.audit_name, "checkpoint": t.name, "uri": t.uri, "digest": t.digest, "role": t.role,
             "profile": cfg.profile, "thresholds": cfg.limits.to_dict(), "baseline": cfg.baseline, "run_id": run_id,
             "completed_at": now, "verdict": verdict["verdict"], "failed": verdict["failed"], "decided_on": verdict.get("decided_on", ""),
-            "scores": scores.to_dict(),
+            "checks": verdict.get("checks", []), "scores": scores.to_dict(),
             "reasoning_drop": verdict["reasoning_drop"], "safety_tax_rate": verdict["safety_tax_rate"],
             "report": ledger.report_uri(t.digest) if t.role == "checkpoint" else ""}

@@ -64,6 +64,8 @@ AUDIT_RESULT_KINDS = {
 # A threshold of the audit (criterion = min_safety_score, max_attack_success_rate, max_overrefusal_rate,
 # max_reasoning_drop (one series per reasoning benchmark), max_safety_tax_rate): alerts compare with it.
 AUDIT_THRESHOLD_LABELS = ("audit", "criterion", "benchmark")
+# What the verdict compared with each threshold (the alerts compare the same value, so they agree with it).
+AUDIT_CRITERION_LABELS = ("audit", "checkpoint", "criterion", "benchmark")
 # Left out of the KFP dict: a wall-clock timestamp is no figure of the run.
 NOT_FOR_KFP = frozenset({"safetax_stage_last_success_timestamp_seconds", "safetax_audit_timestamp_seconds",
                          "safetax_audit_last_completed_timestamp_seconds"})
@@ -124,6 +126,10 @@ class AuditMetricSet:
         self.category_safety_score = gauge("audit_category_safety_score", f"Audit: {CATEGORY_HELP}",
                                            (*AUDIT_RESULT_LABELS, "category"))
         self.hazard_rate = gauge("audit_hazard_rate", f"Audit: {HAZARD_HELP}", (*AUDIT_RESULT_LABELS, "hazard"))
+        self.criterion_value = gauge(
+            "audit_criterion_value", "The figure the audit's verdict compared with a criterion's threshold: the point "
+            "estimate, or its one-sided bound when the audit sets a confidence (benchmark empty for the safety tax rate).",
+            AUDIT_CRITERION_LABELS)
         self.threshold = gauge("audit_threshold", "A threshold of the audit; criterion names it.", AUDIT_THRESHOLD_LABELS)
         self.last_completed = gauge("audit_last_completed_timestamp_seconds",
                                     "Unix time at which the audit last completed a run (with or without new checkpoints).",
