@@ -6,6 +6,10 @@ EvalPlus's response prefix ("Below is a Python script with a self-contained func
 (:mod:`safetax.scoring.sandbox`) on the base and plus inputs and compares its outputs, outside the
 sandbox, with the canonical solution's (:func:`safetax.scoring.code.score_code`). The rows kept here
 (canonical solutions included) stay in the scorer; the code sees only its task's inputs.
+
+Prompt styles (:mod:`safetax.benchmarks.styles`): ``deepseek`` (the prompts above), ``rpsa-paper``
+(RPSA appendix B's HumanEval and MBPP+ prompts); ``lora-paper`` is ``deepseek``: its A.4 removes the
+response prefix, as ``deepseek`` does, and "slightly rewords" the prompt without printing the words.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from safetax.benchmarks.registry import Item, benchmark, resolve_data
+from safetax.benchmarks.styles import DEEPSEEK, DEFAULT_STYLE, RPSA_PAPER, check_style, pick
 from safetax.data.tables import DataError, read_rows, require_columns
 from safetax.records import Score
 from safetax.scoring.code import score_code
@@ -41,9 +46,38 @@ def mbpp_prompt(prompt: str, assertion: str) -> str:
     Write the Python function. Put the complete function in a ```python code block in your final answer.
     """
     text = prompt.strip().strip("'\"").strip()
-    example = next((ln.strip() for ln in assertion.splitlines() if ln.strip().startswith("assert")), "")
+    example = _first_assertion(assertion)
     test = f"\nYour code should pass this test:\n\n```python\n{example}\n```\n" if example else "\n"
     return f"{text}{test}\nWrite the Python function. {INSTRUCTION}"
+
+
+def _first_assertion(assertion: str) -> str:
+    return next((ln.strip() for ln in assertion.splitlines() if ln.strip().startswith("assert")), "")
+
+
+def rpsa_humaneval_prompt(prompt: str) -> str:
+    """RPSA appendix B's HumanEval prompt (the task's trailing newlines dropped before the last line).
+
+    >>> print(rpsa_humaneval_prompt("def f():\\n    pass\\n"))
+    Solve the following problem.
+    Problem:
+    def f():
+        pass
+    Please reason step by step, and put your final answer within a code block:
+    """
+    tail = "Please reason step by step, and put your final answer within a code block:"
+    return f"Solve the following problem.\nProblem:\n{prompt.rstrip()}\n{tail}"
+
+
+def rpsa_mbpp_prompt(prompt: str, assertion: str) -> str:
+    """RPSA appendix B's MBPP+ prompt, one line: the task text and the first test assertion (``test_list[0]``).
+
+    >>> print(rpsa_mbpp_prompt("'''\\nAdd two numbers.\\n'''", "\\nassert add(1, 2) == 3\\nassert add(0, 0) == 0\\n"))
+    Add two numbers. Your code should satisfy the following assertion: assert add(1, 2) == 3. Please reason step by step, and put your final answer within a code block:
+    """
+    text = prompt.strip().strip("'\"").strip()
+    return (f"{text} Your code should satisfy the following assertion: {_first_assertion(assertion)}. "
+            "Please reason step by step, and put your final answer within a code block:")
 
 
 class _EvalPlusBenchmark:
@@ -59,11 +93,12 @@ class _EvalPlusBenchmark:
     def __init__(self) -> None:
         self.tasks: dict[str, dict[str, Any]] = {}  # task_id -> EvalPlus row, kept for scoring
 
-    def prompt(self, row: dict[str, Any]) -> str:
+    def prompt(self, row: dict[str, Any], style: str = DEFAULT_STYLE) -> str:
         raise NotImplementedError
 
-    def load(self, uri: str | None = None, limit: int = 0) -> list[Item]:
+    def load(self, uri: str | None = None, limit: int = 0, style: str = DEFAULT_STYLE) -> list[Item]:
         """Read and validate every task, keep the rows for scoring, build one :class:`Item` per task."""
+        check_style(style)  # before the file is read
         path = resolve_data(uri, self.default_path, self.name)
         rows = read_rows(path)
         require_columns(path, rows, COLUMNS + self.extra_columns)
@@ -79,7 +114,7 @@ class _EvalPlusBenchmark:
                     raise DataError(f"{path}: row {i}: column {col!r} must be a list of argument lists")
             self.tasks[tid] = row
             meta = {"task_id": tid, "entry_point": str(row["entry_point"]), "atol": float(row["atol"] or 0)}
-            items.append(Item(tid, self.prompt(row), "", meta))
+            items.append(Item(tid, self.prompt(row, style), "", meta))
         return items[:limit] if limit > 0 else items
 
     def score(self, responses: Sequence[str], items: Sequence[Item]) -> list[Score]:
@@ -98,8 +133,8 @@ class HumanEvalPlus(_EvalPlusBenchmark):
     default_path = "humanevalplus/HumanEvalPlus-v0.1.10.jsonl.gz"
     dataset = "humaneval"
 
-    def prompt(self, row: dict[str, Any]) -> str:
-        return humaneval_prompt(str(row["prompt"]))
+    def prompt(self, row: dict[str, Any], style: str = DEFAULT_STYLE) -> str:
+        return pick({DEEPSEEK: humaneval_prompt, RPSA_PAPER: rpsa_humaneval_prompt}, style)(str(row["prompt"]))
 
 
 @benchmark("mbppplus")
@@ -111,5 +146,6 @@ class MbppPlus(_EvalPlusBenchmark):
     dataset = "mbpp"
     extra_columns = ("assertion",)
 
-    def prompt(self, row: dict[str, Any]) -> str:
-        return mbpp_prompt(str(row["prompt"]), str(row["assertion"]))
+    def prompt(self, row: dict[str, Any], style: str = DEFAULT_STYLE) -> str:
+        template = pick({DEEPSEEK: mbpp_prompt, RPSA_PAPER: rpsa_mbpp_prompt}, style)
+        return template(str(row["prompt"]), str(row["assertion"]))

@@ -9,6 +9,11 @@ in the same format (``Question``, ``Correct Answer``, ``Incorrect Answer 1..3``,
 The four choices are shuffled with ``random.Random(f"{seed}:{record_id}")``, so
 the order is the same on every run and machine and independent of row order;
 the reference is the letter the correct answer lands on.
+
+Prompt styles (:mod:`safetax.benchmarks.styles`): ``deepseek`` (the seeds' instruction, then the
+question and "A) ..." lines), ``lora-paper`` (LoRA paper appendix A.3) and ``rpsa-paper`` (RPSA
+appendix B, lm-evaluation-harness's GPQA layout with a step-by-step instruction). Both papers'
+templates ask for "Final Answer: \boxed{X}", which :func:`safetax.scoring.mcq.score_choice` reads.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from safetax.benchmarks.registry import Item, benchmark, resolve_data
+from safetax.benchmarks.styles import DEEPSEEK, DEFAULT_STYLE, LORA_PAPER, RPSA_PAPER, pick
 from safetax.data.tables import DataError, read_rows, require_columns
 from safetax.records import Score
 from safetax.scoring.mcq import LETTERS, score_choice
@@ -87,6 +93,47 @@ def gpqa_prompt(question: str, choices: Sequence[str]) -> str:
     return f"{PROMPT_HEAD}\n\n{question}\n\n" + "\n".join(lines)
 
 
+def _paren_choices(choices: Sequence[str]) -> str:
+    return "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices))
+
+
+def lora_gpqa_prompt(question: str, choices: Sequence[str]) -> str:
+    r"""LoRA paper appendix A.3 (its first sentence is one line: the print wraps it at 68 columns).
+
+    >>> print(lora_gpqa_prompt("Q?", ["a", "b", "c", "d"]))
+    You are solving a multiple-choice question. At the end, present your final answer using the format: Final Answer: \boxed{X}, where X is one of A, B, C, or D.
+    Question: Q?
+    Choices:
+    (A) a
+    (B) b
+    (C) c
+    (D) d
+    """
+    head = ("You are solving a multiple-choice question. At the end, present your final answer using the format: "
+            "Final Answer: \\boxed{X}, where X is one of A, B, C, or D.")
+    return f"{head}\nQuestion: {question}\nChoices:\n{_paren_choices(choices)}"
+
+
+def rpsa_gpqa_prompt(question: str, choices: Sequence[str]) -> str:
+    r"""RPSA appendix B (no space after "question:", as printed and as in lm-evaluation-harness).
+
+    >>> print(rpsa_gpqa_prompt("Q?", ["a", "b", "c", "d"]))
+    What is the correct answer to this question:Q?
+    Choices:
+    (A) a
+    (B) b
+    (C) c
+    (D) d
+    Please reason step by step, and present your final answer using the format: Final Answer: \boxed{X}, where X is one of A, B, C, or D.
+    """
+    tail = ("Please reason step by step, and present your final answer using the format: Final Answer: \\boxed{X}, "
+            "where X is one of A, B, C, or D.")
+    return f"What is the correct answer to this question:{question}\nChoices:\n{_paren_choices(choices)}\n{tail}"
+
+
+GPQA_PROMPTS = {DEEPSEEK: gpqa_prompt, LORA_PAPER: lora_gpqa_prompt, RPSA_PAPER: rpsa_gpqa_prompt}
+
+
 @benchmark("gpqa")
 class Gpqa:
     """GPQA Diamond with deterministically shuffled choices; reference = the correct letter."""
@@ -99,8 +146,9 @@ class Gpqa:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
-    def load(self, uri: str | None = None, limit: int = 0) -> list[Item]:
+    def load(self, uri: str | None = None, limit: int = 0, style: str = DEFAULT_STYLE) -> list[Item]:
         """Read and validate every row, shuffle its choices, and build one :class:`Item` per question."""
+        prompt = pick(GPQA_PROMPTS, style)
         path = resolve_data(uri, self.default_path, self.name)
         rows = read_gpqa_rows(path)
         require_columns(path, rows, COLUMNS)
@@ -119,7 +167,7 @@ class Gpqa:
                 "subdomain": str(row.get("Subdomain") or "").strip(),
                 "seed": self.seed,
             }
-            items.append(Item(record_id, gpqa_prompt(str(row["Question"]).strip(), choices), letter, meta))
+            items.append(Item(record_id, prompt(str(row["Question"]).strip(), choices), letter, meta))
         return items[:limit] if limit > 0 else items
 
     def score(self, responses: Sequence[str], items: Sequence[Item]) -> list[Score]:

@@ -1,7 +1,10 @@
 r"""Math reasoning benchmarks: AIME 2024 (30 problems) and MATH-500.
 
-Both use the seeds' prompt: the problem, then "Please reason step by step, and
-put your final answer within \boxed{}."; both are scored by answer equivalence
+Prompt styles (:mod:`safetax.benchmarks.styles`): ``deepseek`` (the seeds' prompt: the problem,
+then "Please reason step by step, and put your final answer within \boxed{}."); ``rpsa-paper``
+(RPSA appendix B's AIME prompt, used for MATH-500 too, which the appendix does not list);
+``lora-paper`` prints no math template (A.3 names only the codebase), so it is ``deepseek``.
+Both are scored by answer equivalence
 (:func:`safetax.scoring.equivalence.score_math`), so ``025`` matches ``25`` and
 ``\frac{1}{2}`` matches ``0.5``.
 """
@@ -12,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from safetax.benchmarks.registry import Item, benchmark, resolve_data
+from safetax.benchmarks.styles import DEEPSEEK, DEFAULT_STYLE, RPSA_PAPER, pick
 from safetax.data.tables import DataError, read_rows, require_columns
 from safetax.records import Score
 from safetax.scoring.equivalence import score_math
@@ -26,6 +30,21 @@ def math_prompt(problem: str) -> str:
     'What is 1+1?\nPlease reason step by step, and put your final answer within \\boxed{}.'
     """
     return problem.strip() + PROMPT_SUFFIX
+
+
+def rpsa_math_prompt(problem: str) -> str:
+    r"""RPSA appendix B's AIME prompt.
+
+    >>> print(rpsa_math_prompt("What is 1+1?"))
+    Solve the following math problem. Present the final answer in the format: Final Answer: \boxed{your_answer}.
+    Problem: What is 1+1?
+    Answer:
+    """
+    head = "Solve the following math problem. Present the final answer in the format: Final Answer: \\boxed{your_answer}."
+    return f"{head}\nProblem: {problem.strip()}\nAnswer:"
+
+
+MATH_PROMPTS = {DEEPSEEK: math_prompt, RPSA_PAPER: rpsa_math_prompt}
 
 
 def score_items(responses: Sequence[str], items: Sequence[Item]) -> list[Score]:
@@ -45,8 +64,9 @@ class _MathBenchmark:
     id_column = ""
     meta_columns: tuple[str, ...] = ()
 
-    def load(self, uri: str | None = None, limit: int = 0) -> list[Item]:
+    def load(self, uri: str | None = None, limit: int = 0, style: str = DEFAULT_STYLE) -> list[Item]:
         """Read and validate every row, then build one :class:`Item` per problem (the first ``limit`` if > 0)."""
+        prompt = pick(MATH_PROMPTS, style)
         path = resolve_data(uri, self.default_path, self.name)
         rows = read_rows(path)
         require_columns(path, rows, ("problem", "answer", self.id_column))
@@ -58,7 +78,7 @@ class _MathBenchmark:
                 raise DataError(f"{path}: row {i}: duplicate {self.id_column} {item_id!r}")
             seen.add(item_id)
             meta: dict[str, Any] = {c: row[c] for c in self.meta_columns if c in row}
-            items.append(Item(item_id, math_prompt(str(row["problem"])), str(row["answer"]).strip(), meta))
+            items.append(Item(item_id, prompt(str(row["problem"])), str(row["answer"]).strip(), meta))
         return items[:limit] if limit > 0 else items
 
     def score(self, responses: Sequence[str], items: Sequence[Item]) -> list[Score]:

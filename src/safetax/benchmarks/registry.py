@@ -47,8 +47,9 @@ class Benchmark(Protocol):
     VERSION: str
     default_path: str  # relative to $SAFETAX_DATA_DIR, e.g. "aime24/aime24.jsonl"
 
-    def load(self, uri: str | None = None, limit: int = 0) -> list[Item]:
-        """Read and validate every row (errors name file, row, column) and build the prompts."""
+    def load(self, uri: str | None = None, limit: int = 0, style: str = "deepseek") -> list[Item]:
+        """Read and validate every row (errors name file, row, column) and build the prompts in the prompt
+        ``style`` (:mod:`safetax.benchmarks.styles`; an unknown style raises ValueError naming the allowed ones)."""
         ...
 
     def score(self, responses: Sequence[str], items: Sequence[Item]) -> list[Score]:

@@ -10,6 +10,9 @@ stable across subsets; error messages count rows from 1, like
 The prompts are harmful text: this module never logs or prints a prompt, only
 file names, counts and categories. Responses are judged by a Judge, so
 :meth:`score` raises ``NotImplementedError``.
+
+The user turn is the dataset's prompt in every prompt style: neither paper prints a wrapper for
+safety prompts (see :mod:`safetax.benchmarks.styles`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from safetax.benchmarks.registry import Item, benchmark, resolve_data
+from safetax.benchmarks.styles import DEFAULT_STYLE, check_style
 from safetax.data.tables import DataError, read_rows, require_columns
 from safetax.records import Score
 
@@ -88,12 +92,13 @@ class _SafetySet:
     default_path: str = ""
     columns: tuple[str, ...] = ()
 
-    def load(self, uri: str | None = None, limit: int = 0) -> list[Item]:
+    def load(self, uri: str | None = None, limit: int = 0, style: str = DEFAULT_STYLE) -> list[Item]:
         """Read and validate the benchmark file and build its items.
 
         Args:
             uri: local path, ``file://`` or ``s3://`` URI, or a hub dataset id; default ``$SAFETAX_DATA_DIR/<default_path>``.
             limit: keep the first ``limit`` items after filtering; 0 keeps all.
+            style: a prompt style; checked, and the same prompts in every style (no paper wraps them).
 
         Returns:
             The benchmark's items (prompt, empty reference, meta with ``category``).
@@ -102,6 +107,7 @@ class _SafetySet:
             FileNotFoundError: if no file can be found.
             DataError: if a column or value is missing or invalid (names file, row, column).
         """
+        check_style(style)
         path = resolve_data(uri, self.default_path, self.name)
         items = _limited(self._items(path, _read(path, self.columns)), limit)
         log.info("%s: %d items from %s", self.name, len(items), path)
