@@ -6,6 +6,8 @@ the same global batch: 17 examples in batches of 4 leave a last batch of 1 examp
 on a dummy example weighted 0 there. Tolerances: epoch and
 batch losses within 1e-6 relative (measured ~1e-7), weights within 1e-5 absolute (measured ~6e-7):
 only the order of float sums differs (each rank pads its own share, gradients are summed across ranks).
+RPSA on 2 processes (Fisher masks on FSDP shards for full fine-tuning, DDP for LoRA, with the dynamic
+ratio) freezes the same entries and measures the same conflicts and k as 1 process.
 """
 
 from __future__ import annotations
@@ -128,10 +130,73 @@ def test_a_failed_worker_names_its_rank_and_leaves_no_output(tiny_model: Path, s
     assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
 
 
-def test_rpsa_on_several_gpus_is_rejected_before_any_work(tmp_path: Path) -> None:
-    cfg = train.TrainConfig(method="rpsa", rpsa_base="full")
-    with pytest.raises(ConfigError, match=r"`train_gpus` must be 1 for method 'rpsa'.*got 2"):
-        train.run(cfg, "/nonexistent/model", tmp_path / "no-sft", tmp_path / "out", gpus=2)  # nothing read yet
+def test_zero_gpus_are_rejected_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"`train_gpus` must be an integer >= 1, got 0"):
         train.run(train.TrainConfig(method="full"), "/nonexistent/model", tmp_path / "no-sft", tmp_path / "out", gpus=0)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def rpsa_corpus(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from safetax.data.eval_sets import EvalSet
+    from safetax.generation.base import SamplingConfig
+    from safetax.stages import corpus
+
+    root = tmp_path_factory.mktemp("rpsa-corpus")
+    problems = root / "arith.jsonl"
+    problems.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(12)))
+    cfg = corpus.CorpusConfig(eval_set=EvalSet(name="arith", kind="reasoning", uri=str(problems)), n=6, seed=1,
+                              sampling=SamplingConfig(temperature=0.6, top_p=0.95, max_new_tokens=24, seed=1))
+    corpus.run(cfg, str(tiny_model), root / "corpus")
+    return root / "corpus"
+
+
+def _rpsa(cfg: train.TrainConfig, model: Path, sft: Path, corpus_dir: Path, root: Path,
+          processes: int) -> tuple[train.TrainResult, list[tuple[float, ...]]]:
+    from safetax.stages import fisher
+
+    if not (root / "fisher").exists():
+        fisher.run(fisher.FisherConfig(max_length=64), cfg, str(model), corpus_dir, root / "fisher")
+    steps: list[tuple[float, ...]] = []
+    res = train.run(cfg, str(model), sft, root / f"out-{processes}", on_step=lambda *a: steps.append(a),
+                    fisher_dir=root / "fisher", corpus_dir=corpus_dir, processes=processes)
+    return res, steps
+
+
+def _frozen(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: tuned[k] == base[k] for k in tuned}
+
+
+def test_rpsa_on_full_finetuning_with_fsdp_on_two_processes_equals_one(tiny_model: Path, sft17: Path, rpsa_corpus: Path,
+                                                                        tmp_path: Path) -> None:
+    # Fisher masks on FSDP shards: the threshold across ranks, the conflict's counts summed over shards.
+    cfg = train.TrainConfig(method="rpsa", rpsa_base="full", frozen_ratio=0.3, update_every=2, conflict_window=2,
+                            warmup_steps=0, weight_decay=0.1, **FAST)
+    one = _rpsa(cfg, tiny_model, sft17, rpsa_corpus, tmp_path, processes=1)
+    two = _rpsa(cfg, tiny_model, sft17, rpsa_corpus, tmp_path, processes=2)
+    _assert_same_training(one, two, "model.safetensors")
+    base = load_file(tiny_model / "model.safetensors")
+    f1 = _frozen(base, load_file(tmp_path / "out-1" / "epoch-3" / "model.safetensors"))
+    f2 = _frozen(base, load_file(tmp_path / "out-2" / "epoch-3" / "model.safetensors"))
+    assert all(torch.equal(f1[k], f2[k]) for k in f1)  # the same entries never moved
+    assert 0 < sum(int(m.sum()) for m in f2.values()) < sum(m.numel() for m in f2.values())
+    _assert_same_rpsa_history(tmp_path, 8)  # steps 0, 2, .., 14
+
+
+def test_rpsa_on_lora_with_dynamic_ratio_on_two_processes_equals_one(tiny_model: Path, sft17: Path, rpsa_corpus: Path,
+                                                                      tmp_path: Path) -> None:
+    # DDP: the conflict c of every step, hence k and the masks, agree with one process.
+    cfg = train.TrainConfig(method="rpsa", rpsa_base="lora", lora_dropout=0.0, update_every=1, conflict_window=3,
+                            warmup_steps=0, **FAST)
+    one = _rpsa(cfg, tiny_model, sft17, rpsa_corpus, tmp_path, processes=1)
+    two = _rpsa(cfg, tiny_model, sft17, rpsa_corpus, tmp_path, processes=2)
+    _assert_same_training(one, two, "adapter_model.safetensors")
+    _assert_same_rpsa_history(tmp_path, 15)
+
+
+def _assert_same_rpsa_history(root: Path, measurements: int) -> None:
+    h1, h2 = (json.loads((root / f"out-{n}" / "rpsa.json").read_text())["history"] for n in (1, 2))
+    assert len(h2) == len(h1) == measurements and len({h["k"] for h in h2}) > 1  # k moved after the warm-up
+    for a, b in zip(h1, h2, strict=True):
+        assert (b["step"], b["k"], b["frozen_share"]) == pytest.approx((a["step"], a["k"], a["frozen_share"]), abs=1e-6)
+        assert b["conflict"] == pytest.approx(a["conflict"], abs=1e-6)

@@ -22,6 +22,19 @@ import torch
 from torch import Tensor
 
 
+def conflict_counts(g_reasoning: dict[str, Tensor], g_safety: dict[str, Tensor], nonzero: dict[str, Tensor]) -> tuple[int, int]:
+    """(conflicting entries, non-zero-Fisher entries): the numerator and denominator of
+    :func:`gradient_conflict`. Under FSDP each rank counts on its shards and the counts are summed."""
+    conflicts = total = 0
+    for name, m in nonzero.items():
+        total += int(m.sum())
+        if name not in g_reasoning or name not in g_safety:
+            continue
+        opposite = (torch.sign(g_reasoning[name]) * torch.sign(g_safety[name])) < 0
+        conflicts += int((opposite & m.to(opposite.device)).sum())
+    return conflicts, total
+
+
 def gradient_conflict(g_reasoning: dict[str, Tensor], g_safety: dict[str, Tensor],
                       nonzero: dict[str, Tensor]) -> float:
     """Share of non-zero-Fisher entries whose reasoning and safety gradients have opposite signs.
@@ -39,13 +52,7 @@ def gradient_conflict(g_reasoning: dict[str, Tensor], g_safety: dict[str, Tensor
     Raises:
         ValueError: if no entry is non-zero.
     """
-    conflicts = total = 0
-    for name, m in nonzero.items():
-        total += int(m.sum())
-        if name not in g_reasoning or name not in g_safety:
-            continue
-        opposite = (torch.sign(g_reasoning[name]) * torch.sign(g_safety[name])) < 0
-        conflicts += int((opposite & m.to(opposite.device)).sum())
+    conflicts, total = conflict_counts(g_reasoning, g_safety, nonzero)
     if total == 0:
         raise ValueError("gradient_conflict: no non-zero-Fisher entry to count over")
     return conflicts / total

@@ -3,6 +3,10 @@
 A mask is ``{name: BoolTensor}`` shaped like the parameter, ``True`` = frozen. Only entries with
 non-zero Fisher take part: an entry with Fisher exactly 0 (e.g. LoRA A at initialisation, or a
 token embedding row the corpus never uses) carries no information and is never frozen.
+
+Under FSDP (parameters sharded along dim 0 across ranks) everything is elementwise on the local
+shard: each rank masks its shard of the Fisher and of the parameter, and
+:func:`sharded_fisher_threshold` gives every rank the threshold one process computes on the whole Fisher.
 """
 
 from __future__ import annotations
@@ -74,6 +78,75 @@ def fisher_threshold(fisher: dict[str, Tensor], frozen_ratio: float, *, sample_s
     return float(torch.kthvalue(values, n - k + 1).values)
 
 
+def sharded_fisher_threshold(shards: dict[str, Tensor], frozen_ratio: float, *, sample_size: int = 1_000_000,
+                             seed: int = 0) -> float:
+    """:func:`fisher_threshold` of a Fisher split along dim 0 across the ranks of the default process group.
+
+    Each rank passes its shards (rank ``r`` holds the ``r``-th chunk of every tensor, as FSDP2 shards,
+    names in the same order on every rank); every rank gets the same threshold, equal to the one of
+    the whole Fisher in one process. The non-zero counts are all-gathered; the exact path gathers
+    the non-zero values (at most ``sample_size`` of them); the sampled path draws the same global picks
+    as one process, each rank fills the values of the picks in its shards, and a sum all-reduce
+    assembles the sample. ``kthvalue`` does not depend on the order of the values.
+    """
+    import torch.distributed as dist
+
+    _check_ratio(frozen_ratio)
+    names = list(shards)
+    device = next(iter(shards.values())).device if shards else torch.device("cpu")
+    world, rank = dist.get_world_size(), dist.get_rank()
+    local = torch.tensor([int(torch.count_nonzero(shards[n])) for n in names], dtype=torch.long, device=device)
+    gathered = [torch.zeros_like(local) for _ in range(world)]
+    dist.all_gather(gathered, local)
+    per_rank = torch.stack(gathered).cpu()  # [world, tensors]
+    per_tensor = per_rank.sum(0)
+    total = int(per_tensor.sum())
+    if total == 0 or round(frozen_ratio * total) == 0:
+        return math.inf
+    mine = [shards[n][shards[n] != 0].float() for n in names]
+    if frozen_ratio == 1.0:
+        smallest = torch.tensor([min((float(v.min()) for v in mine if v.numel()), default=math.inf)], device=device)
+        dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+        return float(smallest.item())
+    if total <= sample_size:
+        width = int(per_rank.sum(1).max())
+        padded = torch.full((width,), math.inf, device=device)
+        flat = torch.cat(mine) if mine else padded[:0]
+        padded[: flat.numel()] = flat
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        values = torch.cat([part[: int(per_rank[r].sum())] for r, part in enumerate(parts)]).cpu()
+    else:
+        gen = torch.Generator().manual_seed(seed)  # the picks of the one-process path, over the same global order
+        bounds = per_tensor[per_tensor > 0].cumsum(0)
+        picks = torch.randint(total, (sample_size,), generator=gen)
+        owner = torch.bucketize(picks, bounds, right=True)
+        starts = torch.cat([torch.zeros(1, dtype=torch.long), bounds[:-1]])
+        values = torch.zeros(sample_size, dtype=torch.float32)
+        for i, t in enumerate(int(t) for t in torch.nonzero(per_tensor > 0).squeeze(1)):
+            taken = torch.nonzero(owner == i).squeeze(1)
+            offsets = picks[taken] - starts[i]
+            lo = int(per_rank[:rank, t].sum())  # this rank's first non-zero entry in tensor t
+            here = (offsets >= lo) & (offsets < lo + int(per_rank[rank, t]))
+            values[taken[here]] = mine[t].cpu()[offsets[here] - lo]
+        values = values.to(device)
+        dist.all_reduce(values)  # every pick is filled by exactly one rank
+        values = values.cpu()
+    n = values.numel()
+    k = round(frozen_ratio * n)
+    if k == 0:
+        return math.inf
+    return float(torch.kthvalue(values, n - k + 1).values)
+
+
+def local_shard(t: Tensor) -> Tensor:
+    """This rank's part of a DTensor (FSDP2's parameters, gradients, optimiser state; a view: writes
+    reach the DTensor); a plain tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 def fisher_masks(fisher: dict[str, Tensor], threshold: float) -> dict[str, Tensor]:
     """Frozen = ``F >= threshold`` and ``F != 0`` (zero-Fisher entries are never frozen).
 
@@ -135,7 +208,8 @@ class MaskedAdamW(torch.optim.AdamW):
     runs AdamW, then writes the frozen values saved before the step back (bit-exact) and zeroes
     their ``exp_avg``/``exp_avg_sq`` (and ``max_exp_avg_sq``). Extra memory: a copy of the
     frozen values during the step. Call :meth:`zero_frozen_grads` before gradient clipping if the
-    clipping norm should not see frozen gradients.
+    clipping norm should not see frozen gradients. With FSDP2's DTensor parameters, masks are the
+    shape of this rank's shard and every operation acts on the local shard.
     """
 
     def __init__(self, params: Iterable[nn.Parameter] | Iterable[dict], **kwargs: object) -> None:
@@ -149,9 +223,10 @@ class MaskedAdamW(torch.optim.AdamW):
         for p, m in masks.items():
             if id(p) not in known:
                 raise ValueError("set_masks: a masked parameter is not in this optimizer")
-            if m.shape != p.shape:
-                raise ValueError(f"set_masks: mask shape {tuple(m.shape)} != parameter shape {tuple(p.shape)}")
-            self.masks[p] = m.to(device=p.device, dtype=torch.bool)
+            shard = local_shard(p)  # under FSDP a mask covers this rank's shard
+            if m.shape != shard.shape:
+                raise ValueError(f"set_masks: mask shape {tuple(m.shape)} != parameter shape {tuple(shard.shape)}")
+            self.masks[p] = m.to(device=shard.device, dtype=torch.bool)
         for p, m in self.masks.items():
             self._zero_state(p, m)
 
@@ -159,21 +234,21 @@ class MaskedAdamW(torch.optim.AdamW):
     def zero_frozen_grads(self) -> None:
         for p, m in self.masks.items():
             if p.grad is not None:
-                p.grad.masked_fill_(m, 0)
+                local_shard(p.grad).masked_fill_(m, 0)
 
     def _zero_state(self, p: nn.Parameter, m: Tensor) -> None:
         state = self.state.get(p, {})
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             if key in state:
-                state[key].masked_fill_(m, 0)
+                local_shard(state[key]).masked_fill_(m, 0)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[no-untyped-def, override]
         self.zero_frozen_grads()
-        saved = {p: p[m] for p, m in self.masks.items() if p.grad is not None}
+        saved = {p: local_shard(p)[m] for p, m in self.masks.items() if p.grad is not None}
         loss = super().step(closure)
         for p, values in saved.items():
             m = self.masks[p]
-            p[m] = values
+            local_shard(p)[m] = values
             self._zero_state(p, m)
         return loss

@@ -18,6 +18,8 @@ from safetax.stages.prepare import SFT_FILE
 from safetax.store import atomic_dir, input_dir, read_json, resolve_model, write_json
 from safetax.timing import timed
 from safetax.training.distributed import DataParallel, launch, processes_for, save_checkpoint, shard
+from safetax.training.multinode import TrainJobSettings
+from safetax.training.resume import STATE_DIR, TrainState, fingerprint
 from safetax.training.save import SAVE_DTYPES, save_dtype, write_checkpoint
 from safetax.training.sft import StepCallback, LoopConfig, train_loop
 from safetax.training.targets import MIDDLE, check_against_model, layer_index, parse_layers, resolve_targets
@@ -68,6 +70,9 @@ class TrainConfig:
     # Checkpoint dtype: "base" = the base model's (bf16 for R1-Distill: 7B x 5 epochs is 76 GB, not 152 GB
     # in fp32) for full fine-tuning, fp32 for LoRA adapters (a few MB); or float32 / bfloat16 / float16 for both.
     save_dtype: str = "base"
+    # Resumable state (optimiser, RNG, data position) for a preempted task to continue from: every N
+    # optimiser steps and at each epoch's end; 0 = at each epoch's end only; -1 = never (no resume).
+    checkpoint_every_steps: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -109,6 +114,9 @@ class TrainConfig:
             parse_layers(self.layers, n_layers=0 if str(self.layers).strip() == MIDDLE else None)
         except ValueError as e:
             c.errors.append(str(e))
+        if not (isinstance(self.checkpoint_every_steps, int) and self.checkpoint_every_steps >= -1):
+            c.fail("checkpoint_every_steps", self.checkpoint_every_steps,
+                   "an integer >= 0 (0: at each epoch's end only), or -1 for no resumable state")
         if self.extra:
             c.fail("method config keys", sorted(self.extra), "among " + ", ".join(_FIELDS))
         c.raise_if_any()
@@ -146,7 +154,7 @@ class TrainConfig:
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "extra")
 _INT_FIELDS = {"epochs", "batch_size", "grad_accum", "lora_rank", "seed", "ortho_k", "update_every", "conflict_window",
-               "warmup_steps"}
+               "warmup_steps", "checkpoint_every_steps"}
 
 
 @dataclass(frozen=True)
@@ -204,21 +212,17 @@ def _attach_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
 
 
 def check_data_parallel(cfg: TrainConfig, gpus: int) -> None:
-    """RPSA trains on one GPU only: its Fisher masks, masked AdamW and conflict measurements assume the
-    whole model's gradients in one process. Full fine-tuning and LoRA (with or without the
-    orthogonality regulariser) train on several."""
+    """Every method trains on one or several GPUs (RPSA too: its masks work on FSDP's shards)."""
     c = Checks(f"TrainConfig {cfg.label}")
     if not (isinstance(gpus, int) and gpus >= 1):
         c.fail("train_gpus", gpus, "an integer >= 1")
-    elif cfg.method == "rpsa" and gpus > 1:
-        c.fail("train_gpus", gpus, "1 for method 'rpsa' (RPSA's masked optimiser runs in one process; "
-               "full fine-tuning and LoRA train on several GPUs)")
     c.raise_if_any()
 
 
 def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step: StepCallback | None = None,
         merge_k: int | None = None, fisher_dir: Path | None = None, corpus_dir: Path | None = None,
-        gpus: int = 1, processes: int | None = None) -> TrainResult:
+        gpus: int = 1, processes: int | None = None, state_dir: Path | None = None, nodes: int = 1,
+        trainjob: TrainJobSettings | None = None) -> TrainResult:
     """Train and write ``epoch-<k>/`` per epoch (adapter only for LoRA) plus ``checkpoints.json``.
 
     ``on_step(loss, tokens_per_second, epoch)`` sees every batch (telemetry; ``epoch`` is fractional).
@@ -231,8 +235,19 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
     per visible requested GPU (:mod:`safetax.training.distributed`); fewer visible GPUs give fewer
     workers, no CUDA one process on the CPU. ``processes`` overrides the count (on the CPU: gloo
     workers, as the tests run). ``batch_size`` is the global batch whatever the count.
+
+    Resumable state (:mod:`safetax.training.resume`) goes to ``state_dir`` (default: ``state/`` in
+    ``out_dir``, which the finished output replaces) every ``checkpoint_every_steps`` optimiser steps
+    and at each epoch's end; a rerun into the same ``out_dir`` after a kill resumes from the newest one.
+
+    ``nodes`` (the pipeline's ``train_nodes``) > 1 hands the training to a Kubeflow Trainer TrainJob on
+    ``nodes`` x ``gpus`` GPUs (:mod:`safetax.training.multinode`; ``trainjob`` says where); the state
+    then lives in its work directory on the shared volume.
     """
     check_data_parallel(cfg, gpus)
+    if not (isinstance(nodes, int) and nodes >= 1) or (nodes > 1 and trainjob is None):
+        raise ConfigError("train", [f"`train_nodes` must be 1, or > 1 with the TrainJob settings (namespace, image, shared "
+                                    f"volume) of the platform, got {nodes!r}"])
     model_ref = resolve_model(model_uri, "model_uri")
     sft_dir = input_dir(sft_dir, "sft data")
     examples = read_jsonl(sft_dir / SFT_FILE)
@@ -244,20 +259,31 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
         fisher_dir, corpus_dir = input_dir(fisher_dir, "fisher"), input_dir(corpus_dir, "rpsa corpus")  # type: ignore[arg-type]
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     n_proc = processes if processes is not None else processes_for(gpus, visible)
-    if n_proc < gpus:
+    if nodes > 1:  # this pod only follows the TrainJob: its own GPUs do not matter
+        n_proc = 1
+    elif n_proc < gpus:
         log.warning("train: %d GPU(s) requested, %d visible: training with %d process(es)", gpus, visible, n_proc)
     if n_proc > 1:
         check_data_parallel(cfg, n_proc)
         if visible and n_proc > visible:
             raise ConfigError("train", [f"`processes` must be at most the {visible} visible GPU(s), got {n_proc}"])
+    if state_dir is None and cfg.checkpoint_every_steps >= 0:
+        state_dir = Path(out_dir) / STATE_DIR
     with timed(f"train {cfg.label}"), atomic_dir(out_dir) as tmp:
-        if n_proc > 1:
+        job = {"config": {k: getattr(cfg, k) for k in _FIELDS}, "model_ref": model_ref, "sft_file": str(sft_dir / SFT_FILE),
+               "out_dir": str(tmp), "state_dir": None if state_dir is None else str(state_dir),
+               "fisher_dir": None if fisher_dir is None else str(fisher_dir),
+               "corpus_dir": None if corpus_dir is None else str(corpus_dir)}
+        if nodes > 1:
+            from safetax.training.multinode import train_on_trainjob
+
+            job["model_ref"] = model_uri  # resolved on each node (an s3:// model is fetched there)
+            trained = Trained(**train_on_trainjob(job, nodes, gpus, trainjob, cfg.label, tmp, on_step))  # type: ignore[arg-type]
+        elif n_proc > 1:
             with tempfile.TemporaryDirectory(prefix="safetax-train-") as work:
-                job = {"config": {k: getattr(cfg, k) for k in _FIELDS}, "model_ref": model_ref,
-                       "sft_file": str(sft_dir / SFT_FILE), "out_dir": str(tmp), "result": str(Path(work) / "result.json")}
-                trained = Trained(**launch(job, n_proc, Path(work), on_step))
+                trained = Trained(**launch(job | {"result": str(Path(work) / "result.json")}, n_proc, Path(work), on_step))
         else:
-            trained = train_model(cfg, model_ref, examples, tmp, on_step, fisher_dir, corpus_dir)
+            trained = train_model(cfg, model_ref, examples, tmp, on_step, fisher_dir, corpus_dir, state_dir=state_dir)
         write_json(tmp / MANIFEST, {
             "method": cfg.method, "label": cfg.label, "base_model": model_uri,
             "kind": "adapter" if cfg.lora else "full",
@@ -288,11 +314,13 @@ class Trained:
 
 
 def train_model(cfg: TrainConfig, model_ref: str, examples: list[dict[str, Any]], tmp: Path, on_step: StepCallback | None,
-                fisher_dir: Path | None = None, corpus_dir: Path | None = None, ranks: DataParallel | None = None) -> Trained:
+                fisher_dir: Path | None = None, corpus_dir: Path | None = None, ranks: DataParallel | None = None,
+                state_dir: Path | None = None) -> Trained:
     """Load, train and write the checkpoints (and RPSA's records) into ``tmp``; the manifest is the caller's.
 
     ``ranks``: as a data-parallel worker (:mod:`safetax.training.worker`); the model is then
-    sharded (FSDP for full fine-tuning, DDP for LoRA) and rank 0 writes the files.
+    sharded (FSDP for full fine-tuning, DDP for LoRA) and rank 0 writes the files. ``state_dir``:
+    where the resumable state is written and resumed from (None: none).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -339,6 +367,8 @@ def train_model(cfg: TrainConfig, model_ref: str, examples: list[dict[str, Any]]
             save_checkpoint(trained, path, ranks, stored)
         if not cfg.lora and main:
             tokenizer.save_pretrained(path)
+        if state is not None:
+            state.keep_epoch(path)
         entries.append({"name": ref.dirname, "epoch": epoch, "loss": loss, "dtype": str(stored).removeprefix("torch.")})
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -357,10 +387,14 @@ def train_model(cfg: TrainConfig, model_ref: str, examples: list[dict[str, Any]]
             raise ConfigError("TrainConfig", [f"method 'rpsa' ({cfg.label}): {fisher_file} is missing (the fisher stage "
                                               "scored no parameters: was rpsa_corpus_size 0?)"])
         keep = read_json(fisher_dir / "fisher.json").get("keep", "all")  # type: ignore[operator]
-        controller = RPSAController(model, load_file(fisher_file), cfg, corpus_examples(tokenizer, corpus_dir, keep), pad_id)  # type: ignore[arg-type]
+        controller = RPSAController(model, load_file(fisher_file), cfg, corpus_examples(tokenizer, corpus_dir, keep), pad_id,  # type: ignore[arg-type]
+                                   ranks)
+    state = None
+    if state_dir is not None:
+        state = _train_state(cfg, model_ref, examples, state_dir, ranks, entries, tmp, controller)
     losses = train_loop(trained, examples, pad_id, loop, save, on_step, regularizer,
                         optimizer=controller.optimizer if controller else None,
-                        before_step=controller.before_step if controller else None, ranks=ranks)
+                        before_step=controller.before_step if controller else None, ranks=ranks, state=state)
     if controller is not None:
         from safetax.rpsa.plots import plot_dynamic_ratio
 
@@ -368,3 +402,23 @@ def train_model(cfg: TrainConfig, model_ref: str, examples: list[dict[str, Any]]
         if controller.dynamic.history:
             plot_dynamic_ratio(controller.dynamic.history, tmp / "rpsa_ratio.png")
     return Trained(losses, entries, n_train)
+
+
+def _train_state(cfg: TrainConfig, model_ref: str, examples: list[dict[str, Any]], state_dir: Path, ranks: DataParallel | None,
+                 entries: list[dict[str, Any]], tmp: Path, controller: Any) -> TrainState:
+    """The resumable state of this run: the loop's, plus the checkpoints written so far and RPSA's controller."""
+    world = 1 if ranks is None else ranks.world
+    settings = {k: getattr(cfg, k) for k in _FIELDS if k != "checkpoint_every_steps"}
+    digest = fingerprint(settings, model_ref, fingerprint(examples), world)
+
+    def extra() -> dict[str, Any]:
+        return {"entries": entries, "rpsa": controller.state_dict() if controller is not None else None}
+
+    def on_restore(saved: dict[str, Any]) -> None:
+        entries[:] = saved["entries"]
+        state.take_epochs([e["name"] for e in entries], tmp)
+        if controller is not None:
+            controller.load_state_dict(saved["rpsa"])
+
+    state = TrainState(state_dir, digest, max(0, cfg.checkpoint_every_steps), ranks, extra, on_restore)
+    return state

@@ -152,15 +152,21 @@ def shard(model: torch.nn.Module, ranks: DataParallel, lora: bool, bf16: bool) -
 
 def save_checkpoint(model: torch.nn.Module, path: Path, ranks: DataParallel, dtype: torch.dtype = torch.float32) -> None:
     """Write the checkpoint as one process would (:func:`~safetax.training.save.write_checkpoint` in
-    ``dtype``), from rank 0. FSDP's shards are gathered into a full state dict on rank 0's CPU first
-    (every rank must call this); DDP's replicas are identical, so rank 0 saves its own."""
+    ``dtype``), from rank 0; every rank must call this. DDP's replicas are identical, so rank 0 saves
+    its own. FSDP's shards are streamed: gathered one parameter at a time and written by rank 0 file by
+    file in ``dtype`` (:func:`~safetax.training.save.stream_checkpoint`), so no rank holds the full fp32
+    model. A model whose checkpoint format differs from its modules (transformers' weight conversions,
+    e.g. fused MoE experts) is gathered whole and saved by ``save_pretrained``, which reverts them."""
     from torch.nn.parallel import DistributedDataParallel
 
-    from safetax.training.save import tied_aliases, write_checkpoint
+    from safetax.training.save import stream_checkpoint, tied_aliases, write_checkpoint
 
     if isinstance(model, DistributedDataParallel):
         if ranks.main:
             write_checkpoint(model.module, path, dtype)
+        return
+    if not getattr(model, "_weight_conversions", None):
+        stream_checkpoint(model, path, dtype, ranks.main)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -173,6 +179,28 @@ def save_checkpoint(model: torch.nn.Module, path: Path, ranks: DataParallel, dty
 def emit_progress(loss: float, tokens_per_second: float, epoch: float) -> None:
     """Rank 0's ``on_step``: one progress line for :func:`launch` to turn into the parent's ``on_step``."""
     print(PROGRESS_PREFIX + json.dumps({"loss": loss, "tokens_per_second": tokens_per_second, "epoch": epoch}), flush=True)
+
+
+def relay_line(line: str, on_step: StepCallback | None) -> str:
+    """Hand a progress line of rank 0 to ``on_step``; return the rest of the line (what to show as output).
+    A tqdm ``"\r"`` update may precede the progress on the same line."""
+    text, sep, progress = line.partition(PROGRESS_PREFIX)
+    if not sep:
+        return line
+    if on_step is not None:
+        p = json.loads(progress)
+        on_step(p["loss"], p["tokens_per_second"], p["epoch"])
+    return text
+
+
+def exception_line(line: str) -> str | None:
+    """The exception of a Python traceback's last line (with torch's ``[rankN]:`` prefix or not), else None.
+
+    >>> exception_line("[rank1]: IndexError: index out of range in self"), exception_line("step 3")
+    ('IndexError: index out of range in self', None)
+    """
+    m = _EXCEPTION.match(line)
+    return m.group(1) if m else None
 
 
 def launch(job: dict[str, Any], processes: int, workdir: Path, on_step: StepCallback | None = None) -> dict[str, Any]:
@@ -195,11 +223,7 @@ def launch(job: dict[str, Any], processes: int, workdir: Path, on_step: StepCall
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            text, sep, progress = line.partition(PROGRESS_PREFIX)  # a tqdm "\r" update may precede it on the line
-            if sep and on_step is not None:
-                p = json.loads(progress)
-                on_step(p["loss"], p["tokens_per_second"], p["epoch"])
-            out = text if sep else line
+            out = relay_line(line, on_step)
             if out.strip():
                 sys.stderr.write(out if out.endswith("\n") else out + "\n")
                 tail.append(out.rstrip("\n"))
@@ -231,7 +255,7 @@ def _failure(code: int, processes: int, summary: str, tail: list[str]) -> str:
     exitcode = re.findall(r"^\s*exitcode\s*:\s*(-?\d+)", summary, re.MULTILINE)
     what = (f"train worker rank {rank[0]} of {processes} failed with exit code {exitcode[0]}" if rank and exitcode
             else f"torchrun exited with code {code}")
-    errors = [m.group(1) for line in tail if (m := _EXCEPTION.match(line))]
+    errors = [e for line in tail if (e := exception_line(line))]
     cause = f" ({errors[-1]})" if errors else ""
     return f"{what}{cause}; the output directory was not written. Last output lines:\n{text}"
 

@@ -16,6 +16,7 @@ from safetax.timing import progress_bar
 
 if TYPE_CHECKING:
     from safetax.training.distributed import DataParallel
+    from safetax.training.resume import TrainState
 
 # on_step(loss, tokens_per_second, fractional_epoch)
 StepCallback = Callable[[float, float, float], object]
@@ -69,6 +70,7 @@ def train_loop(
     optimizer: torch.optim.Optimizer | None = None,
     before_step: Callable[[int], None] | None = None,
     ranks: DataParallel | None = None,
+    state: TrainState | None = None,
 ) -> list[float]:
     """Train the parameters with ``requires_grad``; return the mean loss of each epoch.
 
@@ -84,36 +86,46 @@ def train_loop(
     see :mod:`safetax.training.distributed`). ``batch_size`` stays the global batch: every rank draws
     the same order, trains on its share of each batch with the loss scaled so that the averaged
     gradient is the one-process gradient, and reports the global batch's loss; ``None`` = one process.
+
+    ``state``: where the resumable state goes (:mod:`safetax.training.resume`): written every
+    ``state.every`` optimiser steps and at each epoch's end; the loop starts from the newest one
+    there, if any, and then continues exactly as the interrupted run would have.
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    step = 0
+    # The fused AdamW kernel (CPU and CUDA) is what transformers' Trainer uses by default: fewer passes over the state.
+    opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                                                    fused=device.type in ("cpu", "cuda"))
     batches_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = cfg.epochs * math.ceil(batches_per_epoch / cfg.grad_accum)
     warmup = min(total, cfg.warmup_steps) if cfg.warmup_steps >= 0 else int(cfg.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, warmup))
     gen = torch.Generator().manual_seed(cfg.seed)
+    pos = state.restore(model, opt, sched, gen) if state is not None else None
+    start_epoch, start_batch, order = (pos["epoch"], pos["batch"], pos["order"]) if pos else (1, 0, None)
+    step = pos["step"] if pos else 0
+    losses: list[float] = list(pos["losses"]) if pos else []
+    epoch_loss, n_tokens, seen_tokens = (pos["epoch_loss"], pos["n_tokens"], pos["seen_tokens"]) if pos else (0.0, 0, 0)
     bar = progress_bar(cfg.epochs * batches_per_epoch, desc="train", unit="batch")
-    losses: list[float] = []
+    bar.update((start_epoch - 1) * batches_per_epoch + start_batch)
     start = time.perf_counter()
-    seen_tokens = 0
     model.train()
-    for epoch in range(1, cfg.epochs + 1):
-        order = torch.randperm(len(examples), generator=gen).tolist()
-        epoch_loss, n_tokens = 0.0, 0
-        for b in range(batches_per_epoch):
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if order is None:
+            order = torch.randperm(len(examples), generator=gen).tolist()
+        for b in range(start_batch, batches_per_epoch):
             chosen = [examples[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
             batch = collate(chosen if ranks is None else ranks.share(chosen), pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = model(**batch).loss
+                loss = model(**batch, use_cache=False).loss  # no KV cache: training never reads it back
             objective = loss if ranks is None else ranks.objective(loss, chosen)
             if regularizer is None:
                 (objective / cfg.grad_accum).backward()
             else:
                 ((objective + regularizer()) / cfg.grad_accum).backward()
-            if (b + 1) % cfg.grad_accum == 0 or b + 1 == batches_per_epoch:
+            stepped = (b + 1) % cfg.grad_accum == 0 or b + 1 == batches_per_epoch
+            if stepped:
                 if before_step is not None:
                     before_step(step)
                 step += 1
@@ -136,8 +148,15 @@ def train_loop(
             bar.set_postfix(epoch=epoch, loss=f"{batch_loss:.3f}", refresh=False)
             if on_step is not None:
                 on_step(batch_loss, seen_tokens / max(1e-9, time.perf_counter() - start), epoch - 1 + (b + 1) / batches_per_epoch)
+            if state is not None and stepped and state.every > 0 and step % state.every == 0 and b + 1 < batches_per_epoch:
+                state.save(model, opt, sched, gen, {"epoch": epoch, "batch": b + 1, "step": step, "order": order, "losses": losses,
+                                                    "epoch_loss": epoch_loss, "n_tokens": n_tokens, "seen_tokens": seen_tokens})
         losses.append(epoch_loss / max(1, n_tokens))
         log.info("epoch %d/%d: loss %.4f (%.1fs elapsed)", epoch, cfg.epochs, losses[-1], time.perf_counter() - start)
         on_epoch_end(epoch, losses[-1])
+        order, start_batch, epoch_loss, n_tokens = None, 0, 0.0, 0
+        if state is not None:
+            state.save(model, opt, sched, gen, {"epoch": epoch + 1, "batch": 0, "step": step, "order": None, "losses": losses,
+                                                "epoch_loss": 0.0, "n_tokens": 0, "seen_tokens": seen_tokens})
     bar.close()
     return losses

@@ -26,6 +26,7 @@ def main(argv: list[str]) -> None:
     import torch.distributed as dist
 
     from safetax.stages.train import TrainConfig, train_model
+    from safetax.store import resolve_model
     from safetax.training.distributed import emit_progress, init_worker
 
     job = json.loads(Path(argv[0]).read_text())
@@ -35,8 +36,10 @@ def main(argv: list[str]) -> None:
     setup_logging(logging.INFO if ranks.main else logging.WARNING)
     cfg = TrainConfig.from_dict(job["config"])
     examples = read_jsonl(Path(job["sft_file"]))
-    trained = train_model(cfg, job["model_ref"], examples, Path(job["out_dir"]), emit_progress if ranks.main else None,
-                          ranks=ranks)
+    paths = {k: Path(job[k]) if job.get(k) else None for k in ("fisher_dir", "corpus_dir", "state_dir")}
+    model_ref = resolve_model(job["model_ref"], "model_uri")  # a TrainJob's node gets the URI (s3:// is fetched here)
+    trained = train_model(cfg, model_ref, examples, Path(job["out_dir"]), emit_progress if ranks.main else None,
+                          paths["fisher_dir"], paths["corpus_dir"], ranks=ranks, state_dir=paths["state_dir"])
     if ranks.main:
         Path(job["result"]).write_text(json.dumps(dataclasses.asdict(trained)))
     dist.barrier()
