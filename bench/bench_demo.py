@@ -1,31 +1,55 @@
-"""The whole demo with an empty cache (target <= 600 s on 2 cores), then again with the cached model."""
+"""The whole `safetax demo`: with an empty cache (target <= 600 s on 2 cores) and with a warm one.
+
+The warm run reuses the cached demo model (and, where the pipeline passes a cache root, the cached generations of
+the base model). Its target can fail: it must save at least 80 % of what building the demo model costs (measured
+alone, in a fresh cache), i.e. ``cold - warm >= 0.8 x build``; "faster than the first run" alone could not fail.
+One cold/warm pair by default (a demo run takes minutes); ``--repeats 3`` runs three interleaved pairs, printing
+min and median. Threads: the demo's own (its stages pin what they need); the machine's load is printed.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import verdict  # noqa: E402
 
-def _demo(cache: Path, out: Path) -> float:
+TARGET_S = 600.0
+
+
+def _timed(cmd: list[str], cache: Path) -> float:
     env = {**os.environ, "SAFETAX_CACHE": str(cache)}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "safetax", "demo", "--out", str(out)], check=True, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
 
-def main() -> None:
+def main(repeats: int) -> bool:
+    demo = [sys.executable, "-m", "safetax", "demo"]
+    build = [sys.executable, "-c", "from safetax.demo import build_demo; build_demo()"]
+    cold, warm, builds = [], [], []
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
-        first = _demo(Path(tmp) / "cache", Path(tmp) / "run1")
-        second = _demo(Path(tmp) / "cache", Path(tmp) / "run2")
-    print(f"first run (builds the demo model): {first:.0f}s (target <= 600s)")
-    print(f"second run (cached model): {second:.0f}s   first/second: {first / second:.2f}x")
-    print("PASS" if first <= 600 and second < first else "FAIL")
+        for i in range(repeats):
+            builds.append(_timed(build, Path(tmp) / f"build{i}"))
+            cold.append(_timed([*demo, "--out", str(Path(tmp) / f"cold{i}")], Path(tmp) / f"cache{i}"))
+            warm.append(_timed([*demo, "--out", str(Path(tmp) / f"warm{i}")], Path(tmp) / f"cache{i}"))
+    for name, ts in (("build the demo model", builds), ("demo, empty cache", cold), ("demo, warm cache", warm)):
+        print(f"  {name:>22}: min {min(ts):6.1f}s  median {statistics.median(ts):6.1f}s  ({len(ts)} runs)")
+    saved, build_s = statistics.median(cold) - statistics.median(warm), statistics.median(builds)
+    print(f"  the warm run saves {saved:.1f}s = {saved / build_s:.2f}x the model build (target >= 0.8x); "
+          f"cold run {statistics.median(cold):.0f}s = {statistics.median(cold) / TARGET_S:.2f}x the {TARGET_S:.0f}s budget")
+    return verdict("demo within 600 s, and the cache saves the model build", statistics.median(cold) <= TARGET_S and saved >= 0.8 * build_s)
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=1, help="cold/warm pairs (3 for min and median of interleaved pairs)")
+    raise SystemExit(0 if main(parser.parse_args().repeats) else 1)

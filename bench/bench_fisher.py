@@ -1,4 +1,4 @@
-"""RPSA Fisher scoring: time vs plain forward+backward (target <= 1.3x) and peak memory of the hook path.
+"""RPSA Fisher scoring: time vs plain forward+backward (target <= 1.3x) and peak memory of the hook path (<= 1.2x).
 
 (a) ``fisher_diagonal`` over a corpus vs one plain forward+backward per sequence over the same
 sequences, on a small (4 layers, hidden 128) and a wider (4 layers, hidden 512) random Qwen2.
@@ -7,22 +7,33 @@ keeping every gradient, then squaring into the accumulator), each in a fresh sub
 (``VmHWM`` in ``/proc/self/status``, reset through ``clear_refs``; CPU torch allocations are
 invisible to tracemalloc), against weights + fp32 accumulator + activations (the bytes autograd
 saves for backward, measured with ``saved_tensors_hooks``).
+
+1 thread per process; (a) runs 3 interleaved repeats and prints min and median (the target applies to the median).
+Targets, both checked: (a) fisher <= 1.3x a plain forward+backward on every model; (b) the hook path's weights +
+peak <= 1.2x (weights + fp32 accumulator + activations), the README's memory claim.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from _rss import peak_increase, reset_peak
-from safetax.rpsa.fisher import fisher_diagonal
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import THREAD_ENV, pin_threads, verdict  # noqa: E402
+from _rss import peak_increase, reset_peak  # noqa: E402
 
+from safetax.rpsa.fisher import fisher_diagonal  # noqa: E402
+
+MEMORY_TARGET = 1.2  # weights + peak <= 1.2x (weights + fp32 accumulator + activations)
+TIME_TARGET = 1.3
 MiB = 2**20
 CONFIGS = {  # name: (hidden, intermediate, layers, heads, kv heads)
     "small": (128, 352, 4, 4, 2),
@@ -59,18 +70,19 @@ def plain_pass(model: torch.nn.Module, seqs: list[dict[str, torch.Tensor]]) -> N
     model.zero_grad(set_to_none=True)
 
 
-def time_config(name: str, n: int, length: int, repeats: int = 3) -> tuple[float, float]:
+def time_config(name: str, n: int, length: int, repeats: int = 3) -> tuple[list[float], list[float]]:
     model, seqs = build(name), corpus(n, length)
     plain_pass(model, seqs[:2])  # warm-up
     fisher_diagonal(model, seqs[:2])
-    t_plain = t_fisher = float("inf")
-    for _ in range(repeats):  # interleaved, best of each: robust to other load on a shared machine
+    t_plain: list[float] = []
+    t_fisher: list[float] = []
+    for _ in range(repeats):  # interleaved: a load change on the shared machine hits both alike
         t0 = time.perf_counter()
         plain_pass(model, seqs)
-        t_plain = min(t_plain, time.perf_counter() - t0)
+        t_plain.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         fisher_diagonal(model, seqs)
-        t_fisher = min(t_fisher, time.perf_counter() - t0)
+        t_fisher.append(time.perf_counter() - t0)
     return t_plain, t_fisher
 
 
@@ -115,23 +127,24 @@ def child(mode: str, name: str, n: int, length: int) -> None:
 
 def run_child(mode: str, name: str, n: int, length: int) -> dict:
     # a fixed mmap threshold: large buffers are returned to the OS when freed, so RSS tracks live memory
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "TQDM_DISABLE": "1"}
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "TQDM_DISABLE": "1", **{k: "1" for k in THREAD_ENV}}
     out = subprocess.run([sys.executable, __file__, "--child", mode, name, str(n), str(length)],
                          check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(n: int = 8, length: int = 128, mem_n: int = 4, mem_length: int = 256) -> None:
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    print(f"(a) time: {n} sequences of {length} tokens, one per backward, vocab {VOCAB}")
+def main(n: int = 8, length: int = 128, mem_n: int = 4, mem_length: int = 256) -> bool:
+    pin_threads(1)
+    print(f"(a) time: {n} sequences of {length} tokens, one per backward, vocab {VOCAB}, 1 thread")
     ok = True
     for name in CONFIGS:
         t_plain, t_fisher = time_config(name, n, length)
         params = sum(p.numel() for p in build(name).parameters())
-        ratio = t_fisher / t_plain
-        ok &= ratio <= 1.3
-        print(f"  {name:5s} ({params / 1e6:5.1f}M params): plain fwd+bwd {t_plain:6.2f}s   "
-              f"fisher {t_fisher:6.2f}s   ratio {ratio:.2f}x (target <= 1.3x)")
+        ratio = statistics.median(t_fisher) / statistics.median(t_plain)
+        ok &= ratio <= TIME_TARGET
+        print(f"  {name:5s} ({params / 1e6:5.1f}M params): plain fwd+bwd min {min(t_plain):6.2f}s median "
+              f"{statistics.median(t_plain):6.2f}s; fisher min {min(t_fisher):6.2f}s median {statistics.median(t_fisher):6.2f}s; "
+              f"ratio {min(t_fisher) / min(t_plain):.2f}x (min), {ratio:.2f}x (median; target <= {TIME_TARGET}x)")
     print(f"(b) peak RSS while scoring, 'wide' model, {mem_n} sequences of {mem_length} tokens (fresh subprocesses)")
     res = {mode: run_child(mode, "wide", mem_n, mem_length) for mode in ("hook", "no-hook")}
     r = res["hook"]
@@ -148,12 +161,13 @@ def main(n: int = 8, length: int = 128, mem_n: int = 4, mem_length: int = 256) -
               f"({m['peak_increase'] / ideal_extra:.2f}x accumulator + activations); "
               f"weights + peak {total / MiB:5.0f} MiB = {total / ideal_total:.2f}x (weights + accumulator + activations)")
     saving = res["no-hook"]["peak_increase"] / res["hook"]["peak_increase"]
-    print(f"  no-hook / hook peak increase: {saving:.2f}x")
-    print("PASS" if ok and saving > 1 else "FAIL")
+    hook_total = (r["weights"] + r["peak_increase"]) / ideal_total
+    print(f"  no-hook / hook peak increase: {saving:.2f}x; hook path {hook_total:.2f}x (target <= {MEMORY_TARGET}x)")
+    return verdict("Fisher scoring time and memory", ok and hook_total <= MEMORY_TARGET and saving > 1)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
-        main()
+        raise SystemExit(0 if main() else 1)

@@ -41,13 +41,31 @@ class GenerationBackend(Protocol):
 
     ``adapter`` names a LoRA adapter directory to apply on top of the base model,
     without merging it to disk; None means the base model itself. ``tokenizer``
-    renders chat prompts in the model's own template.
+    renders chat prompts in the model's own template. ``name`` and ``version``
+    (the engine's and its libraries' versions) are part of the generation cache's key.
+    Sampled responses are seeded per prompt (:func:`safetax.generation.seeding.prompt_seed`).
     """
 
     tokenizer: Any
+    name: str
+    version: str
 
     def generate(
-        self, prompts: Sequence[str], sampling: SamplingConfig, adapter: str | None = None
+        self, prompts: Sequence[str], sampling: SamplingConfig | Sequence[SamplingConfig], adapter: str | None = None
     ) -> list[list[Completion]]:
-        """One list of ``sampling.n`` completions per prompt, in prompt order."""
+        """One list of ``n`` completions per prompt, in prompt order; ``sampling`` is one config for all
+        prompts or one per prompt."""
         ...
+
+
+def per_prompt(prompts: Sequence[str], sampling: SamplingConfig | Sequence[SamplingConfig]) -> list[SamplingConfig]:
+    """One sampling config per prompt.
+
+    >>> [s.n for s in per_prompt(["a", "b"], SamplingConfig(temperature=1.0, n=2))]
+    [2, 2]
+    """
+    if isinstance(sampling, SamplingConfig):
+        return [sampling] * len(prompts)
+    if len(sampling) != len(prompts):
+        raise ValueError(f"sampling: one config per prompt expected, got {len(sampling)} for {len(prompts)} prompts")
+    return list(sampling)

@@ -4,29 +4,37 @@ Safety prompts are judged by the configured judge (refusal patterns offline,
 Llama-Guard-3 on a cluster). Over-refusal prompts (XSTest, benign
 WildJailbreak) always go to the refusal-pattern judge, whose "safe" means "the
 model refused": over-refusal is about refusing, not about harm.
+
+Verdicts are looked up in the cache first (:mod:`safetax.gencache`, key: judge, judge model and judge code,
+prompt and response) and written in chunks as they are made (:mod:`safetax.resume`), like generations.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import logging
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+from safetax.artifacts import JUDGEMENTS, SAMPLE_KEY, GenerationRow, JudgementRow, StageCost, pod_gpus, read_generations, write_cost, write_judgements
 from safetax.config import Checks
-from safetax.judging.base import SCOPES, Judge, guard_categories
+from safetax.gencache import Cache, judgement_key, model_identity
+from safetax.judging.base import SCOPES, Judge
 from safetax.judging.refusal import RefusalJudge
-from safetax.records import read_jsonl, write_jsonl
-from safetax.stages.generate import GENERATIONS
-from safetax.store import atomic_dir, input_dir
+from safetax.records import Judgement
+from safetax.resume import ChunkArea, fingerprint
+from safetax.store import atomic_dir
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
-JUDGEMENTS = "judgements.jsonl"
+__all__ = ["JUDGEMENTS", "KEYS", "JudgeConfig", "make_judge", "run"]
 JUDGES = ("refusal", "llama-guard")
 GUARD_MODES = ("logit", "generate")
-KEYS = ("checkpoint", "benchmark", "item_id", "sample")  # identifies one response across stages
+KEYS = SAMPLE_KEY  # identifies one response across stages
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class JudgeConfig:
     # safe). Neither paper states it: the LoRA paper (app. A.2) passes "the answer" of a greedy
     # generation to Llama-Guard-3-8B; RPSA (sec. 4.2) names neither its safety judge nor the scope.
     judge_scope: str = "answer"
+    chunk_items: int = 512  # responses per chunk (the unit of resume); 0 = one chunk per judge
 
     def __post_init__(self) -> None:
         c = Checks("JudgeConfig")
@@ -48,6 +57,7 @@ class JudgeConfig:
         c.one_of("mode", self.mode, GUARD_MODES)
         c.positive("batch_size", self.batch_size)
         c.one_of("judge_scope", self.judge_scope, SCOPES)
+        c.non_negative("chunk_items", self.chunk_items)
         c.raise_if_any()
 
 
@@ -62,23 +72,72 @@ def make_judge(cfg: JudgeConfig) -> Judge:
     return RefusalJudge(require_think=cfg.require_think)
 
 
-def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path) -> dict[str, int]:
-    """Write ``judgements.jsonl`` (keys of the generation + label, score, reason, categories, judge); return label counts.
+def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path, *, cache_uri: str = "", partial_uri: str = "") -> dict[str, int]:
+    """Write ``judgements.jsonl`` (keys of the generation + label, score, reason, categories, judge) and ``cost.json``;
+    return label counts. ``cache_uri`` / ``partial_uri``: as for :func:`safetax.stages.generate.run`.
 
     ``categories``: the Llama Guard hazard categories (S1-S14) of a generate-mode ``unsafe``
     verdict, also in its reason ``"unsafe: S1,S9"``; empty for every other verdict."""
-    rows = read_jsonl(input_dir(generations_dir, "generations") / GENERATIONS)
-    safety = [r for r in rows if r["kind"] == "safety"]
-    overrefusal = [r for r in rows if r["kind"] == "overrefusal"]
-    out: list[dict[str, Any]] = []
-    with timed(f"judge {len(safety)} safety and {len(overrefusal)} over-refusal responses"), atomic_dir(out_dir) as tmp:
-        for judge, subset in ((make_judge(cfg) if safety else None, safety), (RefusalJudge(cfg.require_think), overrefusal)):
-            if judge is None or not subset:
-                continue
-            verdicts = judge.judge([r["prompt"] for r in subset], [r["text"] for r in subset])
-            out += [{**{k: r[k] for k in KEYS}, **asdict(v), "categories": guard_categories(v.reason), "judge": judge.name}
-                    for r, v in zip(subset, verdicts, strict=True)]
-        write_jsonl(tmp / JUDGEMENTS, out)
-    counts = dict(Counter(r["label"] for r in out))
-    log.info("judgements: %s", counts)  # counts only: responses to harmful prompts stay in the artifact
-    return counts
+    start = time.perf_counter()
+    rows = read_generations(generations_dir)
+    safety = [r for r in rows if r.generation.kind == "safety"]
+    overrefusal = [r for r in rows if r.generation.kind == "overrefusal"]
+    judges: dict[str, Judge] = {"overrefusal": RefusalJudge(cfg.require_think)}
+    if safety:  # the configured judge is made (and its model resolved) only when there is something to judge
+        judges["safety"] = make_judge(cfg)
+    responses = hashlib.sha256("\0".join(f"{r.key}\0{r.prompt}\0{r.generation.text}" for r in rows).encode()).hexdigest()
+    area = ChunkArea(partial_uri or str(out_dir / "partial"), fingerprint({"config": asdict(cfg), "responses": responses}))
+    cache, counts = Cache(cache_uri, "judgements"), Counter[str]()
+    identity = {k: _identity(cfg, j) if cache.enabled else "" for k, j in judges.items()}
+    out: list[JudgementRow] = []
+    with timed(f"judge {len(safety)} safety and {len(overrefusal)} over-refusal responses"):
+        for kind, subset in (("safety", safety), ("overrefusal", overrefusal)):
+            for c, chunk in enumerate(_chunks(subset, cfg.chunk_items)):
+                name = f"{kind}-{c:05d}"
+                if area.has(name):
+                    got = [JudgementRow.from_dict(d) for d in area.read(name)]
+                    counts["resumed"] += len(got)
+                else:
+                    got = _judge_chunk(judges[kind], identity[kind], chunk, cache, cfg.require_think, counts)
+                    area.write(name, [r.to_dict() for r in got])
+                out += got
+    cost = StageCost("judge", len(out), counts["generated"], counts["resumed"], counts["cached"], 0,
+                     time.perf_counter() - start, pod_gpus())
+    with atomic_dir(out_dir) as tmp:
+        write_judgements(tmp, out)
+        write_cost(tmp, cost)
+    area.clear()
+    labels = dict(Counter(r.judgement.label for r in out))
+    log.info("judgements: %s; %s", labels, cost.summary())  # counts only: responses to harmful prompts stay in the artifact
+    return labels
+
+
+def _judge_chunk(judge: Judge, identity: str, chunk: list[GenerationRow], cache: Cache, require_think: bool,
+                 counts: Counter[str]) -> list[JudgementRow]:
+    keys = [judgement_key(judge.name, identity, require_think, r.prompt, r.generation.text) for r in chunk]
+    found = cache.get_many(keys) if cache.enabled else [None] * len(chunk)
+    verdicts: list[Judgement | None] = [None if v is None else Judgement(**{**v, "categories": tuple(v["categories"])}) for v in found]
+    counts["cached"] += sum(v is not None for v in verdicts)
+    todo = [i for i, v in enumerate(verdicts) if v is None]
+    if todo:
+        made = judge.judge([chunk[i].prompt for i in todo], [chunk[i].generation.text for i in todo])
+        for i, v in zip(todo, made, strict=True):
+            verdicts[i] = v
+            cache.put(keys[i], asdict(v))
+        counts["generated"] += len(todo)
+    return [JudgementRow(r.key, v, judge.name) for r, v in zip(chunk, verdicts, strict=True) if v is not None]
+
+
+def _identity(cfg: JudgeConfig, judge: Judge) -> str:
+    """What a verdict depends on besides its judge's name and its input: the judge model's weights (llama-guard) and
+    the judge's code (its prompt format, patterns and parsing)."""
+    code = hashlib.sha256(Path(inspect.getfile(type(judge))).read_bytes()).hexdigest()
+    model = model_identity(cfg.judge_model) if cfg.judge == "llama-guard" and not isinstance(judge, RefusalJudge) else ""
+    return f"{model}/{code}"
+
+
+def _chunks(rows: list[GenerationRow], size: int) -> Iterator[list[GenerationRow]]:
+    step = size or max(len(rows), 1)
+    for i in range(0, len(rows), step):
+        yield rows[i : i + step]
+
