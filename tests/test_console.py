@@ -28,3 +28,23 @@ def test_only_what_a_person_needs_reaches_the_console() -> None:
                      "  WARNING safetax.telemetry.publish: Pushgateway 127.0.0.1:9 is down",
                      "  ERROR - Task 'judge' finished with status FAILURE"]
     assert log.getvalue() == "\n".join(lines) + "\n"  # everything in the log, unchanged
+
+
+def test_after_the_run_a_handler_that_kept_the_console_writes_through_it(tmp_path) -> None:
+    """A logging handler made during the run holds the quiet console after the log file closed: its lines go to the
+    console as they are (no "I/O operation on closed file" traceback)."""
+    import logging
+
+    console = io.StringIO()
+    with (tmp_path / "run.log").open("w") as log:
+        q = QuietConsole(log, console)
+        handler = logging.StreamHandler(q)  # type: ignore[arg-type]
+        q.write("chatter\n")
+    logger = logging.getLogger("test-after-run")
+    logger.addHandler(handler)
+    try:
+        logger.warning("demo finished in 3.0s")
+    finally:
+        logger.removeHandler(handler)
+    assert console.getvalue() == "demo finished in 3.0s\n"
+    assert (tmp_path / "run.log").read_text() == "chatter\n"

@@ -80,6 +80,19 @@ def test_build_is_deterministic(built: demo.DemoAssets, tmp_path: Path) -> None:
         assert same, name
 
 
+def test_build_does_not_depend_on_the_cpus_vector_unit(built: demo.DemoAssets, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """AVX2 and AVX-512 kernels round differently; the build uses ATen's portable kernels whatever the CPU has, so a
+    machine whose best is AVX2 builds the same model as this one (whatever this one has)."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # what an AVX2-only machine would pick
+    other = demo.build_demo(TINY, tmp_path)
+    a = AutoModelForCausalLM.from_pretrained(built.model_dir).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(other.model_dir).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    marker = json.loads((other.root / demo.COMPLETE).read_text())
+    assert marker["cpu_capability"] == "DEFAULT" and marker["version"] == demo.DEMO_VERSION
+
+
 def test_cache_key_tracks_version_and_config() -> None:
     assert TINY.key().startswith(demo.DEMO_VERSION + "-")
     assert TINY.key() == demo.DemoConfig(**{**TINY.__dict__}).key()

@@ -16,6 +16,8 @@ import math
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +34,13 @@ from safetax.timing import progress, timed
 log = logging.getLogger("safetax.demo")
 Pairs = list[tuple[str, str]]  # (user prompt, assistant response)
 
-DEMO_VERSION = "v2"  # bump whenever the recipe (code or constants below) changes: part of the cache key
+DEMO_VERSION = "v3"  # bump whenever the recipe (code or constants below) changes: part of the cache key
+# The build runs in a child process on ATen's portable (non-SIMD) kernels. The vectorised kernels torch picks per
+# CPU (AVX2, AVX-512, ...) round differently: 60 steps on each gave different weights, and 1400 steps make another
+# model (the README once showed 64.1 % base arithmetic where another machine measured 79.7 %). The portable kernels
+# give the same weights on every x86-64 CPU, for ~20 % more build time; thread counts (1, 2, 4) do not change them.
+# ATen reads the setting once per process.
+BUILD_ENV = {"ATEN_CPU_CAPABILITY": "default"}
 BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
 USER, ASSISTANT = "<｜User｜>", "<｜Assistant｜>"
 GENERATION_PROMPT = ASSISTANT + "<think>\n"
@@ -312,8 +320,9 @@ def _train(cfg: DemoConfig, tok: PreTrainedTokenizerFast, data: tuple[Pairs, Pai
 def build_demo(cfg: DemoConfig = DemoConfig(), cache_dir: Path | None = None) -> DemoAssets:
     """Build (or reuse) the demo model, tokenizer and data sets under ``<cache_dir>/demo-<key>/``.
 
-    The build runs in a temp dir beside the target, writes ``COMPLETE`` last, then moves
-    into place with ``os.replace``; a target without ``COMPLETE`` is discarded and rebuilt.
+    The build runs in a child process (:data:`BUILD_ENV`: the same weights on every x86-64 CPU) in a temp
+    dir beside the target, writes ``COMPLETE`` last, then moves into place with ``os.replace``; a target
+    without ``COMPLETE`` is discarded and rebuilt.
 
     Args:
         cfg: The recipe; part of the cache key together with ``DEMO_VERSION``.
@@ -329,27 +338,46 @@ def build_demo(cfg: DemoConfig = DemoConfig(), cache_dir: Path | None = None) ->
         return DemoAssets.at(final)
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=parent))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 8))  # honours OMP_NUM_THREADS; more do not help this model
     try:
         with timed(f"demo build {final.name}"):
-            tok = demo_tokenizer()
-            with timed("demo data"):
-                data = _make_data(cfg, tmp)
-            with timed(f"demo training ({cfg.train_steps} steps)"):
-                model = _train(cfg, tok, data)
-            model.save_pretrained(DemoAssets.at(tmp).model_dir)  # safetensors
-            tok.save_pretrained(DemoAssets.at(tmp).model_dir)
-            (tmp / COMPLETE).write_text(json.dumps({"version": DEMO_VERSION, **asdict(cfg)}, indent=1))
+            subprocess.run([sys.executable, "-m", "safetax.demo", str(tmp), json.dumps(asdict(cfg))],
+                           env={**os.environ, **BUILD_ENV}, check=True)
             tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
             if final.exists() and not (final / COMPLETE).is_file():
                 shutil.rmtree(final)  # leftover of an interrupted build: never reused
             os.replace(tmp, final)  # fails if a concurrent build got there first
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"building the demo model failed (exit status {e.returncode}; its error is above)") from None
     except OSError:
         if not (final / COMPLETE).is_file():
             raise
         log.info("demo model built concurrently at %s; using that one", final)
     finally:
-        torch.set_num_threads(threads)
         shutil.rmtree(tmp, ignore_errors=True)
     return DemoAssets.at(final)
+
+
+def build_files(cfg: DemoConfig, root: Path) -> None:
+    """Write the tokenizer, data sets, trained model and the ``COMPLETE`` marker into ``root``: the body of a build,
+    run by :func:`build_demo` in a child process with :data:`BUILD_ENV` (seeded, deterministic algorithms)."""
+    torch.use_deterministic_algorithms(True)
+    # One thread: the weights do not depend on it, and on a shared machine a second thread mostly spins (a build
+    # took 1.2 s of CPU per step with two threads on two busy cores, 0.17 s with one).
+    torch.set_num_threads(1)
+    tok = demo_tokenizer()
+    with timed("demo data"):
+        data = _make_data(cfg, root)
+    with timed(f"demo training ({cfg.train_steps} steps)"):
+        model = _train(cfg, tok, data)
+    model.save_pretrained(DemoAssets.at(root).model_dir)  # safetensors
+    tok.save_pretrained(DemoAssets.at(root).model_dir)
+    marker = {"version": DEMO_VERSION, **asdict(cfg), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "torch": torch.__version__}
+    (root / COMPLETE).write_text(json.dumps(marker, indent=1))
+
+
+if __name__ == "__main__":  # python -m safetax.demo ROOT CONFIG_JSON: one build, as build_demo starts it
+    from safetax.timing import setup_logging
+
+    setup_logging()
+    build_files(DemoConfig(**json.loads(sys.argv[2])), Path(sys.argv[1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
@@ -71,7 +72,10 @@ def test_report_content(table: pd.DataFrame, tmp_path: Path) -> None:
     lora1 = next(r for r in rows if r.startswith("| lora/epoch-1 "))
     # reasoning drop 6, ASR drop 55 -> 0.109...
     assert "| 0.11 | yes |" in lora1
-    assert "![Safety vs reasoning trade-off per checkpoint](tradeoff.png)" in md
+    # every plot inline (a data URI of the PNG written beside it), so the report reads on its own (KFP UI)
+    png = base64.b64encode((tmp_path / "tradeoff.png").read_bytes()).decode("ascii")
+    assert f"![Safety vs reasoning trade-off per checkpoint](data:image/png;base64,{png})" in md
+    assert "](tradeoff" not in md and "](weights" not in md
     assert "- judge: llama-guard" in md
     front = md.split("## Pareto-optimal checkpoints")[1].split("##")[0]
     listed = [ln.split("`")[1] for ln in front.strip().splitlines()]

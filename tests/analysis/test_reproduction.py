@@ -63,3 +63,19 @@ def test_markdown_section() -> None:
     assert "| R1-Qwen-7B / LoRA | AIME | 43.33 | 43.33 | [" in text and "| R1-Qwen-7B / LoRA | GPQA | 48.44 | n/a | n/a | n/a |" in text
     assert "- GPQA: paper: GPQA Main (448 questions" in text
     assert reproduction_markdown([]) == ""
+
+
+def test_the_run_report_has_the_section_for_a_papers_model_only(tmp_path) -> None:
+    """The analytics stage adds the reproduction section when the base model is one a paper reports on."""
+    from safetax.artifacts import write_scores
+    from safetax.stages import analytics
+    from safetax.store import atomic_dir
+
+    with atomic_dir(tmp_path / "scores") as tmp:  # as the score stage leaves it
+        write_scores(tmp, [scores("base", 0, 16, 20), scores("lora", 1, 10, 30), scores("lora", 2, 15, 5)])
+    analytics.run([tmp_path / "scores"], tmp_path / "paper", base_model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
+    analytics.run([tmp_path / "scores"], tmp_path / "other", base_model="/models/tiny")
+    paper = (tmp_path / "paper" / "report.md").read_text()
+    assert "## Reproduction" in paper and "R1-Qwen-7B / LoRA" in paper
+    assert "Reproduction" in (tmp_path / "paper" / "report.html").read_text()
+    assert "## Reproduction" not in (tmp_path / "other" / "report.md").read_text()

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("checkpoint", "method", "epoch", "reasoning_mean", "safety_mean")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
+PAD = 4.0  # percentage points around 0-100 %, so markers on an edge stay whole
 COLORMAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys", "YlOrBr", "BuGn")
 
 
@@ -70,22 +71,33 @@ def _plot_front(ax: Axes, table: pd.DataFrame, x: str) -> None:
 
 def plot_tradeoff(table: pd.DataFrame, path: Path, base: str = BASE, x: str = "reasoning_mean",
                   xlabel: str = "mean reasoning accuracy / pass@1 (%)") -> Path:
-    """Scatter mean safety (y) against mean reasoning (x) of every checkpoint into a PNG.
+    """Write :func:`tradeoff_figure` to the PNG file ``path`` (parent folders created); returns ``path``."""
+    fig = tradeoff_figure(table, base, x, xlabel)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", bbox_inches="tight")
+    log.info("wrote trade-off plot of %d checkpoint(s) to %s", len(table), path)
+    return path
+
+
+def tradeoff_figure(table: pd.DataFrame, base: str = BASE, x: str = "reasoning_mean",
+                    xlabel: str = "mean reasoning accuracy / pass@1 (%)") -> Figure:
+    """Scatter mean safety (y) against mean reasoning (x) of every checkpoint.
 
     One marker shape and colour family per method, shaded lighter to darker with the
     epoch (each point labelled ``e<k>``); the base model as a gold star; the Pareto front
-    as a dashed step line; error bars of one standard error where the table has ``se:`` columns.
+    as a dashed step line; error bars of one standard error where the table has ``se:`` columns. Both
+    axes span 0-100 %.
 
     Args:
         table: a :func:`~safetax.analysis.summary.summarize` table (``pareto`` is
             recomputed when absent).
-        path: PNG file to write; parent folders are created.
         base: checkpoint name of the base model.
         x: the reasoning column on the x axis (``reasoning_mean`` or one ``acc:<bench>``).
         xlabel: its axis label.
 
     Returns:
-        ``path``.
+        The figure (on an Agg canvas).
 
     Raises:
         ValueError: if a required column is missing or the table is empty.
@@ -118,9 +130,11 @@ def plot_tradeoff(table: pd.DataFrame, path: Path, base: str = BASE, x: str = "r
     ax.set_ylabel("mean safety score (%)  [= 100 - ASR - unscored]")
     ax.set_title("Safety vs reasoning per checkpoint (up and right is better; bars: ± 1 se)")
     ax.grid(True, alpha=0.3)
-    ax.margins(0.12)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
-    log.info("wrote trade-off plot of %d checkpoint(s) to %s", len(table), path)
-    return path
+    # Both axes are shares in percent: a fixed 0-100 range never magnifies noise into a trend (and never
+    # collapses to a point when every checkpoint scores the same).
+    ax.set_xlim(-PAD, 100 + PAD)
+    ax.set_ylim(-PAD, 100 + PAD)
+    if len(table) > 1 and table[x].nunique() == 1 and table["safety_mean"].nunique() == 1:
+        ax.text(50, 50, f"all {len(table)} checkpoints score the same\n(see the table: are the responses unscored?)",
+                ha="center", va="center", fontsize=11, color="0.3")
+    return fig

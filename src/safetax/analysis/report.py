@@ -1,4 +1,5 @@
-"""Markdown report, CSV and plot of a summary table; a plain-text table for the CLI."""
+"""The report of a summary table (Markdown and self-contained HTML from the same blocks), its CSV and plots;
+a plain-text table for the CLI."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from safetax.analysis.document import Block, Bullets, Heading, Image, Table, Text, from_markdown, to_markdown
+from safetax.analysis.html import to_html
 from safetax.analysis.plots import plot_tradeoff
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,8 @@ def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, list[bool]]:
     ``X_lo``/``X_hi`` (a drop inside the noise marked ``~``); returns it with each column's right alignment."""
     cols = [c for c in table.columns if not str(c).startswith("se:") and c not in HIDDEN
             and not (str(c).endswith(("_lo", "_hi")) and str(c)[:-3] in table.columns)]
-    noise = table["noise"].fillna("").astype(str) if "noise" in table.columns else pd.Series([""] * len(table), index=table.index)
+    # a table read back from results.csv has an all-NaN float column when no drop is inside the noise
+    noise = table["noise"].astype(object).where(table["noise"].notna(), "").astype(str) if "noise" in table.columns else pd.Series([""] * len(table), index=table.index)
     out: dict[str, list[str] | pd.Series] = {}
     for c in cols:
         if f"{c}_lo" in table.columns and f"{c}_hi" in table.columns:
@@ -98,14 +102,15 @@ def _cells(table: pd.DataFrame) -> list[list[str]]:
     return [[format_cell(c, v) for c, v in zip(table.columns, row)] for row in table.itertuples(index=False)]
 
 
+def table_block(table: pd.DataFrame, name: str = "") -> Table:
+    """The table as :func:`display_table` shows it, as a report block (``name``: its HTML id)."""
+    shown, right = display_table(table)
+    return Table(tuple(str(c) for c in shown.columns), tuple(tuple(r) for r in _cells(shown)), tuple(right), name)
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """The table as a GitHub Markdown table (numbers right-aligned), as :func:`display_table` shows it."""
-    shown, right = display_table(table)
-    cols = [str(c) for c in shown.columns]
-    header = "| " + " | ".join(cols) + " |"
-    sep = "|" + "|".join("---:" if r else "---" for r in right) + "|"
-    body = ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _cells(shown)]
-    return "\n".join([header, sep, *body])
+    return to_markdown([table_block(table)]).rstrip("\n")
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -131,25 +136,25 @@ def format_table(table: pd.DataFrame) -> str:
 def _pareto_lines(table: pd.DataFrame, column: str = "pareto", x: str = "reasoning_mean") -> list[str]:
     """Bullets of the Pareto-optimal checkpoints (by ``column``) with their reasoning (``x``) and safety."""
     if column not in table.columns:
-        return [f"- (no `{column}` column in the table)"]
+        return [f"(no `{column}` column in the table)"]
     front = table[table[column].astype(bool)]
     shown, _ = display_table(front)
     return [
-        f"- `{r['checkpoint']}`: reasoning {shown.loc[i, x]} %, safety {shown.loc[i, 'safety_mean']} %"
+        f"`{r['checkpoint']}`: reasoning {shown.loc[i, x]} %, safety {shown.loc[i, 'safety_mean']} %"
         for i, r in front.iterrows()
-    ] or ["- (none)"]
+    ] or ["(none)"]
 
 
-def _per_benchmark_fronts(table: pd.DataFrame, out_dir: Path) -> list[str]:
+def _per_benchmark_fronts(table: pd.DataFrame, out_dir: Path) -> list[Block]:
     """A section per reasoning benchmark: its Pareto-optimal checkpoints and its trade-off plot."""
-    parts = []
+    parts: list[Block] = []
     for column in [c for c in table.columns if c.startswith("pareto:")]:
         bench = column.removeprefix("pareto:")
-        plot = f"tradeoff-{bench}.png"
-        plot_tradeoff(table.assign(pareto=table[column]), out_dir / plot, x=f"acc:{bench}",
-                      xlabel=f"{bench} accuracy / pass@1 (%)")
-        parts += [f"### {bench}", "\n".join(_pareto_lines(table, column, f"acc:{bench}")), f"![Safety vs {bench}]({plot})"]
-    return (["## Pareto fronts per reasoning benchmark", *parts]) if parts else []
+        plot = plot_tradeoff(table.assign(pareto=table[column]), out_dir / f"tradeoff-{bench}.png", x=f"acc:{bench}",
+                             xlabel=f"{bench} accuracy / pass@1 (%)")
+        parts += [Heading(bench, 3), Bullets(tuple(_pareto_lines(table, column, f"acc:{bench}"))),
+                  Image(plot, f"Safety vs {bench}")]
+    return [Heading("Pareto fronts per reasoning benchmark"), *parts] if parts else []
 
 
 def method_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -160,48 +165,63 @@ def method_table(table: pd.DataFrame) -> pd.DataFrame:
     return last[[c for c in cols if c in last.columns]].reset_index(drop=True)
 
 
+Section = str | Block  # a Markdown section (parsed by from_markdown) or a block
+
+
+def report_blocks(table: pd.DataFrame, out_dir: Path, title: str = "safetax alignment report", notes: Sequence[str] = (),
+                  sections: Sequence[Section] = ()) -> list[Block]:
+    """The report's blocks; writes the trade-off plots into ``out_dir`` (see :func:`write_report`)."""
+    plot = plot_tradeoff(table, out_dir / "tradeoff.png")
+    blocks: list[Block] = [
+        Heading(title, 1),
+        Heading(f"Results ({len(table)} checkpoint(s))"),
+        Text("Figures in %, `value ± standard error`; drops and STR against the base with their 95 % interval "
+             "`[lo, hi]`. Click a column header to sort. Definitions at the end."),
+        table_block(table, "results"),
+        Heading("Per method (last epoch; RPSA's Table 1 layout)"),
+        Text("Reasoning accuracy per benchmark, ASR per safety benchmark (lower is better) and STR against the base."),
+        table_block(method_table(table), "methods"),
+        Heading("Pareto-optimal checkpoints"),
+        Bullets(tuple(_pareto_lines(table))),
+        Heading("Safety vs reasoning"),
+        Image(plot, "Safety vs reasoning trade-off per checkpoint"),
+        *_per_benchmark_fronts(table, out_dir),
+    ]
+    for section in sections:
+        blocks += from_markdown(section, out_dir) if isinstance(section, str) else [section]
+    if notes:
+        blocks += [Heading("Notes"), Bullets(tuple(notes))]
+    return [*blocks, Heading("What was measured"), Text(DEFINITIONS)]
+
+
 def write_report(
     table: pd.DataFrame,
     out_dir: Path,
     title: str = "safetax alignment report",
     notes: Sequence[str] = (),
-    sections: Sequence[str] = (),
+    sections: Sequence[Section] = (),
 ) -> Path:
-    """Write ``report.md``, ``tradeoff.png`` and ``results.csv`` of a summary table into ``out_dir``.
+    """Write ``report.md``, ``report.html``, ``tradeoff.png`` and ``results.csv`` of a summary table into ``out_dir``.
+
+    Both reports hold every plot inline (``data:`` URIs), so either file can be read on its own; the PNG
+    files are written beside them too.
 
     Args:
         table: a :func:`~safetax.analysis.summary.summarize` table.
         out_dir: folder to write into (created if needed).
         title: the report's heading.
         notes: free-form remarks, listed as bullets at the end.
-        sections: further Markdown sections (e.g. the weight-update analysis) before the notes.
+        sections: further sections (e.g. the weight-update analysis) before the notes: Markdown text or blocks.
 
     Returns:
         Path of ``report.md``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_tradeoff(table, out_dir / "tradeoff.png")
     table.to_csv(out_dir / "results.csv", index=False)
-    parts = [
-        f"# {title}",
-        "## What was measured",
-        DEFINITIONS,
-        f"## Results ({len(table)} checkpoint(s))",
-        markdown_table(table),
-        "## Per method (last epoch; RPSA's Table 1 layout)",
-        "Reasoning accuracy per benchmark, ASR per safety benchmark (lower is better) and STR against the base.",
-        markdown_table(method_table(table)),
-        "## Pareto-optimal checkpoints",
-        "\n".join(_pareto_lines(table)),
-        "## Safety vs reasoning",
-        "![Safety vs reasoning trade-off per checkpoint](tradeoff.png)",
-        *_per_benchmark_fronts(table, out_dir),
-        *sections,
-    ]
-    if notes:
-        parts += ["## Notes", "\n".join(f"- {n}" for n in notes)]
+    blocks = report_blocks(table, out_dir, title, notes, sections)
     path = out_dir / "report.md"
-    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
-    log.info("wrote report of %d checkpoint(s) to %s", len(table), path)
+    path.write_text(to_markdown(blocks), encoding="utf-8")
+    (out_dir / "report.html").write_text(to_html(blocks, title), encoding="utf-8")
+    log.info("wrote report of %d checkpoint(s) to %s and report.html", len(table), path)
     return path

@@ -41,11 +41,13 @@ def plot_stable_rank(table: pd.DataFrame, path: Path) -> Path:
             g = group.groupby("layer", sort=True)["stable_rank"].mean()
             ax.plot(g.index, g.values, marker="o", ms=3, label=str(module))
         ax.set_title(str(method))
-        ax.set_xlabel("layer")
+        ax.set_xlabel("layer index")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("stable rank of dW")
+    axes[0].set_ylabel("stable rank of dW (||dW||_F^2 / ||dW||_2^2)")
+    top = float(table["stable_rank"].max()) if table["stable_rank"].notna().any() else 1.0
+    axes[0].set_ylim(0, max(1.0, top) * 1.1)  # from 0 (a rank is >= 1): small differences are not magnified
     fig.suptitle("Stable rank of the weight update (low = few directions)")
     return _save(fig, path)
 
@@ -66,7 +68,8 @@ def plot_overlaps(table: pd.DataFrame, path: Path) -> Path:
         ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(modules))], modules, rotation=30, fontsize=7)
         ax.set_title(label, fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_ylabel("overlap with W_I")
+    axes[0].set_ylabel("overlap with W_I (0 = orthogonal, 1 = aligned)")
+    axes[0].set_ylim(0, 1.05)  # the four metrics are ratios of norms in [0, 1]
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("Overlap of the update with the base weights' dominant subspaces (low = orthogonal)")
     return _save(fig, path)

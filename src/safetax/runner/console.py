@@ -28,6 +28,9 @@ class QuietConsole:
         self.shown = 0
 
     def write(self, text: str) -> int:
+        if self.log.closed:  # the run is over: a logging handler made during it still holds this object
+            self.console.write(text)
+            return len(text)
         self.log.write(text)
         self._line += text
         while "\n" in self._line:
@@ -45,7 +48,8 @@ class QuietConsole:
         self.shown += 1
 
     def flush(self) -> None:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         self.console.flush()
 
     def isatty(self) -> bool:

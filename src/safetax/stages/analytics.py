@@ -1,19 +1,23 @@
-"""Stage `analytics`: the safety-vs-reasoning table, STR, Pareto front, plot and report."""
+"""Stage `analytics`: the safety-vs-reasoning table, STR, Pareto front, plots and the report (Markdown and
+self-contained HTML)."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from safetax.analysis.categories import category_sections
-from safetax.artifacts import read_scores
-from safetax.analysis.report import write_report
+from safetax.analysis.report import Section, write_report
+from safetax.analysis.sections import rpsa_section, verdict_section
 from safetax.analysis.summary import summarize
+from safetax.artifacts import read_scores
 from safetax.checkpoints import CheckpointRef
+from safetax.records import CheckpointScores
 from safetax.stages.analyze import METRICS, load_tables
 from safetax.stages.runtime import RunContext
 from safetax.store import atomic_dir
@@ -21,21 +25,48 @@ from safetax.timing import timed
 
 log = logging.getLogger(__name__)
 REPORT = "report.md"
+HTML = "report.html"
 PLOT = "tradeoff.png"
 
 
-def run(score_dirs: Sequence[Path], out_dir: Path, notes: Sequence[str] = (), analysis_dirs: Sequence[Path] = ()) -> pd.DataFrame:
-    """Write ``report.md``, ``tradeoff.png`` and ``results.csv`` for the base model and every checkpoint;
-    with ``analysis_dirs`` (analyze stage outputs) also the weight-update analysis of every method."""
+def run(score_dirs: Sequence[Path], out_dir: Path, notes: Sequence[str] = (), analysis_dirs: Sequence[Path] = (),
+        rpsa: Mapping[str, Mapping[str, Any]] | None = None, base_model: str = "") -> pd.DataFrame:
+    """Write ``report.md``, ``report.html``, ``tradeoff.png`` and ``results.csv`` for the base model and every
+    checkpoint; with ``analysis_dirs`` (analyze stage outputs) also the weight-update analysis of every method,
+    with ``rpsa`` (an RPSA method's label -> its train output's ``rpsa.json``) RPSA's frozen-ratio history; when
+    ``base_model`` is a model a paper reports on, the reproduction section (published numbers beside the run's)."""
     scores = read_scores(list(score_dirs))
-    versions = sorted({f"{b} v{v}" for s in scores for b, v in s.versions.items()})
-    notes = [*notes, *([f"Benchmark versions: {', '.join(versions)}."] if versions else [])]
     with timed("analytics"), atomic_dir(out_dir) as tmp:
         table = summarize(scores)
-        sections = [*category_sections(scores), *weight_sections(load_tables(list(analysis_dirs)), tmp)]
-        write_report(table, tmp, notes=notes, sections=sections)
+        render(table, scores, tmp, notes, load_tables(list(analysis_dirs)), rpsa or {}, base_model=base_model)
     log.info("report of %d checkpoints written to %s", len(table), out_dir / REPORT)
     return table
+
+
+def render(table: pd.DataFrame, scores: Sequence[CheckpointScores], out_dir: Path, notes: Sequence[str] = (),
+           weights: pd.DataFrame | None = None, rpsa: Mapping[str, Mapping[str, Any]] | None = None,
+           verdicts: Mapping[str, Mapping[str, Any]] | None = None, gate: Mapping[str, Any] | None = None,
+           title: str = "safetax alignment report", base_model: str = "") -> Path:
+    """The report of a summary table and what else a run left (``safetax report`` re-renders with this too)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    versions = sorted({f"{b} v{v}" for s in scores for b, v in s.versions.items()})
+    notes = [*notes, *([f"Benchmark versions: {', '.join(versions)}."] if versions else [])]
+    sections: list[Section] = [*category_sections(scores), *weight_sections(pd.DataFrame() if weights is None else weights, out_dir),
+                               *rpsa_section(rpsa or {}, out_dir), *verdict_section(verdicts or {}, gate),
+                               *reproduction_section(scores, base_model)]
+    return write_report(table, out_dir, title=title, notes=notes, sections=sections)
+
+
+def reproduction_section(scores: Sequence[CheckpointScores], base_model: str) -> list[str]:
+    """Published numbers beside the run's, when the base model is one a paper reports on (and the run has a base)."""
+    from safetax.analysis.reproduction import paper_model, reproduce, reproduction_markdown
+
+    model = paper_model(base_model) if base_model else None
+    base = next((s for s in scores if s.checkpoint == "base"), None)
+    if model is None or base is None:
+        return []
+    rows = reproduce(base, [s for s in scores if s.checkpoint != "base"], model)
+    return [reproduction_markdown(rows)] if rows else []
 
 
 def weight_sections(weights: pd.DataFrame, out_dir: Path) -> list[str]:
@@ -95,9 +126,26 @@ def _finite(value: object, scale: float = 1.0) -> float | None:
 
 
 def inline_report(results_dir: Path) -> str:
-    """``report.md`` with its plot embedded as a data URI, for single-file viewers such as the KFP UI."""
-    import base64
+    """``report.md`` as written: every plot is already inline (``data:`` URIs), for single-file viewers such as
+    the KFP UI."""
+    return (results_dir / REPORT).read_text(encoding="utf-8")
 
-    text = (results_dir / REPORT).read_text(encoding="utf-8")
-    png = base64.b64encode((results_dir / PLOT).read_bytes()).decode("ascii")
-    return text.replace(f"]({PLOT})", f"](data:image/png;base64,{png})")
+
+def html_report(results_dir: Path) -> str:
+    """``report.html``: one self-contained page (plots embedded, no network), the KFP UI's HTML artifact."""
+    return (results_dir / HTML).read_text(encoding="utf-8")
+
+
+def rpsa_from_store(store_uri: str, run_id: str) -> dict[str, dict[str, Any]]:
+    """Every RPSA method's ``rpsa.json`` that the run's train tasks published under ``<store_uri>/<run id>/train/``
+    (empty without a store, or when the listing fails: the history is an extra, never a reason to fail)."""
+    if not store_uri or not run_id:
+        return {}
+    from safetax.analysis.runs import from_store_stage
+    from safetax.store import StoreError
+
+    try:
+        return from_store_stage(f"{store_uri.rstrip('/')}/{run_id}/train")
+    except (StoreError, OSError) as e:
+        log.warning("RPSA history left out of the report: %s", e)
+        return {}
