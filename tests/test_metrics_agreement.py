@@ -36,7 +36,8 @@ def judged(checkpoint: str, labels: list[str], hazards: dict[int, str] | None = 
     """StrongREJECT-like rows in two categories (even prompts: "violence", odd: "fraud"), then XSTest-like ones."""
     hazards = hazards or {}
     rows = [{"checkpoint": checkpoint, "benchmark": "strongreject", "kind": "safety", "item_id": f"sr-{i}", "sample": 0,
-             "label": lab, "reason": hazards.get(i, lab), "meta": {"category": "violence" if i % 2 == 0 else "fraud"}}
+             "label": lab, "reason": hazards.get(i, lab), "categories": hazards.get(i, "").removeprefix("unsafe: ").split(",") if i in hazards else [],
+             "meta": {"category": "violence" if i % 2 == 0 else "fraud"}}
             for i, lab in enumerate(labels)]
     benign = ["safe", "unsafe", "unsafe", "unscored"]  # one of four benign prompts refused
     rows += [{"checkpoint": checkpoint, "benchmark": "xstest", "kind": "overrefusal", "item_id": f"x-{i}", "sample": 0,

@@ -17,7 +17,9 @@ GPU_STAGES = {"train", "generate", "judge"}
 
 
 def _stage(executor: str) -> str:
-    return executor.removeprefix("exec-").rsplit("-", 1)[0] if executor[-1].isdigit() else executor.removeprefix("exec-")
+    """The platform stage of a compiled executor (exec-<component>[-<n>]); execute-code is the code stage."""
+    name = executor.removeprefix("exec-").rsplit("-", 1)[0] if executor[-1].isdigit() else executor.removeprefix("exec-")
+    return "code" if name == "execute-code" else name
 
 
 def test_compiled_pipeline_matches_golden(tmp_path: Path) -> None:
@@ -45,7 +47,8 @@ def test_kubernetes_settings_per_stage() -> None:
     spec, platform = yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text())
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert {_stage(e) for e in executors} == {"plan", "prepare", "train", "analyze", "generate", "judge", "score", "analytics", "gate"}
+    assert {_stage(e) for e in executors} == {"plan", "prepare", "train", "analyze", "generate", "judge", "code", "score", "analytics",
+                                              "gate", "gather-scores"}
     for name, ex in executors.items():
         resources = ex["container"]["resources"]
         assert {"cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"} <= resources.keys()
@@ -64,7 +67,7 @@ def test_kubernetes_settings_per_stage() -> None:
             assert "accelerator" not in resources
             assert "nodeSelector" not in k8s.get(name, {}) and "emptyDirMounts" not in k8s.get(name, {})
         labels = k8s.get(name, {}).get("podMetadata", {}).get("labels", {})
-        assert (labels.get("safetax.io/code-execution") == "true") == (_stage(name) == "score")
+        assert (labels.get("safetax.io/code-execution") == "true") == (_stage(name) == "code")
         assert ":latest" not in ex["container"]["image"] and ex["container"]["image"].endswith(":0.1.0")
         # GPU stages retry (preemption, a lost node) and have a deadline; a hung pod never holds GPUs forever.
         if _stage(name) in GPU_STAGES:
@@ -75,7 +78,8 @@ def test_platform_file_reaches_every_task(tmp_path: Path) -> None:
     platform_file = tmp_path / "platform.yaml"
     platform_file.write_text(yaml.safe_dump({
         "defaults": {"image_pull_secrets": ["regcred"], "pod_labels": {"team": "safety"}, "s3_secret": "mlpipeline-minio-artifact",
-                     "env": {"SAFETAX_S3_ENDPOINT": "http://minio-service.kubeflow:9000"}, "pipeline_root": "minio://mlpipeline/v2/artifacts"},
+                     "env": {"SAFETAX_S3_ENDPOINT": "http://minio-service.kubeflow:9000", "SAFETAX_SANDBOX_REQUIRE": "landlock"},
+                     "pipeline_root": "minio://mlpipeline/v2/artifacts"},
         "stages": {"train": {"accelerator_count": 4, "node_selector": {"pool": "h100"}, "memory_limit": "512Gi"},
                    "judge": {"accelerator_count": 0}},
     }))
@@ -92,16 +96,23 @@ def test_platform_file_reaches_every_task(tmp_path: Path) -> None:
         executors[train]["container"]["resources"]["resourceMemoryLimit"] == "512Gi"
     assert k8s[train]["nodeSelector"]["labels"] == {"pool": "h100"}
     assert "accelerator" not in executors[judge]["container"]["resources"] and "nodeSelector" not in k8s[judge]
+    assert sum(_stage(name) == "code" for name in executors) == 2  # the base model's and the methods'
     for name, ex in executors.items():
-        assert {"name": "SAFETAX_S3_ENDPOINT", "value": "http://minio-service.kubeflow:9000"} in ex["container"]["env"]
         assert [p["secretName"] for p in k8s[name]["imagePullSecret"]] == ["regcred"]
         assert k8s[name]["podMetadata"]["labels"]["team"] == "safety"
+        if _stage(name) == "code":  # runs model-written code: no store Secret; of the environment, the sandbox's settings only
+            assert "secretAsEnv" not in k8s[name] and ex["container"]["env"] == [{"name": "SAFETAX_SANDBOX_REQUIRE", "value": "landlock"}]
+            assert k8s[name]["podMetadata"]["labels"]["safetax.io/code-execution"] == "true"
+            continue
+        assert {"name": "SAFETAX_S3_ENDPOINT", "value": "http://minio-service.kubeflow:9000"} in ex["container"]["env"]
         secret = k8s[name]["secretAsEnv"][0]
         assert secret["secretName"] == "mlpipeline-minio-artifact"
         assert {m["envVar"] for m in secret["keyToEnv"]} == {"SAFETAX_S3_ACCESS_KEY", "SAFETAX_S3_SECRET_KEY"}
     audit, audit_platform = yaml.safe_load_all(paths["audit"].read_text())  # the audit's tasks are placed the same way
     for name, ex in audit["deploymentSpec"]["executors"].items():
-        assert {"name": "SAFETAX_S3_ENDPOINT", "value": "http://minio-service.kubeflow:9000"} in ex["container"]["env"]
+        code = _stage(name) == "code"
+        assert ({"name": "SAFETAX_S3_ENDPOINT", "value": "http://minio-service.kubeflow:9000"} in ex["container"].get("env", [])) != code
+        assert ("secretAsEnv" in audit_platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][name]) != code
         assert audit_platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][name]["podMetadata"]["labels"]["team"] == "safety"
 
 
@@ -145,9 +156,11 @@ def test_platform_config_from_dict_and_errors() -> None:
 
     cfg = PlatformConfig.from_dict({"stages": {"train": {"accelerator_count": 2, "node_selector": {"pool": "a100"},
                                                          "tolerations": [{"key": "gpu", "effect": "NoExecute"}]},
-                                               "score": {"accelerator_count": 1, "pod_labels": {"team": "x"}}}})
+                                               "score": {"accelerator_count": 1, "pod_labels": {"team": "x"}},
+                                               "code": {"pod_labels": {"team": "x"}}}})
     assert cfg.settings("train").accelerator_count == 2 and cfg.settings("train").shm_size == "16Gi"
-    assert cfg.settings("score").gpu and cfg.settings("score").pod_labels == {"safetax.io/code-execution": "true", "team": "x"}
+    assert cfg.settings("score").gpu and cfg.settings("score").pod_labels == {"team": "x"}
+    assert cfg.settings("code").pod_labels == {"safetax.io/code-execution": "true", "team": "x"}
     assert not cfg.settings("prepare").gpu
     with pytest.raises(ConfigError) as err:
         PlatformConfig.from_dict({"stages": {"training": {}, "train": {"accelerator_count": "two", "memory_limit": "lots", "gpus": 1}},
@@ -216,7 +229,7 @@ def test_tasks_are_kfp_native() -> None:
         if "componentRef" in task and not task["componentRef"]["name"].startswith("comp-for-loop"):
             assert task["taskInfo"]["name"] != name or not name[-1].isdigit(), f"{name} has no display name"
     names = {t["taskInfo"]["name"] for t in tasks.values()}
-    assert {"plan: validate the run", "generate (base model)", "generate (per method)", "train (per method)", "safety gate"} <= names
+    assert {"plan: validate the run", "generate (base model)", "generate (per checkpoint)", "train (per method)", "safety gate"} <= names
     # The run id never enters a cache key: no task takes the job id placeholder as an input.
     assert "pipeline_job_uuid" not in (GOLDEN / "alignment.yaml").read_text()
     assert "pipeline_job_uuid" not in (GOLDEN / "audit.yaml").read_text()
@@ -294,3 +307,31 @@ def test_shipped_parameter_files_fit_their_pipeline(path: Path) -> None:
     assert set(params) <= set(inputs), set(params) - set(inputs)
     assert {k for k, v in inputs.items() if not v.get("isOptional")} <= set(params)
     assert all(isinstance(params[k], str) for k in params if k.endswith("_gpus"))
+
+
+def test_every_checkpoint_is_evaluated_in_a_chain_of_its_own(tmp_path: Path) -> None:
+    """Fan-out: within a method's loop, analyze lists the method's checkpoints and merge candidates, and a nested loop
+    runs generate -> judge -> code -> score for each (generate gets the loop item as `target`); a gather task hands
+    one score output per method to analytics and the gate. The platform's max_parallel_evaluations is the nested
+    loop's parallelism."""
+    spec = next(yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text()))
+    comps = spec["components"]
+    method_loop = next(c["dag"]["tasks"] for name, c in comps.items() if name.startswith("comp-for-loop") and "train" in c["dag"]["tasks"])
+    assert {"train", "analyze", "gather-scores"} <= method_loop.keys()
+    [inner] = [t for t in method_loop.values() if "parameterIterator" in t]
+    assert inner["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--analyze-Output"}
+    assert "iteratorPolicy" not in inner  # 0 = every checkpoint at once
+    chain = comps[inner["componentRef"]["name"]]["dag"]["tasks"]
+    assert {_stage(f"exec-{t}") for t in chain} == {"generate", "judge", "code", "score"}
+    gen = next(t for name, t in chain.items() if name.startswith("generate"))
+    assert gen["inputs"]["parameters"]["target"] == {"componentInputParameter": "pipelinechannel--analyze-Output-loop-item"}
+    root = spec["root"]["dag"]["tasks"]
+    assert root["analytics"]["inputs"]["artifacts"]["scores"]["taskOutputArtifact"]["producerTask"].startswith("for-loop")
+
+    platform_file = tmp_path / "platform.yaml"
+    platform_file.write_text(yaml.safe_dump({"defaults": {"max_parallel_evaluations": 3}}))
+    paths = {p.stem: p for p in compile_pipelines(tmp_path / "out", platform=str(platform_file))}
+    comps = next(yaml.safe_load_all(paths["alignment"].read_text()))["components"]
+    method_loop = next(c["dag"]["tasks"] for name, c in comps.items() if name.startswith("comp-for-loop") and "train" in c["dag"]["tasks"])
+    [inner] = [t for t in method_loop.values() if "parameterIterator" in t]
+    assert inner["iteratorPolicy"] == {"parallelismLimit": 3}

@@ -1,4 +1,4 @@
-"""`safetax demo | compile | run`: the command line."""
+"""`safetax demo | compile | run | report | compare | ...`: the command line."""
 
 from __future__ import annotations
 
@@ -69,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
                     help="which pipeline the parameters are for (default: alignment; audit: the audit's configuration only, "
                          "no checkpoint discovery)")
     pl.add_argument("--params", type=Path, required=True, help="JSON or YAML file with the pipeline parameters")
+    es = sub.add_parser("estimate", help="the generated tokens and GPU-hours an alignment run's evaluation will cost",
+                        description="Counts the prompts of every eval set in its data file (after limit / sample), multiplies "
+                                    "by samples and token budget (the protocol's values filled in, each set's own where given) "
+                                    "and by the checkpoints the run evaluates (base, every epoch, every merge candidate), and "
+                                    "prints a table with the total tokens and GPU-hours. Nothing is generated.")
+    es.add_argument("--params", type=Path, required=True, help="JSON or YAML file with the alignment pipeline's parameters")
+    es.add_argument("--platform", default=None,
+                    help="platform file whose defaults.tokens_per_second (output tokens/s of one model replica) is used "
+                         "(default: $SAFETAX_PLATFORM, else 5000 tokens/s)")
+    es.add_argument("--tokens-per-second", type=float, default=0.0, help="throughput per model replica (overrides the platform's)")
+    es.add_argument("--budget-fraction", type=float, default=0.06,
+                    help="mean share of max_new_tokens a response uses (default 0.06: ~2k of a 32k budget, R1-distilled "
+                         "models on the seeds' benchmarks)")
     _schedule_parser(sub)
     m = sub.add_parser("metrics", help="the Pushgateway's retention: prune the groups of finished alignment runs",
                        description="Deletes from a Pushgateway the groups of safetax-alignment runs whose last push is older "
@@ -95,7 +108,24 @@ def _parser() -> argparse.ArgumentParser:
                         "--pipeline from the installed package; --pipeline still says how to print the results")
     r.add_argument("--out", type=Path, default=Path("runs/local"), help="local pipeline root (default: runs/local)")
     _platform_args(r)
+    _report_parsers(sub)
     return p
+
+
+def _report_parsers(sub: argparse._SubParsersAction) -> None:
+    rp = sub.add_parser("report", help="re-render the report of a finished run (nothing is recomputed)",
+                        description="Writes report.md, report.html (one self-contained page), the plots and results.csv "
+                                    "of a finished alignment run from what it left: its run directory (e.g. runs/demo, "
+                                    "or one runs/demo/safetax-alignment-<time>/) or its store prefix "
+                                    "(<store_uri>/<run id>, s3:// or a local folder).")
+    rp.add_argument("run", help="run directory, pipeline root (its newest run) or store prefix")
+    rp.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: <run dir>/report, or ./report-<run id> for an s3:// prefix)")
+    cp = sub.add_parser("compare", help="put several runs' checkpoints in one table and one plot",
+                        description="One report of the checkpoints of several finished runs: each row's checkpoint and "
+                                    "method are prefixed by its run; drops and STR stay against each run's own base.")
+    cp.add_argument("runs", nargs="+", help="two or more run directories or store prefixes")
+    cp.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder (default: runs/compare)")
 
 
 def _schedule_parser(sub: argparse._SubParsersAction) -> None:
@@ -167,7 +197,7 @@ def _print_results(results_dir: Path) -> None:
     from safetax.analysis.report import format_table
 
     print(format_table(pd.read_csv(results_dir / "results.csv")))
-    print(f"\nreport: {results_dir / 'report.md'}\nplot:   {results_dir / 'tradeoff.png'}")
+    print(f"\nreport: {results_dir / 'report.md'}\nhtml:   {results_dir / 'report.html'}\nplot:   {results_dir / 'tradeoff.png'}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -184,6 +214,11 @@ def _demo(args: argparse.Namespace) -> None:
         from safetax.presets import upload_demo_inputs
 
         params = upload_demo_inputs(params, assets, args.store) | {"store_uri": args.store}
+    # Portable CPU kernels in every task too, so that every row (not only the base model's) is the same on any
+    # x86-64 machine with the pinned torch (about a fifth slower than AVX2/AVX-512 kernels); a user may override it.
+    import os
+
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", "default")
     results = run_local("alignment", params, args.out, verbose=args.verbose)
     log.info("demo finished in %.1fs", time.perf_counter() - start)
     _print_results(results)
@@ -233,6 +268,16 @@ def _plan(args: argparse.Namespace) -> None:
         flags = [f for f, on in (("rpsa", item["is_rpsa"]), ("merge", item["merges"])) if on]
         print(f"{item['label']}: {item['method']}, {item['config'].get('epochs') or 'default'} epoch(s)"
               + (f" [{', '.join(flags)}]" if flags else ""))
+
+
+def _estimate(args: argparse.Namespace) -> None:
+    from safetax.estimate import TOKENS_PER_SECOND, estimate_run
+    from safetax.platform import load_platform
+    from safetax.runner import pipeline_defaults
+
+    params = pipeline_defaults("alignment") | load_params(args.params, "alignment")
+    rate = args.tokens_per_second or load_platform(args.platform).tokens_per_second or TOKENS_PER_SECOND
+    print(estimate_run(params, tokens_per_second=rate, budget_fraction=args.budget_fraction).table())
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -306,6 +351,8 @@ def _dispatch(args: argparse.Namespace) -> None:
             print(version)
     elif args.command == "schedule":
         _schedule(args)
+    elif args.command == "estimate":
+        _estimate(args)
     elif args.command == "metrics":
         from safetax.telemetry.prune import parse_duration, prune
 
@@ -313,6 +360,11 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(f"{'would delete' if args.dry_run else 'deleted'} {len(doomed)} group(s) of finished alignment runs")
     elif args.command == "plan":
         _plan(args)
+    elif args.command in ("report", "compare"):
+        from safetax.analysis import rerender
+
+        path = rerender.report(args.run, args.out) if args.command == "report" else rerender.compare(args.runs, args.out)
+        print(f"report: {path}\nhtml:   {path.with_name('report.html')}\nplot:   {path.with_name('tradeoff.png')}")
     elif args.command == "data":
         from safetax.data import cli as data_cli
 

@@ -23,9 +23,10 @@ A platform file has ``defaults`` (applied to every stage) and ``stages``
 
 Every GPU stage (``accelerator_count > 0``) gets an in-memory emptyDir at
 ``/dev/shm`` (PyTorch data loaders and NCCL need more than the 64 MB default).
-The score stage, which runs model-generated code, carries the label
+The code stage, the one that runs model-generated code, carries the label
 ``safetax.io/code-execution: "true"``: the chart's NetworkPolicy limits the egress of
 pods with it to what KFP's launcher needs (DNS, the object store, KFP's API and metadata).
+It gets no store Secret, no Hugging Face token and no platform environment.
 """
 
 from __future__ import annotations
@@ -38,19 +39,20 @@ from typing import Any
 
 from safetax.config import Checks, ConfigError
 
-STAGES = ("plan", "prepare", "train", "analyze", "generate", "judge", "score", "analytics")
+STAGES = ("plan", "prepare", "train", "analyze", "generate", "judge", "code", "score", "analytics")
 GPU_STAGES = ("train", "generate", "judge")
 # Stages of earlier releases, folded into others so that no pod starts without work.
 FOLDED = {"corpus": "train (an RPSA method's train pod writes its corpus and Fisher first)",
           "fisher": "train (an RPSA method's train pod writes its corpus and Fisher first)",
           "merge": "analyze (one pod per method merges and analyses the weight updates)"}
-# Stages that load a model or a tokenizer: they get HF_TOKEN from `hf_token_secret`. Scoring runs model-written
-# code and gets no credential at all.
+# Stages that load a model or a tokenizer: they get HF_TOKEN from `hf_token_secret`. The code stage runs
+# model-written code and gets no credential at all (CODE_STAGE).
 MODEL_STAGES = ("plan", "prepare", "train", "analyze", "generate", "judge")
 BACKENDS = ("hf", "vllm")
 OPERATORS = ("Exists", "Equal")
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute", "")
 CODE_EXECUTION_LABEL = ("safetax.io/code-execution", "true")
+CODE_STAGE = "code"  # the stage whose pods run model-written code
 # Environment variables the stages read; the S3 credentials come from a Secret, never from the platform file.
 S3_ACCESS_KEY_ENV = "SAFETAX_S3_ACCESS_KEY"
 S3_SECRET_KEY_ENV = "SAFETAX_S3_SECRET_KEY"
@@ -138,8 +140,8 @@ BUILTIN: dict[str, StageSettings] = {s: (_GPU_DEFAULTS if s in GPU_STAGES else _
 BUILTIN["train"] = replace(_GPU_DEFAULTS, timeout=2 * 86400, scratch_size="")
 BUILTIN["generate"] = replace(_GPU_DEFAULTS, timeout=86400)
 BUILTIN["judge"] = replace(_GPU_DEFAULTS, timeout=43200)
-# Scoring runs model-written code in a sandbox subprocess: more cores, and the egress-deny label.
-BUILTIN["score"] = replace(_CPU_DEFAULTS, cpu_request="4", cpu_limit="8", pod_labels=dict([CODE_EXECUTION_LABEL]))
+# The code stage runs model-written code in sandbox subprocesses: more cores, and the egress-deny label.
+BUILTIN[CODE_STAGE] = replace(_CPU_DEFAULTS, cpu_request="4", cpu_limit="8", pod_labels=dict([CODE_EXECUTION_LABEL]))
 BUILTIN["analytics"] = replace(_CPU_DEFAULTS, memory_request="2Gi", memory_limit="8Gi")
 # Merging holds the base model in memory (CPU tensors; no GPU needed); the analysis reads one matrix pair at a time.
 BUILTIN["analyze"] = replace(_CPU_DEFAULTS, cpu_request="8", cpu_limit="16", memory_request="64Gi", memory_limit="128Gi", retries=1)
@@ -165,6 +167,18 @@ class PlatformConfig:
     # Methods trained and evaluated at the same time (ParallelFor parallelism; 0 = all). KFP compiles it into the
     # pipeline: it is a platform setting, not a run parameter.
     max_parallel_methods: int = 0
+    # Checkpoints of one method evaluated at the same time (its per-checkpoint generate -> judge -> code -> score
+    # chains; ParallelFor parallelism; 0 = all). Compiled into the pipeline: KFP fixes a loop's parallelism at compile time.
+    max_parallel_evaluations: int = 0
+    # Output tokens/s of one model replica on this platform's generate GPUs (vLLM, long outputs), for `safetax estimate`;
+    # 0 = its default (5000, the low end of a 7-8B model on one H100/H200).
+    tokens_per_second: float = 0.0
+    # Training on several nodes (run parameter train_nodes > 1) goes to Kubeflow Trainer v2 as a TrainJob on this
+    # ClusterTrainingRuntime, with a shared ReadWriteMany volume (an existing PersistentVolumeClaim, mounted at
+    # trainjob_volume_path in the train pod and every node) for the data, states and checkpoints.
+    trainjob_runtime: str = "torch-distributed"
+    trainjob_volume_claim: str = ""
+    trainjob_volume_path: str = "/shared"
     # StorageClass of the stages' scratch volumes ("" = the cluster's default).
     scratch_storage_class: str = ""
     # The containers' identity, e.g. {run_as_user: 1000, run_as_group: 0, run_as_non_root: true} (kfp-kubernetes'
@@ -193,12 +207,22 @@ class PlatformConfig:
             c.fail("defaults.security_context.run_as_user", 0, "a non-zero id with run_as_non_root: true")
         for name, st in self.stages.items():
             label, on = CODE_EXECUTION_LABEL
-            if label in st.pod_labels and (name != "score" or st.pod_labels[label] != on):
+            if label in st.pod_labels and (name != CODE_STAGE or st.pod_labels[label] != on):
                 c.fail(f"stages.{name}.pod_labels.{label}", st.pod_labels[label],
-                       "left to safetax: the scoring pods (which run model-written code) always carry it, as "
+                       "left to safetax: the code stage's pods (which run model-written code) always carry it, as "
                        f"{label}: \"{on}\", so that the egress policy applies to them")
-        if isinstance(self.max_parallel_methods, bool) or not isinstance(self.max_parallel_methods, int) or self.max_parallel_methods < 0:
-            c.fail("defaults.max_parallel_methods", self.max_parallel_methods, "an integer >= 0 (0 = no limit)")
+        if isinstance(self.tokens_per_second, bool) or not isinstance(self.tokens_per_second, (int, float)) or not self.tokens_per_second >= 0:
+            c.fail("defaults.tokens_per_second", self.tokens_per_second, "a number >= 0 (0 = the estimate's default)")
+        for key in ("max_parallel_methods", "max_parallel_evaluations"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                c.fail(f"defaults.{key}", value, "an integer >= 0 (0 = no limit)")
+        for key in ("trainjob_runtime", "trainjob_volume_claim"):
+            value = getattr(self, key)
+            if value and not _DNS_NAME.match(str(value)):
+                c.fail(f"defaults.{key}", value, "the name of an existing object (a DNS subdomain name)")
+        if not str(self.trainjob_volume_path).startswith("/"):
+            c.fail("defaults.trainjob_volume_path", self.trainjob_volume_path, "an absolute path, e.g. /shared")
         if self.hf_token_secret and not _DNS_NAME.match(self.hf_token_secret):
             c.fail("defaults.hf_token_secret", self.hf_token_secret, "the name of an existing Secret (a DNS subdomain name)")
         for key in self.env:
@@ -206,6 +230,17 @@ class PlatformConfig:
                 c.fail(f"defaults.env.{key}", "<hidden>", "absent: credentials come from `s3_secret` / `hf_token_secret`, "
                                                            "never from the platform file")
         c.raise_if_any()
+
+    def trainjob(self, image: str) -> dict[str, Any]:
+        """What the train task needs to start a TrainJob (safetax.training.multinode.trainjob_settings): compiled
+        into the pipeline as a constant, so the train image, the train stage's placement and the Secrets' names
+        (never their values) reach every node."""
+        s = self.settings("train")
+        return {"image": image, "runtime": self.trainjob_runtime, "volume_claim": self.trainjob_volume_claim,
+                "volume_path": self.trainjob_volume_path, "env": dict(self.env), "s3_secret": self.s3_secret,
+                "s3_secret_keys": dict(self.s3_secret_keys), "hf_token_secret": self.hf_token_secret,
+                "hf_token_secret_key": self.hf_token_secret_key, "node_selector": dict(s.node_selector),
+                "tolerations": [{f.name: getattr(t, f.name) for f in fields(t) if getattr(t, f.name)} for t in s.tolerations]}
 
     def settings(self, stage: str) -> StageSettings:
         """The settings of a stage; an unknown stage is an error naming the known ones."""
@@ -272,7 +307,8 @@ class PlatformConfig:
 
 
 _DEFAULT_KEYS = ("pod_labels", "env", "s3_secret", "s3_secret_keys", "pipeline_root", "hf_token_secret", "hf_token_secret_key",
-                 "generation_backend", "max_parallel_methods", "scratch_storage_class", "security_context")
+                 "generation_backend", "max_parallel_methods", "max_parallel_evaluations", "scratch_storage_class",
+                 "security_context", "tokens_per_second", "trainjob_runtime", "trainjob_volume_claim", "trainjob_volume_path")
 
 
 def _unknown(c: Checks, prefix: str, d: dict[str, Any], allowed: set[str]) -> None:

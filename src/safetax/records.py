@@ -41,6 +41,8 @@ class Judgement:
     label: Label
     score: float | None  # P(unsafe) or 1.0/0.0; None when unscored
     reason: str
+    # Llama Guard's hazard categories (S1..S14) of a generated ``unsafe`` verdict; empty for every other verdict
+    categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

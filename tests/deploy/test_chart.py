@@ -52,7 +52,8 @@ def test_platform_configmap_is_a_valid_platform_config(render: Any, values: dict
     platform = platform_of(rendered)
     assert platform.env["SAFETAX_S3_ENDPOINT"] == values.get("s3", {}).get("endpoint", "http://minio-service.kubeflow:9000")
     assert re.fullmatch(r"[a-z0-9.-]+:[0-9]+", platform.env["SAFETAX_PUSHGATEWAY"])
-    assert platform.settings("score").pod_labels[CODE_EXECUTION_LABEL[0]] == CODE_EXECUTION_LABEL[1]
+    assert platform.settings("code").pod_labels[CODE_EXECUTION_LABEL[0]] == CODE_EXECUTION_LABEL[1]
+    assert CODE_EXECUTION_LABEL[0] not in platform.settings("score").pod_labels  # the score stage runs no model code
 
 
 def test_defaults_fit_a_standard_kubeflow_pipelines(render: Any) -> None:
@@ -108,8 +109,9 @@ def test_custom_node_pools_reach_the_platform_config(render: Any) -> None:
     assert (judge.retries, judge.timeout) == (0, 0)
     score = platform.settings("score")
     assert (score.cpu_request, score.cpu_limit, score.memory_limit) == ("8", "16", "32Gi")
-    # A stage's own pod labels keep the code-execution label.
-    assert score.pod_labels == {"sandbox": "true", CODE_EXECUTION_LABEL[0]: CODE_EXECUTION_LABEL[1]}
+    assert score.pod_labels == {"sandbox": "true"}
+    # The code stage keeps the code-execution label, whatever else the values give it.
+    assert platform.settings("code").pod_labels[CODE_EXECUTION_LABEL[0]] == CODE_EXECUTION_LABEL[1]
     assert platform.pod_labels == {"team": "safety"}
     assert platform.env["HF_HUB_OFFLINE"] == "1" and platform.env["SAFETAX_DATA_DIR"] == "s3://safetax/data"
     assert (platform.hf_token_secret, platform.hf_token_secret_key) == ("hf-token", "hf_token")

@@ -60,8 +60,9 @@ def test_values_reach_the_compiled_pipeline(render: Any, validate: Any, tmp_path
     assert placement["exec-train"]["emptyDirMounts"][0]["sizeLimit"] == "64Gi"
     assert placement["exec-train"]["secretAsEnv"][0]["secretName"] == "mlpipeline-minio-artifact"
     assert placement["exec-generate"]["nodeSelector"]["labels"] == {"cloud.google.com/gke-nodepool": "l4-inference"}
-    score_labels = placement["exec-score"]["podMetadata"]["labels"]
-    assert score_labels[CODE_EXECUTION_LABEL[0]] == CODE_EXECUTION_LABEL[1] and score_labels["team"] == "safety"
+    code_labels = placement["exec-execute-code"]["podMetadata"]["labels"]
+    assert code_labels[CODE_EXECUTION_LABEL[0]] == CODE_EXECUTION_LABEL[1] and code_labels["team"] == "safety"
+    assert "secretAsEnv" not in placement["exec-execute-code"] and "secretAsEnv" in placement["exec-score"]
     assert executors["exec-score"]["container"]["image"] == "registry.example.com/mirror/safetax/safetax-cpu:0.1.0"
     # Scratch volume, retries, timeouts and the Hugging Face token Secret, from the same values.
     assert placement["exec-train"]["genericEphemeralVolume"] == [{

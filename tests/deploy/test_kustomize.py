@@ -52,8 +52,10 @@ def test_pipeline_custom_resources(kustomized: list[dict[str, Any]], name: str) 
     compiled = {d["kind"]: d for d in yaml.safe_load_all((K8S / "pipelines" / f"{name.removeprefix('safetax-')}.yaml").read_text())}
     assert pipeline["spec"] == compiled["Pipeline"]["spec"] and version["spec"] == compiled["PipelineVersion"]["spec"]
     executors = version["spec"]["platformSpec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    score = [e for name, e in executors.items() if name.startswith("exec-score")]
-    assert score and all(e["podMetadata"]["labels"][CODE_EXECUTION_LABEL[0]] == CODE_EXECUTION_LABEL[1] for e in score)
+    code = [e for name, e in executors.items() if name.startswith("exec-execute-code")]
+    assert code and all(e["podMetadata"]["labels"][CODE_EXECUTION_LABEL[0]] == CODE_EXECUTION_LABEL[1] for e in code)
+    assert all(CODE_EXECUTION_LABEL[0] not in e.get("podMetadata", {}).get("labels", {})
+               for name, e in executors.items() if not name.startswith("exec-execute-code"))
 
 
 def test_same_pushgateway_and_alerts_as_the_chart(kustomized: list[dict[str, Any]], render: Any) -> None:
@@ -108,6 +110,9 @@ def test_example_overlay(kustomized_example: list[dict[str, Any]], kustomized: l
         placement = version["spec"]["platformSpec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
         for name, executor in executors.items():
             env = {e["name"]: e.get("value") for e in executor.get("container", {}).get("env", [])}
+            if name.startswith("exec-execute-code"):  # model-written code: no store endpoint, no Secret
+                assert not env and "secretAsEnv" not in placement[name], name
+                continue
             assert env["SAFETAX_S3_ENDPOINT"] == platform.env["SAFETAX_S3_ENDPOINT"], name
             assert env["SAFETAX_PUSHGATEWAY"] == "safetax-pushgateway.kubeflow:9091", name
             assert placement[name]["secretAsEnv"][0]["secretName"] == "mlpipeline-minio-artifact", name

@@ -158,12 +158,9 @@ def test_parse_text_naming_neither_word_is_unscored_never_safe(text: str) -> Non
     assert repr(text[:200]) in v.reason
 
 
-def test_guard_categories_read_back_from_the_reason() -> None:
-    from safetax.judging.base import guard_categories
-
-    assert guard_categories(parse_guard_output(" unsafe\nS9, S14<|eot_id|>").reason) == ["S9", "S14"]
-    assert guard_categories(parse_guard_output("unsafe").reason) == []
-    assert guard_categories("safe") == guard_categories("P(unsafe)=0.9 of safe/unsafe first tokens (mass 1.000)") == []
+def test_guard_categories_are_a_field_of_the_verdict() -> None:
+    assert parse_guard_output(" unsafe\nS9, S14<|eot_id|>").categories == ("S9", "S14")
+    assert parse_guard_output("unsafe").categories == () and parse_guard_output("safe").categories == ()
 
 
 def test_parse_truncates_raw_output() -> None:

@@ -57,5 +57,7 @@ def test_unreachable_model_fails_in_the_plan(tiny_model: Path, tmp_path: Path) -
 
 def test_gpu_counts_arrive_as_text(tiny_model: Path, tmp_path: Path) -> None:
     assert len(plan(_params(tiny_model, tmp_path, train_gpus="2", generate_gpus="1", judge_gpus="0"))) == 2
+    # RPSA trains on several GPUs too (its masks act on each rank's FSDP shards).
+    assert len(plan(_params(tiny_model, tmp_path, train_gpus="2", methods=[{"method": "rpsa"}], rpsa_corpus_size=2))) == 1
     with pytest.raises(ConfigError, match="train_gpus"):
-        plan(_params(tiny_model, tmp_path, train_gpus="2", methods=[{"method": "rpsa"}], rpsa_corpus_size=2))
+        plan(_params(tiny_model, tmp_path, train_gpus="two"))

@@ -4,7 +4,7 @@ twins in benchmarks/safety.py are gone), over-refusal on benign prompts only, an
 from __future__ import annotations
 
 from safetax.metrics import LabelCounts
-from safetax.stages.score import _aggregate, hazard_codes
+from safetax.stages.score import _aggregate
 
 TARGET = {"checkpoint": "full/epoch-1", "method": "full", "epoch": 1}
 
@@ -37,5 +37,9 @@ def test_overrefusal_counts_benign_prompts_and_keeps_the_contrasts_apart() -> No
     assert cs.extra == {"compliance_unsafe:x": 0.0} and cs.counts["x"] == {"n": 4, "unscored": 1}
 
 
-def test_hazard_codes_come_only_from_generated_verdicts() -> None:
-    assert hazard_codes("unsafe: S14") == ["S14"] and hazard_codes("unsafe without categories: x") == []
+def test_hazard_categories_come_from_the_verdicts_field_of_unsafe_answers() -> None:
+    """Llama Guard's S1-S14 are counted from each verdict's ``categories`` (never parsed out of its reason text), and
+    only for unsafe verdicts."""
+    rows = [row("h", "safety", "a", "unsafe") | {"categories": ["S1", "S9"]}, row("h", "safety", "b", "unsafe") | {"categories": ["S9"]},
+            row("h", "safety", "c", "safe") | {"categories": ["S2"]}, row("h", "safety", "d", "unsafe") | {"reason": "unsafe: S5"}]
+    assert _aggregate(TARGET, [], rows).hazards == {"h": {"S1": 1, "S9": 2}}

@@ -101,6 +101,12 @@ compiler's built-in defaults apply. The stages corpus, fisher and merge of earli
 {{- with .Values.podLabels }}{{ $_ := set $defaults "pod_labels" . }}{{ end -}}
 {{- with .Values.scratchStorageClass }}{{ $_ := set $defaults "scratch_storage_class" . }}{{ end -}}
 {{- with .Values.maxParallelMethods }}{{ $_ := set $defaults "max_parallel_methods" (int .) }}{{ end -}}
+{{- with .Values.maxParallelEvaluations }}{{ $_ := set $defaults "max_parallel_evaluations" (int .) }}{{ end -}}
+{{- with .Values.trainJobs }}
+{{- with .runtime }}{{ $_ := set $defaults "trainjob_runtime" . }}{{ end -}}
+{{- with .volumeClaim }}{{ $_ := set $defaults "trainjob_volume_claim" . }}{{ end -}}
+{{- with .volumePath }}{{ $_ := set $defaults "trainjob_volume_path" . }}{{ end -}}
+{{- end -}}
 {{- $stages := dict -}}
 {{- $folded := dict "corpus" "train (an RPSA method's train pod writes its corpus and Fisher first)" "fisher" "train (an RPSA method's train pod writes its corpus and Fisher first)" "merge" "analyze (one pod per method merges and analyses the weight updates)" -}}
 {{- range $name, $stage := .Values.stages -}}
@@ -130,7 +136,7 @@ compiler's built-in defaults apply. The stages corpus, fisher and merge of earli
 {{- if hasKey $stage "podLabels" -}}
 {{- /* A stage's pod_labels replace the built-in ones: keep the label the code-execution NetworkPolicy selects. */ -}}
 {{- $labels := $stage.podLabels -}}
-{{- if eq $name "score" }}{{ $labels = merge (dict "safetax.io/code-execution" "true") $labels }}{{ end -}}
+{{- if eq $name "code" }}{{ $labels = merge (dict "safetax.io/code-execution" "true") $labels }}{{ end -}}
 {{- $_ := set $s "pod_labels" $labels -}}
 {{- end -}}
 {{- if $s }}{{ $_ := set $stages $name $s }}{{ end -}}

@@ -27,6 +27,7 @@ COMPONENTS = {
     "analyze": "safetax.runner.components.analyze:analyze",
     "generate": "safetax.runner.components.generate:generate",
     "judge": "safetax.runner.components.judge:judge",
+    "code": "safetax.runner.components.execute_code:execute_code",
     "score": "safetax.runner.components.score:score",
     "analytics": "safetax.runner.components.analytics:analytics",
     "gate": "safetax.runner.components.gate:gate",

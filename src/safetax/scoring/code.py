@@ -186,9 +186,17 @@ def score_code(responses: Sequence[str], items: Sequence[Any], tasks: Mapping[st
     """
     if len(responses) != len(items):
         raise ValueError(f"{len(responses)} responses for {len(items)} items")
+    return score_programs([extract_code(r) for r in responses], [str(it.meta["task_id"]) for it in items], tasks, dataset,
+                          workers=workers, task_timeout_s=task_timeout_s, memory_mb=memory_mb, cache_dir=cache_dir, iso=iso)
+
+
+def score_programs(codes: Sequence[str | None], ids: Sequence[str], tasks: Mapping[str, Mapping[str, Any]], dataset: str, *,
+                   workers: int = 2, task_timeout_s: float = 60.0, memory_mb: int = 4096, cache_dir: Path | None = None,
+                   iso: Isolation | None = None) -> list[Score]:
+    """:func:`score_code` on programs already extracted (None: no code block), each answering task ``ids[k]``."""
+    if len(codes) != len(ids):
+        raise ValueError(f"{len(codes)} programs for {len(ids)} task ids")
     iso = iso if iso is not None else isolation()
-    codes = [extract_code(r) for r in responses]
-    ids = [str(it.meta["task_id"]) for it in items]
     todo = [k for k, c in enumerate(codes) if c is not None]
     exp = expected_outputs(tasks, sorted({ids[k] for k in todo}), dataset, workers=workers, cache_dir=cache_dir,
                            iso=iso)

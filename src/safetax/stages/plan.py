@@ -64,6 +64,8 @@ class AlignmentParams:
     generate_gpus: int | str = 1
     judge_gpus: int | str = 1
     gate_thresholds: dict[str, Any] = field(default_factory=dict)
+    protocol: str = "seeds"  # fills in every parameter left unset (safetax.protocols.UNSET); explicit values win
+    train_nodes: int = 1  # > 1: a Kubeflow Trainer TrainJob on train_nodes x train_gpus GPUs
 
 
 def _errors_of(e: Exception) -> list[str]:
@@ -151,6 +153,9 @@ def _check_evaluation(p: AlignmentParams, c: Checks) -> None:
     c.positive("tensor_parallel_size", p.tensor_parallel_size)
     c.positive("max_length", p.max_length)
     c.positive("analysis_k", p.analysis_k)
+    n = p.train_nodes  # KFP hands whole numbers over as floats (1.0)
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or not float(n).is_integer() or n < 1:
+        c.fail("train_nodes", n, "a whole number of nodes >= 1 (1 = one pod)")
 
 
 def _check_rpsa(p: AlignmentParams, items: list[dict[str, Any]], c: Checks) -> None:
@@ -217,7 +222,13 @@ def plan(p: AlignmentParams, out_dir: Path | None = None) -> list[dict[str, Any]
 
     from safetax.stages import gate
 
+    from safetax.protocols import resolve_protocol
+
     c = Checks("alignment run parameters")
+    try:  # the protocol's values for what the user left unset, then every check on the resolved run
+        p = replace(p, **resolve_protocol(p.protocol, {k: v for k, v in asdict(p).items() if k != "protocol"}))
+    except ConfigError as e:
+        c.errors += _errors_of(e)
     p = replace(p, **{name: _gpu_count(c, name, getattr(p, name)) for name in ("train_gpus", "generate_gpus", "judge_gpus")})
     items = method_items(p, c)
     _check_evaluation(p, c)

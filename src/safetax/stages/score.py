@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from safetax.artifacts import SAMPLE_SCORES, SCORES, read_scores, write_sample_scores, write_scores
+from safetax.artifacts import (
+    SAMPLE_KEY, SAMPLE_SCORES, SCORES, read_eval_sets, read_generations, read_judgements, read_scores, read_targets,
+    write_sample_scores, write_scores,
+)
 from safetax.benchmarks.safety import UNCATEGORIZED
 from safetax.config import Checks
 from safetax.data.eval_sets import EvalSet, load_eval_set, score_items
 from safetax.generation.base import GenerationBackend
 from safetax.metrics import LabelCounts, QuestionCounts, attack_success_rate
-from safetax.records import CheckpointScores, read_jsonl
+from safetax.records import CheckpointScores, Score
 from safetax.scoring.llm_equivalence import llm_recheck
-from safetax.stages.generate import BACKENDS, CHECKPOINTS, EVAL_SETS, GENERATIONS, make_backend
-from safetax.stages.judge import JUDGEMENTS, KEYS
-from safetax.store import atomic_dir, input_dir, read_json, resolve_model
+from safetax.stages.code_exec import read_results
+from safetax.stages.generate import BACKENDS, make_backend
+from safetax.store import atomic_dir, resolve_model
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
 __all__ = ["SAMPLE_SCORES", "SCORES", "ScoreConfig", "load_scores", "run"]
 MATH_BENCHMARKS = ("aime24", "math500")  # answers an LLM can re-check for equivalence
-_HAZARDS = re.compile(r"^unsafe: (?P<codes>S\d+(?:,S\d+)*)$")  # Llama Guard's reason of a generated verdict
 
 
 @dataclass(frozen=True)
@@ -42,24 +43,29 @@ class ScoreConfig:
         c.raise_if_any()
 
 
-def run(generations_dir: Path, judgements_dir: Path, out_dir: Path, cfg: ScoreConfig = ScoreConfig()) -> list[CheckpointScores]:
-    """Write ``sample_scores.jsonl`` (reasoning samples) and ``scores.json`` (one CheckpointScores each)."""
+def run(generations_dir: Path, judgements_dir: Path, out_dir: Path, cfg: ScoreConfig = ScoreConfig(),
+        code_results: Path | None = None) -> list[CheckpointScores]:
+    """Write ``sample_scores.jsonl`` (reasoning samples) and ``scores.json`` (one CheckpointScores each).
+
+    ``code_results``: the verdicts of the code task (:mod:`safetax.stages.code_exec`) for HumanEval+ / MBPP+
+    responses; the pipelines always pass them, so this stage runs no model-written code. None: the programs run
+    here, in the sandbox (library use and tests)."""
     judge_model = resolve_model(cfg.equivalence_model, "equivalence_model") if cfg.equivalence_model else None
-    generations_dir, judgements_dir = input_dir(generations_dir, "generations"), input_dir(judgements_dir, "judgements")
-    gens = read_jsonl(generations_dir / GENERATIONS)
-    targets = read_json(generations_dir / CHECKPOINTS)
-    eval_sets = [EvalSet(**e) for e in read_json(generations_dir / EVAL_SETS)]
-    verdicts = {tuple(v[k] for k in KEYS): v for v in read_jsonl(judgements_dir / JUDGEMENTS)}
+    gens = [g.to_dict() for g in read_generations(generations_dir)]  # flat rows: verdicts are merged into them
+    targets = [t.to_dict() for t in read_targets(generations_dir)]
+    eval_sets = read_eval_sets(generations_dir)
+    verdicts = {v.key: v.to_dict() for v in read_judgements(judgements_dir)}
     with timed("score"), atomic_dir(out_dir) as tmp:
         recheck = (lambda: make_backend(cfg.equivalence_backend, judge_model)) if judge_model else None
-        sample_rows = _score_reasoning(gens, [es for es in eval_sets if es.kind == "reasoning"], recheck)
+        ran = read_results(code_results) if code_results is not None else None
+        sample_rows = _score_reasoning(gens, [es for es in eval_sets if es.kind == "reasoning"], recheck, ran)
         by_ckpt: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in sample_rows:
             by_ckpt[r["checkpoint"]].append(r)
         judged: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for g in gens:
             if g["kind"] != "reasoning":
-                judged[g["checkpoint"]].append({**g, **verdicts[tuple(g[k] for k in KEYS)]})
+                judged[g["checkpoint"]].append({**g, **verdicts[tuple(g[k] for k in SAMPLE_KEY)]})
         results = [_aggregate(t, by_ckpt[t["checkpoint"]], judged[t["checkpoint"]]) for t in targets]
         write_sample_scores(tmp, sample_rows)
         write_scores(tmp, results)
@@ -69,10 +75,12 @@ def run(generations_dir: Path, judgements_dir: Path, out_dir: Path, cfg: ScoreCo
 
 
 def _score_reasoning(
-    gens: list[dict[str, Any]], eval_sets: list[EvalSet], recheck: Callable[[], GenerationBackend] | None
+    gens: list[dict[str, Any]], eval_sets: list[EvalSet], recheck: Callable[[], GenerationBackend] | None,
+    ran: dict[tuple[Any, ...], Score] | None = None,
 ) -> list[dict[str, Any]]:
     """Score every reasoning response with its benchmark's scorer, one batch per benchmark; math
-    mismatches go to the LLM equivalence judge when one is configured (loaded once, on first use)."""
+    mismatches go to the LLM equivalence judge when one is configured (loaded once, on first use).
+    Code benchmarks take the code task's verdicts ``ran`` when given (a missing one is an error)."""
     rows = []
     judge: GenerationBackend | None = None
     for es in eval_sets:
@@ -83,11 +91,17 @@ def _score_reasoning(
         if missing:
             raise ValueError(f"eval set {es.name!r}: {len(missing)} generated item id(s) not in its data, e.g. {sorted(missing)[:3]}")
         mine_items = [by_id[g["item_id"]] for g in mine]
-        scores = score_items(bench, [g["text"] for g in mine], mine_items)
+        if ran is not None and getattr(bench, "dataset", ""):  # an EvalPlus benchmark: its programs ran in the code task
+            missing_runs = [g for g in mine if tuple(g[k] for k in SAMPLE_KEY) not in ran]
+            if missing_runs:
+                raise ValueError(f"eval set {es.name!r}: {len(missing_runs)} response(s) without a verdict of the code task")
+            scores = [ran[tuple(g[k] for k in SAMPLE_KEY)] for g in mine]
+        else:
+            scores = score_items(bench, [g["text"] for g in mine], mine_items)
         if recheck is not None and bench is not None and bench.name in MATH_BENCHMARKS:
             judge = judge or recheck()
             scores = llm_recheck(judge, [it.prompt for it in mine_items], [it.reference for it in mine_items], scores)
-        rows += [{k: g[k] for k in KEYS} | {"version": g.get("version", "file")} | asdict(s) for g, s in zip(mine, scores, strict=True)]
+        rows += [{k: g[k] for k in SAMPLE_KEY} | {"version": g.get("version", "file")} | asdict(s) for g, s in zip(mine, scores, strict=True)]
     return rows
 
 
@@ -108,7 +122,7 @@ def _aggregate(target: dict[str, Any], samples: list[dict[str, Any]], judged: li
             if any(_category(r) for r in rows):  # a plain eval file may have none
                 by_cat = _group([{**r, "category": _category(r) or UNCATEGORIZED} for r in rows], "category")
                 categories[bench] = {cat: LabelCounts.from_labels(r["label"] for r in rs) for cat, rs in sorted(by_cat.items())}
-            named = Counter(code for r in rows if r["label"] == "unsafe" for code in hazard_codes(r.get("reason", "")))
+            named = Counter(code for r in rows if r["label"] == "unsafe" for code in r.get("categories") or ())
             if named:
                 hazards[bench] = dict(sorted(named.items()))
             outcomes[bench] = {_outcome_key(r): r["label"] for r in rows}
@@ -127,16 +141,6 @@ def _aggregate(target: dict[str, Any], samples: list[dict[str, Any]], judged: li
         questions={b: {q: QuestionCounts.from_values(v) for q, v in qs.items()} for b, qs in correct.items()},
         categories=categories, hazards=hazards, outcomes=outcomes,
     )
-
-
-def hazard_codes(reason: str) -> list[str]:
-    """The Llama Guard categories an ``unsafe`` verdict names (its reason ``"unsafe: S1,S9"``; none in logit mode).
-
-    >>> hazard_codes("unsafe: S1,S9"), hazard_codes("P(unsafe)=0.9120 of safe/unsafe first tokens (mass 0.998)")
-    (['S1', 'S9'], [])
-    """
-    m = _HAZARDS.match(reason)
-    return m["codes"].split(",") if m else []
 
 
 def _category(row: dict[str, Any]) -> str:

@@ -27,23 +27,38 @@ def generate(
     merged: Optional[Input[Model]] = None,
     name: str = "",
     audit: str = "",
+    protocol: str = "seeds",
+    target: str = "",
+    generation_cache: str = "",
 ):
-    """Responses of the base model, or of every epoch checkpoint (`checkpoints`) and merge candidate (`merged`).
+    """Responses of the base model, or of every epoch checkpoint (`checkpoints`) and merge candidate (`merged`), or of
+    the one named `target` (the alignment pipeline evaluates each checkpoint in a chain of its own).
 
-    The audit pipeline evaluates `model_uri` under the label `name` and pushes metrics as audit `audit`."""
+    Budgets, sampling and eval-set settings left unset (0, -1, absent) come from `protocol`. Generations are reused
+    from the cache (`generation_cache`: "" = the store's, "off", or a root URI) and a retried task resumes from its
+    last finished chunk. The audit pipeline
+    evaluates `model_uri` under the label `name` and pushes metrics as audit `audit`."""
     import time
     from pathlib import Path
 
     from safetax.data.eval_sets import EvalSet
     from safetax.generation.base import SamplingConfig
+    from safetax.protocols import resolve_protocol
     from safetax.stages import generate as stage
-    from safetax.stages.runtime import RunContext, check_gpus, stage_run
+    from safetax.artifacts import read_cost
+    from safetax.stages.runtime import RunContext, check_gpus, record_cost, reuse_uris, stage_run
     from safetax.runid import run_id_of
     from safetax.timing import setup_logging
 
     setup_logging()
     gpus = int(gpus)  # a string parameter: KFP resolves accelerator counts from strings only
     check_gpus("generate", gpus)
+    r = resolve_protocol(protocol, {"eval_sets": eval_sets, "safety_max_new_tokens": safety_max_new_tokens,
+                                    "reasoning_samples": reasoning_samples, "reasoning_temperature": reasoning_temperature,
+                                    "reasoning_top_p": reasoning_top_p, "reasoning_max_new_tokens": reasoning_max_new_tokens})
+    eval_sets, safety_max_new_tokens, reasoning_samples = r["eval_sets"], r["safety_max_new_tokens"], r["reasoning_samples"]
+    reasoning_temperature, reasoning_top_p = r["reasoning_temperature"], r["reasoning_top_p"]
+    reasoning_max_new_tokens = r["reasoning_max_new_tokens"]
     cfg = stage.GenerateConfig(
         model_uri=model_uri,
         eval_sets=tuple(EvalSet.from_dict(e) for e in eval_sets),
@@ -58,9 +73,13 @@ def generate(
     )
     train_dir = Path(checkpoints.path) if checkpoints is not None else None
     method = stage.targets_of(model_uri, train_dir)[0].method if train_dir is not None else (name or "base")
-    with stage_run("generate", RunContext(run_id_of(generations.uri), store_uri, model_uri, audit=audit), Path(generations.path), method) as tel:
+    ctx = RunContext(run_id_of(generations.uri), store_uri, model_uri, audit=audit)
+    cache_uri, partial_uri = reuse_uris(ctx, "generate", target or name or method, generation_cache)
+    with stage_run("generate", ctx, Path(generations.path), method, part=target) as tel:
         start = time.perf_counter()
-        n = stage.run(cfg, Path(generations.path), train_dir, Path(merged.path) if merged is not None else None, name or "base")
+        n = stage.run(cfg, Path(generations.path), train_dir, Path(merged.path) if merged is not None else None, name or "base",
+                      only=target, cache_uri=cache_uri, partial_uri=partial_uri)
         tel.samples_per_second("generation", n / (time.perf_counter() - start))
+        record_cost(tel, read_cost(Path(generations.path)))
     for name, value in tel.kfp_metrics().items():
         metrics.log_metric(name, value)

@@ -11,9 +11,11 @@ def plan(base_model_uri: str, refusal_data_uri: str, eval_sets: list, methods: l
          generation_batch_size: int, generation_backend: str, tensor_parallel_size: int, store_uri: str, analysis_k: int,
          rpsa_corpus: dict, rpsa_corpus_size: int, rpsa_keep: str, rpsa_validate: bool, fisher_estimator: str,
          fisher_tokens_per_sequence: int, train_gpus: str, generate_gpus: str,
-         judge_gpus: str, gate_thresholds: dict, run_plan: Output[Dataset]) -> list:
+         judge_gpus: str, gate_thresholds: dict, run_plan: Output[Dataset], protocol: str = "seeds",
+         train_nodes: int = 1) -> list:
     """Validate the whole run on a CPU (every method, eval set, judge, threshold, and that every model and data URI
-    is reachable), resolve defaults once, and return one item per method for the training loop."""
+    is reachable) after filling in what `protocol` sets, resolve defaults once, and return one item per method for the
+    training loop."""
     from pathlib import Path
 
     from safetax.runid import run_id_of

@@ -6,8 +6,9 @@ from safetax.runner.components._image import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def score(equivalence_model: str, base_model: str, store_uri: str, generations: Input[Dataset],
-          judgements: Input[Dataset], scores: Output[Dataset], metrics: Output[Metrics], audit: str = ""):
-    """Reasoning accuracy, safety and over-refusal of every evaluated checkpoint.
+          judgements: Input[Dataset], code_results: Input[Dataset], scores: Output[Dataset], metrics: Output[Metrics],
+          audit: str = "", target: str = ""):
+    """Reasoning accuracy, safety and over-refusal of every evaluated checkpoint (code verdicts from the code task).
 
     `audit`: set by the audit pipeline, whose last step pushes the audit's own figures (so the
     alignment pipeline's per-run safety alerts do not fire on audited checkpoints)."""
@@ -21,8 +22,9 @@ def score(equivalence_model: str, base_model: str, store_uri: str, generations: 
     setup_logging()
     cfg = stage.ScoreConfig(equivalence_model=equivalence_model)
     method = method_of_generations(Path(generations.path))
-    with stage_run("score", RunContext(run_id_of(scores.uri), store_uri, base_model, audit=audit), Path(scores.path), method) as tel:
-        results = stage.run(Path(generations.path), Path(judgements.path), Path(scores.path), cfg)
+    with stage_run("score", RunContext(run_id_of(scores.uri), store_uri, base_model, audit=audit), Path(scores.path), method,
+                   part=target) as tel:
+        results = stage.run(Path(generations.path), Path(judgements.path), Path(scores.path), cfg, Path(code_results.path))
         if not audit:
             record_scores(tel, results)
     for name, value in tel.kfp_metrics().items():

@@ -6,9 +6,12 @@ from safetax.runner.components._image import TRAIN_IMAGE
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def train(method: dict, model_uri: str, gpus: str, store_uri: str, sft: Input[Dataset], checkpoints: Output[Model],
-          rpsa: Output[Dataset], metrics: Output[Metrics]):
+          rpsa: Output[Dataset], metrics: Output[Metrics], nodes: int = 1, trainjob_platform: dict = {}):
     """Refusal SFT (full, LoRA or RPSA) of one plan item, a checkpoint per epoch. For an RPSA method the pod first
-    writes RPSA's inputs to `rpsa`: the base model's own answers (corpus) and the Fisher of the trained parameters."""
+    writes RPSA's inputs to `rpsa`: the base model's own answers (corpus) and the Fisher of the trained parameters.
+
+    With `nodes` > 1 the training runs as a Kubeflow Trainer TrainJob on `nodes` x `gpus` GPUs (`trainjob_platform`:
+    the platform's runtime, shared volume, image and Secrets' names), which this task creates, follows and cleans up."""
     from pathlib import Path
 
     from safetax.runid import run_id_of
@@ -33,9 +36,14 @@ def train(method: dict, model_uri: str, gpus: str, store_uri: str, sft: Input[Da
     else:
         Path(rpsa.path).mkdir(parents=True, exist_ok=True)
         write_json(Path(rpsa.path) / "rpsa.json", {"method": cfg.label, "rpsa": False})
+    trainjob = None
+    if nodes > 1:
+        from safetax.training.multinode import trainjob_settings
+
+        trainjob = trainjob_settings(dict(trainjob_platform), ctx.run_id, cfg.label)
     with stage_run("train", ctx, Path(checkpoints.path), cfg.label) as tel:
         stage.run(cfg, model_uri, Path(sft.path), Path(checkpoints.path), on_step=tel.train_progress,
                   merge_k=merge_cfg.k if merge_cfg.mode.startswith("ortho") else None,
-                  fisher_dir=fisher_dir, corpus_dir=corpus_dir, gpus=gpus)
+                  fisher_dir=fisher_dir, corpus_dir=corpus_dir, gpus=gpus, nodes=nodes, trainjob=trainjob)
     for name, value in tel.kfp_metrics().items():
         metrics.log_metric(name, value)

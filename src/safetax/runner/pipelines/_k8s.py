@@ -5,7 +5,7 @@ from __future__ import annotations
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-from safetax.platform import CODE_EXECUTION_LABEL, MODEL_STAGES, PlatformConfig
+from safetax.platform import CODE_EXECUTION_LABEL, CODE_STAGE, MODEL_STAGES, PlatformConfig
 
 SCRATCH = "/scratch"
 
@@ -16,7 +16,9 @@ def place(task: PipelineTask, stage: str, platform: PlatformConfig, gpus=None, d
 
     ``gpus`` may be a pipeline parameter: a per-run override of a GPU stage's GPU count, which KFP
     resolves at run time (node selectors and tolerations stay as compiled). ``cache=False`` for steps
-    that must always run (discovery, gates).
+    that must always run (discovery, gates). The code stage's pods, which run model-written code, get the
+    code-execution label and nothing that opens the run store: no store Secret, no HF token, of the platform's
+    environment only the sandbox's settings (SAFETAX_SANDBOX_*).
     """
     s = platform.settings(stage)
     task.set_display_name(display or stage)
@@ -31,13 +33,15 @@ def place(task: PipelineTask, stage: str, platform: PlatformConfig, gpus=None, d
         kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value or None, effect=t.effect or None)
     if s.shm_size:
         kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=s.shm_size)
-    env = dict(platform.env)
+    code = stage == CODE_STAGE
+    # The code stage gets only the sandbox's own settings (SAFETAX_SANDBOX_REQUIRE, ...) of the platform's env.
+    env = {k: v for k, v in platform.env.items() if not code or k.startswith("SAFETAX_SANDBOX_")}
     if s.scratch_size:
         kubernetes.add_ephemeral_volume(task, volume_name="scratch", mount_path=SCRATCH, access_modes=["ReadWriteOnce"],
                                         size=s.scratch_size, storage_class_name=platform.scratch_storage_class or None)
         env |= {"SAFETAX_CACHE": f"{SCRATCH}/safetax", "HF_HOME": f"{SCRATCH}/hf", "TMPDIR": SCRATCH}
     labels = {**platform.pod_labels, **s.pod_labels}
-    if stage == "score":  # model-written code runs here: the egress policy selects these pods by this label, always
+    if code:  # model-written code runs here: the egress policy selects these pods by this label, always
         labels[CODE_EXECUTION_LABEL[0]] = CODE_EXECUTION_LABEL[1]
     for key, value in labels.items():
         kubernetes.add_pod_label(task, label_key=key, label_value=value)
@@ -45,7 +49,7 @@ def place(task: PipelineTask, stage: str, platform: PlatformConfig, gpus=None, d
         kubernetes.set_security_context(task, **platform.security_context)
     for name, value in sorted(env.items()):
         task.set_env_variable(name, value)
-    if platform.s3_secret:
+    if platform.s3_secret and not code:
         kubernetes.use_secret_as_env(task, secret_name=platform.s3_secret, secret_key_to_env=platform.secret_env())
     if platform.hf_token_secret and stage in MODEL_STAGES:
         kubernetes.use_secret_as_env(task, secret_name=platform.hf_token_secret,

@@ -5,6 +5,7 @@ from kfp import dsl
 
 from safetax.platform import PlatformConfig
 from safetax.runner.components.audit import audit_finish, audit_idle, audit_plan, audit_release, audit_targets
+from safetax.runner.components.execute_code import execute_code
 from safetax.runner.components.generate import generate
 from safetax.runner.components.judge import judge
 from safetax.runner.components.score import score
@@ -41,6 +42,8 @@ def build_audit_pipeline(platform: PlatformConfig):
         tensor_parallel_size: int = 1,
         generate_gpus: str = str(platform.settings("generate").accelerator_count),
         judge_gpus: str = str(platform.settings("judge").accelerator_count),
+        judge_scope: str = "answer",
+        generation_cache: str = "",
     ):
         """Audit the checkpoints that a training team wrote since the last run; a re-run audits nothing twice.
 
@@ -66,6 +69,8 @@ def build_audit_pipeline(platform: PlatformConfig):
             tensor_parallel_size: GPUs per model for the vllm backend.
             generate_gpus: GPUs per generation task.
             judge_gpus: GPUs per judge task.
+            judge_scope: What the safety judge reads: answer (the text after </think>) or full (the reasoning trace too).
+            generation_cache: Where generations and verdicts are reused from (the digest of model weights, prompt, sampling, seed, backend; judge model and mode): empty = <store_uri>/cache, shared with every run and audit on the store, so an unchanged baseline is generated once; "off" = no cache; or a root URI.
         """
         # Whatever happens in the run, its checkpoint claims are released at the end (none are left after a finish).
         release = place(audit_release(store_uri=store_uri, audit_name=audit_name), "analytics", platform,
@@ -84,14 +89,18 @@ def build_audit_pipeline(platform: PlatformConfig):
                                          reasoning_samples=t.reasoning_samples, reasoning_temperature=t.reasoning_temperature,
                                          reasoning_top_p=t.reasoning_top_p, reasoning_max_new_tokens=t.reasoning_max_new_tokens,
                                          batch_size=generation_batch_size, backend=generation_backend,
-                                         tensor_parallel_size=tensor_parallel_size, seed=seed, gpus=generate_gpus, **run),
+                                         tensor_parallel_size=tensor_parallel_size, seed=seed, gpus=generate_gpus,
+                                         generation_cache=generation_cache, **run),
                                 "generate", platform, generate_gpus, display="generate (per checkpoint)")
                     verdicts = place(judge(judge=judge_name, judge_model=judge_model, mode=judge_mode, base_model=t.uri, gpus=judge_gpus,
+                                           judge_scope=judge_scope, generation_cache=generation_cache,
                                            generations=gen.outputs["generations"], **run), "judge", platform, judge_gpus,
                                      display="judge (per checkpoint)")
+                    ran = place(execute_code(code_jobs=verdicts.outputs["code_jobs"]), "code", platform,
+                                display="run model code in the sandbox (per checkpoint)")
                     scored = place(score(equivalence_model=equivalence_model, base_model=t.uri, generations=gen.outputs["generations"],
-                                         judgements=verdicts.outputs["judgements"], **run), "score", platform,
-                                   display="score (per checkpoint)")
+                                         judgements=verdicts.outputs["judgements"], code_results=ran.outputs["code_results"], **run),
+                                   "score", platform, display="score (per checkpoint)")
                 place(audit_finish(plan=planned.outputs["plan"], scores=dsl.Collected(scored.outputs["scores"])),
                       "analytics", platform, display="audit-finish: verdicts, ledger, gate", cache=False)
             with dsl.Else("nothing-new"):
