@@ -48,3 +48,12 @@ def test_after_the_run_a_handler_that_kept_the_console_writes_through_it(tmp_pat
         logger.removeHandler(handler)
     assert console.getvalue() == "demo finished in 3.0s\n"
     assert (tmp_path / "run.log").read_text() == "chatter\n"
+
+
+def test_a_methods_per_checkpoint_tasks_show_as_one_line() -> None:
+    """Per-checkpoint chains log `checkpoint <c>: <stage> finished` (log only); the gather line sums them up."""
+    log, console = io.StringIO(), io.StringIO()
+    q = QuietConsole(log, console)
+    q.write("    22:00:06 INFO safetax.stages.runtime: checkpoint lora-r4/epoch-2: generate finished in 3.10s\n"
+            "    22:00:09 INFO safetax.stages.gather: evaluated 3 checkpoint(s): lora-r4/epoch-1 .. lora-r4+plain/epoch-2\n")
+    assert console.getvalue().splitlines() == ["  evaluated 3 checkpoint(s): lora-r4/epoch-1 .. lora-r4+plain/epoch-2"]

@@ -31,6 +31,9 @@ def test_demo_pipeline_aligns_both_methods(
         main(["demo", "--out", str(tmp_path / "runs"), "--safety-limit", "16", "--reasoning-limit", "32", "--max-new-tokens", "64",
               "--store", "s3://safetax-e2e/runs", "--pushgateway", gateway])
         out, err = capfd.readouterr()
+        # A quiet console: a line per method stage (a method's per-checkpoint chains sum up as one), the table, paths.
+        assert len(out.splitlines()) < 60 and "executor_input" not in out + err, out
+        assert sum(line.strip().startswith("evaluated ") for line in out.splitlines()) == len(DEMO_METHODS), out
         # Every stage's metrics, read back through Prometheus' query API.
         # The gate is the run's last task: wait for Prometheus to have scraped its push, then read every stage's.
         assert query(prom, 'safetax_stage_duration_seconds{stage="gate"}', timeout=60)

@@ -14,6 +14,8 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +274,22 @@ def _failure(root: Path, since: float) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def _logging_through(stream: Any) -> Iterator[None]:
+    """Point the root logger's console handlers at ``stream`` (the quiet console) for the run, then back."""
+    import logging
+
+    handlers = [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    old = [h.setStream(stream) for h in handlers]
+    try:
+        yield
+    finally:
+        for h, previous in zip(handlers, old, strict=True):
+            if previous is not None:  # None: the handler wrote to ``stream`` already
+                h.setStream(previous)
+
+
 def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: Any = None, compiled: Path | None = None,
               verbose: bool = True) -> Path | None:
     """Run a pipeline with KFP's local SubprocessRunner in this environment; return its output artifact's path
@@ -317,6 +335,7 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: 
             log_file = stack.enter_context(path.open("w"))
             console = QuietConsole(log_file, sys.stdout)
             stack.enter_context(contextlib.redirect_stdout(console))  # type: ignore[type-var]
+            stack.enter_context(_logging_through(console))  # the runner's records that reach the root logger too
             print(f"running {name} locally; the runner's full log: {path}", file=sys.stderr)
         try:
             task = func(**params)

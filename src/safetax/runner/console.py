@@ -3,7 +3,8 @@
 KFP's local runner prints every task's executor input and output (thousands of lines for the demo).
 While a run lasts, :class:`QuietConsole` takes the place of ``sys.stdout``: every line goes to the run's
 log file, and only what a person needs on the console passes through: each stage's
-``stage <name> (<method>) finished in <s>`` line, warnings and errors, and the runner's failure lines.
+``stage <name> (<method>) finished in <s>`` line (a method's per-checkpoint tasks are summed up by its
+``evaluated N checkpoint(s)`` line), warnings and errors, and the runner's failure lines.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import IO
 
 # What reaches the console: a stage's end (runtime.stage_run), a warning or error of safetax's or a task's, a failure.
-_SHOW = re.compile(r"INFO safetax\.stages\.runtime: stage \S+( \(.*\))? finished in|(WARNING|ERROR) safetax|"
-                   r"finished with status .*FAILURE|Traceback|Error: ")
+_SHOW = re.compile(r"INFO safetax\.stages\.runtime: stage \S+( \(.*\))? finished in|INFO safetax\.stages\.gather: evaluated|"
+                   r"(WARNING|ERROR) safetax|finished with status .*FAILURE|Traceback|Error: ")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STAMP = re.compile(r"^\d\d:\d\d:\d\d(\.\d+)? (- )?")
 
@@ -42,7 +43,7 @@ class QuietConsole:
         plain = plain_text(line).strip()
         if not _SHOW.search(plain) or plain.startswith("[KFP Executor"):
             return
-        plain = _STAMP.sub("", plain).replace("INFO safetax.stages.runtime: ", "")
+        plain = _STAMP.sub("", plain).replace("INFO safetax.stages.runtime: ", "").replace("INFO safetax.stages.gather: ", "")
         self.console.write(f"  {plain}\n")
         self.console.flush()
         self.shown += 1

@@ -23,10 +23,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetax.data.eval_sets import EvalSet, load_eval_set
+from safetax.artifacts import GenerationRow, read_eval_sets, read_generations
+from safetax.data.eval_sets import load_eval_set
 from safetax.records import Score, read_jsonl, write_jsonl
 from safetax.scoring.code import extract_code, score_programs
-from safetax.store import atomic_dir, input_dir, read_json, write_json
+from safetax.store import atomic_dir, read_json, write_json
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -40,30 +41,27 @@ def prepare(generations_dir: Path, out_dir: Path) -> int:
     """Write the programs of every code response in ``generations_dir`` and their tasks to ``out_dir``.
 
     Returns the number of programs (0: the run has no code benchmark, and ``out_dir`` holds empty files)."""
-    from safetax.stages.generate import EVAL_SETS, GENERATIONS
-
-    src = input_dir(generations_dir, "generations")
-    eval_sets = [EvalSet(**e) for e in read_json(src / EVAL_SETS)]
     jobs: list[dict[str, Any]] = []
     tasks: dict[str, dict[str, Any]] = {}
-    gens: list[dict[str, Any]] | None = None
-    for es in eval_sets:
+    rows: list[GenerationRow] | None = None
+    for es in read_eval_sets(generations_dir):
         if es.kind != "reasoning" or not es.benchmark:
             continue
         items, bench = load_eval_set(es)
         dataset = str(getattr(bench, "dataset", ""))
         if not dataset:  # not an EvalPlus benchmark
             continue
-        gens = gens if gens is not None else read_jsonl(src / GENERATIONS)
+        rows = rows if rows is not None else read_generations(generations_dir)
         by_id = {it.id: it for it in items}
         used: dict[str, Any] = {}
-        for g in (g for g in gens if g["benchmark"] == es.name):
-            item = by_id.get(g["item_id"])
+        for g in (r.generation for r in rows if r.generation.benchmark == es.name):
+            item = by_id.get(g.item_id)
             if item is None:
-                raise ValueError(f"eval set {es.name!r}: generated item id {g['item_id']!r} is not in its data")
+                raise ValueError(f"eval set {es.name!r}: generated item id {g.item_id!r} is not in its data")
             tid = str(item.meta["task_id"])
             used[tid] = bench.tasks[tid]  # type: ignore[union-attr]
-            jobs.append({**{k: g[k] for k in KEYS}, "task_id": tid, "code": extract_code(g["text"])})
+            jobs.append({"checkpoint": g.checkpoint, "benchmark": g.benchmark, "item_id": g.item_id, "sample": g.sample,
+                         "task_id": tid, "code": extract_code(g.text)})
         tasks[es.name] = {"dataset": dataset, "tasks": used}
     with atomic_dir(out_dir) as tmp:
         write_jsonl(tmp / JOBS, jobs)

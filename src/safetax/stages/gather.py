@@ -29,5 +29,7 @@ def run(score_dirs: Sequence[Path], out_dir: Path, order: Sequence[str] = ()) ->
     records.sort(key=lambda r: (rank.get(r.checkpoint, len(rank)), r.checkpoint))
     with atomic_dir(out_dir) as tmp:
         write_scores(tmp, records)
-    log.info("gathered the scores of %d checkpoint(s)", len(records))
+    names = [r.checkpoint for r in records]
+    log.info("evaluated %d checkpoint(s)%s", len(records), f": {names[0]} .. {names[-1]}" if len(names) > 1 else
+             f": {names[0]}" if names else "")
     return records

@@ -86,7 +86,10 @@ def stage_run(stage: str, ctx: RunContext, out_dir: Path, method: str = "", part
             tel.record_failure()
         _leave_failed(stage, out_dir, e)
         raise
-    log.info("stage %s%s finished in %.2fs", stage, f" ({method})" if method and method != stage else "", time.perf_counter() - start)
+    if part:  # one of a method's per-checkpoint tasks: the log's, not the console's (gather sums them up)
+        log.info("checkpoint %s: %s finished in %.2fs", part, stage, time.perf_counter() - start)
+    else:
+        log.info("stage %s%s finished in %.2fs", stage, f" ({method})" if method and method != stage else "", time.perf_counter() - start)
 
 
 def _leave_failed(stage: str, out_dir: Path, error: BaseException) -> None:
