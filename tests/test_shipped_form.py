@@ -102,6 +102,9 @@ def test_compiled_alignment_and_audit_run_from_the_shipped_yaml(fresh: Path, tmp
         "reasoning_max_new_tokens": 8, "generation_batch_size": 4,
         "rpsa_corpus": {"name": "arith", "kind": "reasoning", "uri": inputs["arith"]}, "rpsa_corpus_size": 2,
         "store_uri": str(tmp_path / "store"),
+        # A paper's protocol fills in what is left unset (the RPSA method's learning rate, batch, warmup, and
+        # the Fisher estimator: Eq. 4's per-token one); the explicit values above and the judge win.
+        "protocol": "rpsa-paper", "judge_name": "refusal",
     }
     (tmp_path / "params.json").write_text(json.dumps(params))
     safetax = str(fresh / "bin" / "safetax")
@@ -118,6 +121,9 @@ def test_compiled_alignment_and_audit_run_from_the_shipped_yaml(fresh: Path, tmp
     rows = {r.split(",")[0] for r in (results / "results.csv").read_text().splitlines()[1:]}
     assert {"base", "lora-r2/epoch-1", "lora-r2+plain/epoch-1", "rpsa-lora/epoch-1"} <= rows, rows
     # RPSA's corpus and Fisher ran in its own train pod; the LoRA method's train wrote no Fisher.
+    plan = json.loads(next((tmp_path / "runs").glob("safetax-alignment-*/plan/run_plan/plan.json")).read_text())
+    assert plan["params"]["fisher_estimator"] == "token" and plan["params"]["judge_name"] == "refusal"
+    assert [m["rpsa"]["estimator"] for m in plan["methods"] if m["is_rpsa"]] == ["token"]
     trains = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("safetax-alignment-*/*/train/rpsa/rpsa.json")]
     assert {"method": "lora-r2", "rpsa": False} in trains
     assert list((tmp_path / "runs").glob("safetax-alignment-*/*/train/rpsa/fisher/fisher.safetensors"))

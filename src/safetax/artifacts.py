@@ -31,6 +31,7 @@ GENERATIONS = "generations.jsonl"
 TARGETS = "targets.json"
 EVAL_SETS = "eval_sets.json"
 JUDGEMENTS = "judgements.jsonl"
+SECOND_OPINIONS = "second_opinions.jsonl"  # the refusal-pattern judge on the same safety responses (judge agreement)
 COST = "cost.json"
 KINDS = ("adapter", "full")
 SAMPLE_KEY = ("checkpoint", "benchmark", "item_id", "sample")  # identifies one response across stages
@@ -234,14 +235,18 @@ class JudgementRow:
         return cls(key, judgement, str(d["judge"]))
 
 
-def write_judgements(out_dir: Path, rows: Sequence[JudgementRow]) -> Path:
-    path = out_dir / JUDGEMENTS
+def write_judgements(out_dir: Path, rows: Sequence[JudgementRow], name: str = JUDGEMENTS) -> Path:
+    path = out_dir / name
     write_jsonl(path, [r.to_dict() for r in rows])
     return path
 
 
-def read_judgements(judgements_dir: Path) -> list[JudgementRow]:
-    return [JudgementRow.from_dict(d) for d in read_jsonl(input_dir(judgements_dir, "judgements") / JUDGEMENTS)]
+def read_judgements(judgements_dir: Path, name: str = JUDGEMENTS) -> list[JudgementRow]:
+    """The verdicts of a judge output (``name``: :data:`JUDGEMENTS`, or :data:`SECOND_OPINIONS`, [] when absent)."""
+    path = input_dir(judgements_dir, "judgements") / name
+    if name != JUDGEMENTS and not path.is_file():
+        return []
+    return [JudgementRow.from_dict(d) for d in read_jsonl(path)]
 
 
 # -- cost ---------------------------------------------------------------------------------------------------------

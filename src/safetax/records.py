@@ -65,6 +65,8 @@ class CheckpointScores:
     (StrongREJECT's) -> label counts.
     ``hazards``: safety benchmark -> Llama Guard category (S1-S14) -> unsafe verdicts naming it.
     ``outcomes``: safety benchmark -> prompt id -> label (for paired bootstrap intervals against the base).
+    ``judge_agreement``: "<judge> vs <second judge>" -> "<label>|<label>" -> responses, over the safety responses both
+    judged (the refusal-pattern judge is the second opinion of a Llama-Guard run).
 
     Figures (shares in [0, 1]; computed from the counts where these are given, else as stored by an older record):
     ``reasoning``: pass@1; ``safety``: safety score = safe / all responses; ``overrefusal``: refused / benign
@@ -87,6 +89,8 @@ class CheckpointScores:
     categories: dict[str, dict[str, LabelCounts]] = field(default_factory=dict)
     hazards: dict[str, dict[str, int]] = field(default_factory=dict)
     outcomes: dict[str, dict[str, str]] = field(default_factory=dict)
+    # "<judge> vs <second judge>" -> "<label a>|<label b>" -> responses: two judges on the same safety responses
+    judge_agreement: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("reasoning", "safety", "counts", "overrefusal"):  # filled in below: never the caller's dicts
@@ -137,6 +141,7 @@ class CheckpointScores:
             categories={b: {cat: LabelCounts.from_dict(c) for cat, c in cats.items()} for b, cats in d.get("categories", {}).items()},
             hazards={b: {h: int(k) for h, k in hz.items()} for b, hz in d.get("hazards", {}).items()},
             outcomes={b: {i: str(lab) for i, lab in items.items()} for b, items in d.get("outcomes", {}).items()},
+            judge_agreement={p: {k: int(n) for k, n in t.items()} for p, t in d.get("judge_agreement", {}).items()},
         )
 
 

@@ -54,3 +54,27 @@ def test_from_judgement_rows_and_markdown() -> None:
     assert "kappa 0.400, observed agreement 0.700 over 10 responses; 2 of 12 unscored by either judge" in text
     assert "| unsafe | 2 | 3 | 0 |" in text and "| unscored | 1 | 0 | 1 |" in text
     assert agreement_markdown([]) == ""
+
+
+def test_score_records_carry_the_two_judges_table_and_the_report_pools_it(tmp_path) -> None:
+    """The score stage counts, per checkpoint, the label pairs of the safety judge and its second opinion; the report
+    pools them over checkpoints into kappa and the confusion table."""
+    from safetax.artifacts import JudgementRow
+    from safetax.records import CheckpointScores, Judgement
+    from safetax.stages import analytics
+    from safetax.stages.score import _agreement
+
+    def row(i: int, label: str) -> dict:
+        return {"checkpoint": "c", "benchmark": "sr", "kind": "safety", "item_id": str(i), "sample": 0, "label": label,
+                "judge": "llama-guard-logit"}
+
+    judged = [row(0, "safe"), row(1, "safe"), row(2, "unsafe"), row(3, "unscored")]
+    second = {("c", "sr", str(i), 0): JudgementRow(("c", "sr", str(i), 0), Judgement(lab, None, ""), "refusal")
+              for i, lab in enumerate(["safe", "unsafe", "unsafe", "safe"])}
+    table = _agreement(judged, second)
+    assert table == {"llama-guard-logit vs refusal": {"safe|safe": 1, "safe|unsafe": 1, "unscored|safe": 1, "unsafe|unsafe": 1}}
+    recs = [CheckpointScores(f"m/epoch-{e}", "m", e, judge_agreement=table) for e in (1, 2)]
+    assert CheckpointScores.from_dict(recs[0].to_dict()).judge_agreement == table
+    [text] = analytics.agreement_section(recs)
+    assert "### llama-guard-logit vs refusal" in text and "over 6 responses" in text  # 2 checkpoints x 3 both-scored
+    assert "| safe | 2 | 2 | 0 |" in text

@@ -263,6 +263,10 @@ def test_judge_stage_uses_guard_for_safety_and_refusal_judge_for_overrefusal(tin
     assert [(r["judge"], r["label"]) for r in out] == [("llama-guard-logit", "unsafe"), ("llama-guard-logit", "safe")] * 2 + [("refusal", "safe")]
     assert counts == {"unsafe": 2, "safe": 3}
     assert all(r["categories"] == [] for r in out)  # logit mode names no categories
+    # The refusal-pattern judge's second opinion on the same safety responses, for the report's judge agreement.
+    second = read_jsonl(tmp_path / "judge" / "second_opinions.jsonl")
+    assert [(r["judge"], r["benchmark"], r["item_id"]) for r in second] == [("refusal", "sr", str(i)) for i in range(4)]
+    assert {r["label"] for r in second} <= {"safe", "unsafe", "unscored"}
 
 
 def test_judge_stage_writes_generate_mode_categories_and_passes_the_scope(tiny_guard: Path, tmp_path: Path) -> None:

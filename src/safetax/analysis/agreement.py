@@ -117,3 +117,33 @@ def agreement_markdown(agreements: Sequence[Agreement]) -> str:
         lines += [f"| {x} | " + " | ".join(str(ag.table[(x, y)]) for y in LABELS) + " |" for x in LABELS]
         lines.append("")
     return "\n".join(lines)
+
+
+def from_counts(pair: str, counts: Mapping[str, int]) -> Agreement:
+    """An :class:`Agreement` from a score record's ``judge_agreement`` entry: ``"a vs b"`` and ``"<label a>|<label b>"``
+    -> responses (several checkpoints' entries summed first).
+
+    >>> ag = from_counts("llama-guard-logit vs refusal", {"safe|safe": 4, "safe|unsafe": 1, "unsafe|safe": 2,
+    ...                                                    "unsafe|unsafe": 3, "unscored|safe": 5})
+    >>> ag.judges, ag.both_scored, round(ag.kappa, 4), ag.common
+    (('llama-guard-logit', 'refusal'), 10, 0.4, 15)
+    """
+    a, _, b = pair.partition(" vs ")
+    table = {(x, y): 0 for x in LABELS for y in LABELS}
+    for key, n in counts.items():
+        x, _, y = key.partition("|")
+        if (x, y) not in table:
+            raise ValueError(f"judge agreement {pair!r}: {key!r} is not a pair of labels among {list(LABELS)}")
+        table[(x, y)] += int(n)
+    observed, kappa = cohen_kappa(table)
+    both = sum(table[(x, y)] for x in SCORED for y in SCORED)
+    return Agreement((a, b), table, both, observed, kappa)
+
+
+def pooled(records: Iterable[Mapping[str, Mapping[str, int]]]) -> list[Agreement]:
+    """Every judge pair's agreement over all records (``CheckpointScores.judge_agreement`` of each checkpoint)."""
+    total: dict[str, Counter[str]] = defaultdict(Counter)
+    for rec in records:
+        for pair, counts in rec.items():
+            total[pair].update(counts)
+    return [from_counts(pair, c) for pair, c in sorted(total.items())]

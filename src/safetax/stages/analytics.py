@@ -53,8 +53,16 @@ def render(table: pd.DataFrame, scores: Sequence[CheckpointScores], out_dir: Pat
     notes = [*notes, *([f"Benchmark versions: {', '.join(versions)}."] if versions else [])]
     sections: list[Section] = [*category_sections(scores), *weight_sections(pd.DataFrame() if weights is None else weights, out_dir),
                                *rpsa_section(rpsa or {}, out_dir), *verdict_section(verdicts or {}, gate),
-                               *reproduction_section(scores, base_model)]
+                               *reproduction_section(scores, base_model), *agreement_section(scores)]
     return write_report(table, out_dir, title=title, notes=notes, sections=sections)
+
+
+def agreement_section(scores: Sequence[CheckpointScores]) -> list[str]:
+    """How far two judges agree on the same safety responses (all checkpoints pooled), when a run had two."""
+    from safetax.analysis.agreement import agreement_markdown, pooled
+
+    text = agreement_markdown(pooled(s.judge_agreement for s in scores))
+    return [text] if text else []
 
 
 def reproduction_section(scores: Sequence[CheckpointScores], base_model: str) -> list[str]:

@@ -20,7 +20,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from safetax.artifacts import JUDGEMENTS, SAMPLE_KEY, GenerationRow, JudgementRow, StageCost, pod_gpus, read_generations, write_cost, write_judgements
+from safetax.artifacts import (
+    JUDGEMENTS, SAMPLE_KEY, SECOND_OPINIONS, GenerationRow, JudgementRow, StageCost, pod_gpus, read_generations, write_cost,
+    write_judgements,
+)
 from safetax.config import Checks
 from safetax.gencache import Cache, judgement_key, model_identity
 from safetax.judging.base import SCOPES, Judge
@@ -103,13 +106,26 @@ def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path, *, cache_uri: st
                 out += got
     cost = StageCost("judge", len(out), counts["generated"], counts["resumed"], counts["cached"], 0,
                      time.perf_counter() - start, pod_gpus())
+    second = _second_opinions(judges.get("safety"), safety, cfg.require_think)
     with atomic_dir(out_dir) as tmp:
         write_judgements(tmp, out)
+        if second:
+            write_judgements(tmp, second, SECOND_OPINIONS)
         write_cost(tmp, cost)
     area.clear()
     labels = dict(Counter(r.judgement.label for r in out))
     log.info("judgements: %s; %s", labels, cost.summary())  # counts only: responses to harmful prompts stay in the artifact
     return labels
+
+
+def _second_opinions(judge: Judge | None, rows: list[GenerationRow], require_think: bool) -> list[JudgementRow]:
+    """The refusal-pattern judge's verdicts on the safety responses another judge labelled (instant, no model): the
+    report shows how far the two agree (Cohen's kappa). None when the safety judge is the refusal judge itself."""
+    second = RefusalJudge(require_think)
+    if judge is None or judge.name == second.name or not rows:
+        return []
+    verdicts = second.judge([r.prompt for r in rows], [r.generation.text for r in rows])
+    return [JudgementRow(r.key, v, second.name) for r, v in zip(rows, verdicts, strict=True)]
 
 
 def _judge_chunk(judge: Judge, identity: str, chunk: list[GenerationRow], cache: Cache, require_think: bool,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from safetax.artifacts import (
-    SAMPLE_KEY, SAMPLE_SCORES, SCORES, read_eval_sets, read_generations, read_judgements, read_scores, read_targets,
+    SAMPLE_KEY, SAMPLE_SCORES, SCORES, SECOND_OPINIONS, JudgementRow, read_eval_sets, read_generations, read_judgements, read_scores, read_targets,
     write_sample_scores, write_scores,
 )
 from safetax.benchmarks.safety import UNCATEGORIZED
@@ -55,6 +55,7 @@ def run(generations_dir: Path, judgements_dir: Path, out_dir: Path, cfg: ScoreCo
     targets = [t.to_dict() for t in read_targets(generations_dir)]
     eval_sets = read_eval_sets(generations_dir)
     verdicts = {v.key: v.to_dict() for v in read_judgements(judgements_dir)}
+    second = {v.key: v for v in read_judgements(judgements_dir, SECOND_OPINIONS)}
     with timed("score"), atomic_dir(out_dir) as tmp:
         recheck = (lambda: make_backend(cfg.equivalence_backend, judge_model)) if judge_model else None
         ran = read_results(code_results) if code_results is not None else None
@@ -66,7 +67,8 @@ def run(generations_dir: Path, judgements_dir: Path, out_dir: Path, cfg: ScoreCo
         for g in gens:
             if g["kind"] != "reasoning":
                 judged[g["checkpoint"]].append({**g, **verdicts[tuple(g[k] for k in SAMPLE_KEY)]})
-        results = [_aggregate(t, by_ckpt[t["checkpoint"]], judged[t["checkpoint"]]) for t in targets]
+        results = [replace(_aggregate(t, by_ckpt[t["checkpoint"]], judged[t["checkpoint"]]),
+                           judge_agreement=_agreement(judged[t["checkpoint"]], second)) for t in targets]
         write_sample_scores(tmp, sample_rows)
         write_scores(tmp, results)
     for r in results:
@@ -141,6 +143,16 @@ def _aggregate(target: dict[str, Any], samples: list[dict[str, Any]], judged: li
         questions={b: {q: QuestionCounts.from_values(v) for q, v in qs.items()} for b, qs in correct.items()},
         categories=categories, hazards=hazards, outcomes=outcomes,
     )
+
+
+def _agreement(judged: list[dict[str, Any]], second: dict[tuple[Any, ...], JudgementRow]) -> dict[str, dict[str, int]]:
+    """"<judge> vs <second judge>" -> "<label>|<label>" -> responses, over the safety responses both judged."""
+    out: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in judged:
+        other = second.get(tuple(r[k] for k in SAMPLE_KEY))
+        if r["kind"] == "safety" and other is not None:
+            out[f"{r['judge']} vs {other.judge}"][f"{r['label']}|{other.judgement.label}"] += 1
+    return {pair: dict(sorted(c.items())) for pair, c in out.items()}
 
 
 def _category(row: dict[str, Any]) -> str:
