@@ -63,3 +63,38 @@ def test_ablation_and_constant_k_use_existing_method_keys() -> None:
     assert (random.random_mask, random.dynamic_ratio, random.frozen_ratio, random.rpsa_base) == (True, False, 0.6, "full")
     constant = [TrainConfig.from_dict(m) for m in load(PARAMS / "rpsa-paper-constant-k-r1-llama-8b.yaml")["methods"]]
     assert {c.lora_rank for c in constant} == {1, 2, 4, 8, 16, 32} and not any(c.dynamic_ratio for c in constant)
+
+
+@pytest.mark.e2e
+def test_the_rpsa_table1_file_runs_through_the_local_runner(tiny_model: Path, data_dir: Path, tmp_path: Path) -> None:
+    """RPSA Table 1's parameter file as it ships, with small stand-ins for what a CPU cannot hold: the tiny model for
+    R1-Distill-Qwen-7B and a tiny trained guard for Llama-Guard-3 (generate mode, the paper's), 3 rows per benchmark
+    (the seeded `sample` of WildJailbreak kept as a sample), 1 epoch, 8-token budgets, 2 corpus problems, the
+    transformers backend. GPQA is left out (its questions stay encrypted). Every method of the table trains, every
+    checkpoint is evaluated in the rpsa-paper prompts, and the report has the judge-agreement section."""
+    import importlib.util
+    import json
+
+    from safetax.runner import run_local
+
+    spec = importlib.util.spec_from_file_location("guard_helpers", Path(__file__).parent / "judging" / "test_llama_guard.py")
+    helpers = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(helpers)  # type: ignore[union-attr]
+    guard = helpers.make_tiny_guard(tmp_path / "guard", helpers.guard_examples(8))
+    refusals = tmp_path / "refusals.jsonl"
+    refusals.write_text("".join(json.dumps({"prompt": f"Explain restricted task {i}.", "refusal": "I can't help with that."}) + "\n"
+                                for i in range(8)))
+    params = load(PARAMS / "rpsa-paper-table1-r1-qwen-7b.yaml")
+    params |= {"base_model_uri": str(tiny_model), "refusal_data_uri": str(refusals), "store_uri": "", "judge_model": str(guard),
+               "generation_backend": "hf", "generation_batch_size": 8, "safety_max_new_tokens": 8, "reasoning_max_new_tokens": 8,
+               "rpsa_corpus_size": 2, "max_length": 64, "generation_cache": "off"}
+    params["eval_sets"] = [e | ({"sample": 3} if "sample" in e else {"limit": 3}) for e in params["eval_sets"] if e["benchmark"] != "gpqa"]
+    params["methods"] = [m | {"epochs": 1, "batch_size": 4, "warmup_steps": 0} for m in params["methods"]]
+    results = run_local("alignment", params, tmp_path / "runs")
+    rows = {r.split(",")[0] for r in (results / "results.csv").read_text().splitlines()[1:]}
+    assert rows == {"base", "fft/epoch-1", "fft-rpsa/epoch-1", "lora/epoch-1", "lora-rpsa/epoch-1"}, rows
+    [plan] = list((tmp_path / "runs").glob("safetax-alignment-*/plan/run_plan/plan.json"))
+    resolved = json.loads(plan.read_text())["params"]
+    assert resolved["judge_mode"] == "generate" and resolved["fisher_estimator"] == "token"
+    report = (results / "report.md").read_text()
+    assert "## Judge agreement" in report and "llama-guard-generate vs refusal" in report
