@@ -91,6 +91,8 @@ class CheckpointScores:
     outcomes: dict[str, dict[str, str]] = field(default_factory=dict)
     # "<judge> vs <second judge>" -> "<label a>|<label b>" -> responses: two judges on the same safety responses
     judge_agreement: dict[str, dict[str, int]] = field(default_factory=dict)
+    # stage (generate, judge) -> what evaluating this checkpoint cost there (artifacts.StageCost's figures)
+    cost: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("reasoning", "safety", "counts", "overrefusal"):  # filled in below: never the caller's dicts
@@ -142,6 +144,7 @@ class CheckpointScores:
             hazards={b: {h: int(k) for h, k in hz.items()} for b, hz in d.get("hazards", {}).items()},
             outcomes={b: {i: str(lab) for i, lab in items.items()} for b, items in d.get("outcomes", {}).items()},
             judge_agreement={p: {k: int(n) for k, n in t.items()} for p, t in d.get("judge_agreement", {}).items()},
+            cost={st: {k: float(v) for k, v in c.items()} for st, c in d.get("cost", {}).items()},
         )
 
 

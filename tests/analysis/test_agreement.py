@@ -78,3 +78,23 @@ def test_score_records_carry_the_two_judges_table_and_the_report_pools_it(tmp_pa
     [text] = analytics.agreement_section(recs)
     assert "### llama-guard-logit vs refusal" in text and "over 6 responses" in text  # 2 checkpoints x 3 both-scored
     assert "| safe | 2 | 2 | 0 |" in text
+
+
+def test_the_report_has_a_cost_table_per_checkpoint_and_stage() -> None:
+    from safetax.artifacts import StageCost
+    from safetax.records import CheckpointScores
+    from safetax.stages import analytics
+
+    def cost(stage: str, generated: int, cached: int, tokens: int, wall: float) -> dict:
+        c = StageCost(stage, generated + cached, generated, 0, cached, tokens, wall, 1).to_dict()
+        return {k: float(v) for k, v in c.items() if k != "stage"}
+
+    recs = [CheckpointScores("base", "base", 0, cost={"generate": cost("generate", 0, 10, 0, 1.0)}),
+            CheckpointScores("m/epoch-1", "m", 1, cost={"generate": cost("generate", 10, 0, 500, 5.0),
+                                                        "judge": cost("judge", 10, 0, 0, 2.0)})]
+    assert CheckpointScores.from_dict(recs[1].to_dict()).cost == recs[1].cost
+    [text] = analytics.cost_section(recs)
+    assert "| base | generate | 10 | 0 | 0 | 10 | 100 | 0 | 0 | 1 |" in text
+    assert "| m/epoch-1 | generate | 10 | 10 | 0 | 0 | 0 | 500 | 100 | 5 |" in text
+    assert "| **all** | generate | 20 | 10 | 0 | 10 | 50 | 500 | 83 | 6 |" in text  # 500 tokens in 6 s
+    assert analytics.cost_section([CheckpointScores("base", "base", 0)]) == []

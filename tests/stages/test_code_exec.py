@@ -54,6 +54,8 @@ def test_the_code_task_decides_code_scores(tiny_model: Path, tmp_path: Path, dat
     [whole] = score.run(gen, tmp_path / "judge", tmp_path / "score-whole")  # the programs run in this process
     assert split.to_dict() == whole.to_dict()
     assert split.counts["humanevalplus"] == {"n": 4, "unscored": 1}
+    # One checkpoint's chain: its generate and judge costs travel with its record (the report's cost table).
+    assert set(split.cost) == {"generate", "judge"} and split.cost["generate"]["samples"] == 4
 
 
 def test_score_refuses_a_response_the_code_task_did_not_run(tiny_model: Path, tmp_path: Path, data_dir: Path) -> None:

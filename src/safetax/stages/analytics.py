@@ -53,8 +53,32 @@ def render(table: pd.DataFrame, scores: Sequence[CheckpointScores], out_dir: Pat
     notes = [*notes, *([f"Benchmark versions: {', '.join(versions)}."] if versions else [])]
     sections: list[Section] = [*category_sections(scores), *weight_sections(pd.DataFrame() if weights is None else weights, out_dir),
                                *rpsa_section(rpsa or {}, out_dir), *verdict_section(verdicts or {}, gate),
-                               *reproduction_section(scores, base_model), *agreement_section(scores)]
+                               *reproduction_section(scores, base_model), *agreement_section(scores), *cost_section(scores)]
     return write_report(table, out_dir, title=title, notes=notes, sections=sections)
+
+
+def cost_section(scores: Sequence[CheckpointScores]) -> list[str]:
+    """What evaluating each checkpoint cost, per stage (generate, judge), and the run's totals: samples made, resumed
+    and read from the cache, tokens, tokens/s, GPU-seconds."""
+    rows = [(s.checkpoint, stage, c) for s in scores for stage, c in sorted(s.cost.items())]
+    if not rows:
+        return []
+    lines = ["## Cost", "",
+             "Per checkpoint and stage: samples generated here, resumed from the task's own chunks, read from the cache; "
+             "tokens generated here; wall time x GPUs of the pod.", "",
+             "| checkpoint | stage | samples | generated | resumed | cached | cache hit % | tokens | tokens/s | GPU-s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for ckpt, stage, c in rows:
+        lines.append(f"| {ckpt} | {stage} | {c['samples']:.0f} | {c['generated']:.0f} | {c['resumed']:.0f} | {c['cached']:.0f} | "
+                     f"{100 * c['cache_hit_rate']:.0f} | {c['tokens']:.0f} | {c['tokens_per_second']:.0f} | {c['gpu_seconds']:.0f} |")
+    for stage in sorted({stage for _, stage, _ in rows}):
+        mine = [c for _, st, c in rows if st == stage]
+        total = {k: sum(c[k] for c in mine) for k in ("samples", "generated", "resumed", "cached", "tokens", "gpu_seconds", "wall_s")}
+        hit = total["cached"] / (total["cached"] + total["generated"]) if total["cached"] + total["generated"] else 0.0
+        rate = total["tokens"] / total["wall_s"] if total["wall_s"] else 0.0
+        lines.append(f"| **all** | {stage} | {total['samples']:.0f} | {total['generated']:.0f} | {total['resumed']:.0f} | "
+                     f"{total['cached']:.0f} | {100 * hit:.0f} | {total['tokens']:.0f} | {rate:.0f} | {total['gpu_seconds']:.0f} |")
+    return ["\n".join(lines)]
 
 
 def agreement_section(scores: Sequence[CheckpointScores]) -> list[str]:

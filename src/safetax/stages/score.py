@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from safetax.artifacts import (
-    SAMPLE_KEY, SAMPLE_SCORES, SCORES, SECOND_OPINIONS, JudgementRow, read_eval_sets, read_generations, read_judgements, read_scores, read_targets,
+    SAMPLE_KEY, SAMPLE_SCORES, SCORES, SECOND_OPINIONS, JudgementRow, read_cost, read_eval_sets, read_generations, read_judgements, read_scores, read_targets,
     write_sample_scores, write_scores,
 )
 from safetax.benchmarks.safety import UNCATEGORIZED
@@ -22,7 +22,7 @@ from safetax.records import CheckpointScores, Score
 from safetax.scoring.llm_equivalence import llm_recheck
 from safetax.stages.code_exec import read_results
 from safetax.stages.generate import BACKENDS, make_backend
-from safetax.store import atomic_dir, resolve_model
+from safetax.store import StoreError, atomic_dir, resolve_model
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,9 @@ def run(generations_dir: Path, judgements_dir: Path, out_dir: Path, cfg: ScoreCo
         for g in gens:
             if g["kind"] != "reasoning":
                 judged[g["checkpoint"]].append({**g, **verdicts[tuple(g[k] for k in SAMPLE_KEY)]})
+        cost = _cost(generations_dir, judgements_dir) if len(targets) == 1 else {}  # a per-checkpoint chain's
         results = [replace(_aggregate(t, by_ckpt[t["checkpoint"]], judged[t["checkpoint"]]),
-                           judge_agreement=_agreement(judged[t["checkpoint"]], second)) for t in targets]
+                           judge_agreement=_agreement(judged[t["checkpoint"]], second), cost=cost) for t in targets]
         write_sample_scores(tmp, sample_rows)
         write_scores(tmp, results)
     for r in results:
@@ -143,6 +144,19 @@ def _aggregate(target: dict[str, Any], samples: list[dict[str, Any]], judged: li
         questions={b: {q: QuestionCounts.from_values(v) for q, v in qs.items()} for b, qs in correct.items()},
         categories=categories, hazards=hazards, outcomes=outcomes,
     )
+
+
+def _cost(generations_dir: Path, judgements_dir: Path) -> dict[str, dict[str, float]]:
+    """The generate and judge tasks' cost.json figures (numbers only); a stage without one is left out."""
+    out: dict[str, dict[str, float]] = {}
+    for d in (generations_dir, judgements_dir):
+        try:
+            c = read_cost(d).to_dict()
+        except (FileNotFoundError, StoreError):  # outputs of earlier releases, hand-made test directories
+            continue
+        stage = str(c.pop("stage"))
+        out[stage] = {k: float(v) for k, v in c.items()}
+    return out
 
 
 def _agreement(judged: list[dict[str, Any]], second: dict[tuple[Any, ...], JudgementRow]) -> dict[str, dict[str, int]]:
