@@ -41,9 +41,29 @@ def train(method: dict, model_uri: str, gpus: str, store_uri: str, sft: Input[Da
         from safetax.training.multinode import trainjob_settings
 
         trainjob = trainjob_settings(dict(trainjob_platform), ctx.run_id, cfg.label)
-    with stage_run("train", ctx, Path(checkpoints.path), cfg.label) as tel:
-        stage.run(cfg, model_uri, Path(sft.path), Path(checkpoints.path), on_step=tel.train_progress,
-                  merge_k=merge_cfg.k if merge_cfg.mode.startswith("ortho") else None,
-                  fisher_dir=fisher_dir, corpus_dir=corpus_dir, gpus=gpus, nodes=nodes, trainjob=trainjob)
+    # With a run store (one pod), resumable states are copied there as they are written, so that a retry of this
+    # task on another node (a preempted pod) resumes; several nodes keep theirs on the shared volume.
+    mirror = None
+    state_dir = None
+    if store_uri and nodes <= 1 and cfg.checkpoint_every_steps >= 0:
+        import tempfile
+
+        from safetax.training.state_sync import StateMirror
+
+        state_dir = Path(tempfile.mkdtemp(prefix="safetax-train-state-"))
+        mirror = StateMirror(state_dir, f"{store_uri.rstrip('/')}/{ctx.run_id}/partial/train/{cfg.label}")
+        mirror.restore()
+        mirror.start()
+    try:
+        with stage_run("train", ctx, Path(checkpoints.path), cfg.label) as tel:
+            stage.run(cfg, model_uri, Path(sft.path), Path(checkpoints.path), on_step=tel.train_progress,
+                      merge_k=merge_cfg.k if merge_cfg.mode.startswith("ortho") else None,
+                      fisher_dir=fisher_dir, corpus_dir=corpus_dir, gpus=gpus, nodes=nodes, trainjob=trainjob,
+                      state_dir=state_dir)
+    finally:
+        if mirror is not None:
+            mirror.stop()
+    if mirror is not None:  # finished: the states are no longer needed
+        mirror.discard()
     for name, value in tel.kfp_metrics().items():
         metrics.log_metric(name, value)
