@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -25,12 +26,14 @@ def test_demo_pipeline_aligns_both_methods(
     from safetax.testing.prometheus import prometheus, pushgateway, query
 
     assets = build_demo()  # cached after the first build
+    aten = os.environ.get("ATEN_CPU_CAPABILITY")
     print_before = builtins.print
     monkeypatch.setenv("SAFETAX_PUSHGATEWAY", "")  # restored after the test; --pushgateway sets it for the run
     with pushgateway(tmp_path / "pushgateway") as gateway, prometheus(tmp_path / "prometheus", [gateway]) as prom:
         main(["demo", "--out", str(tmp_path / "runs"), "--safety-limit", "16", "--reasoning-limit", "32", "--max-new-tokens", "64",
               "--store", "s3://safetax-e2e/runs", "--pushgateway", gateway])
         out, err = capfd.readouterr()
+        assert os.environ.get("ATEN_CPU_CAPABILITY") == aten  # the demo's portable kernels were its tasks' only
         # A quiet console: a line per method stage (a method's per-checkpoint chains sum up as one), the table, paths.
         assert len(out.splitlines()) < 60 and "executor_input" not in out + err, out
         assert sum(line.strip().startswith("evaluated ") for line in out.splitlines()) == len(DEMO_METHODS), out

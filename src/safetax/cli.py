@@ -218,8 +218,13 @@ def _demo(args: argparse.Namespace) -> None:
     # x86-64 machine with the pinned torch (about a fifth slower than AVX2/AVX-512 kernels); a user may override it.
     import os
 
+    before = os.environ.get("ATEN_CPU_CAPABILITY")
     os.environ.setdefault("ATEN_CPU_CAPABILITY", "default")
-    results = run_local("alignment", params, args.out, verbose=args.verbose)
+    try:
+        results = run_local("alignment", params, args.out, verbose=args.verbose)
+    finally:  # only the run's tasks: a process that calls the demo (a test) keeps its own kernels for what follows
+        if before is None:
+            os.environ.pop("ATEN_CPU_CAPABILITY", None)
     log.info("demo finished in %.1fs", time.perf_counter() - start)
     _print_results(results)
 
