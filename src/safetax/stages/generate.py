@@ -20,8 +20,8 @@ from typing import Any
 
 from safetax.artifacts import CHECKPOINTS as MANIFEST
 from safetax.artifacts import (
-    EVAL_SETS, GENERATIONS, TARGETS, CheckpointManifest, GenerationRow, StageCost, Target, pod_gpus, write_cost,
-    write_eval_sets, write_generations, write_targets,
+    EVAL_SETS, GENERATIONS, TARGETS, GenerationRow, StageCost, Target, pod_gpus, write_cost,
+    read_checkpoints, write_eval_sets, write_generations, write_targets,
 )
 from safetax.benchmarks.registry import Item
 from safetax.config import Checks, ConfigError
@@ -31,7 +31,7 @@ from safetax.gencache import Cache, completions_from_json, completions_to_json, 
 from safetax.generation.base import Completion, GenerationBackend, SamplingConfig
 from safetax.records import BASE, Generation
 from safetax.resume import ChunkArea, fingerprint
-from safetax.store import atomic_dir, input_dir, read_json, resolve_model
+from safetax.store import atomic_dir, input_dir, resolve_model
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def targets_of(model_ref: str, train_dir: Path | None, name: str = BASE, fetch: 
     downloaded and their paths exist (without a store they always do)."""
     if train_dir is None:
         return [Target(name, name, 0, model_ref, None)]
-    manifest = CheckpointManifest.from_dict(read_json(input_dir(train_dir, "checkpoints", only=[MANIFEST]) / MANIFEST))
+    manifest = read_checkpoints(train_dir)
     entries = [e for e in manifest.entries if not only or str(e.ref) == only]
     if fetch:
         train_dir = input_dir(train_dir, "checkpoints", only=[MANIFEST, *(e.name for e in entries)])
