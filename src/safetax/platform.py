@@ -15,6 +15,9 @@ A platform file has ``defaults`` (applied to every stage) and ``stages``
       s3_secret: mlpipeline-minio-artifact          # existing Secret with the S3 credentials
       s3_secret_keys: {access_key: accesskey, secret_key: secretkey}
       pipeline_root: minio://mlpipeline/v2/artifacts  # KFP's artifact root ("" = the deployment's default)
+      generation_backend: vllm                       # a GPU cluster's profile: vLLM for generation and judging
+      judge_backend: vllm
+      vllm: {max_model_len: 40960, gpu_memory_utilization: 0.9, lora_serving: auto}
     stages:
       train:
         accelerator_count: 2
@@ -35,9 +38,12 @@ import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetax.config import Checks, ConfigError
+
+if TYPE_CHECKING:
+    from safetax.generation.backends import EngineSettings
 
 STAGES = ("plan", "prepare", "train", "analyze", "generate", "judge", "code", "score", "analytics")
 GPU_STAGES = ("train", "generate", "judge")
@@ -141,7 +147,7 @@ BUILTIN["train"] = replace(_GPU_DEFAULTS, timeout=2 * 86400, scratch_size="")
 BUILTIN["generate"] = replace(_GPU_DEFAULTS, timeout=86400)
 BUILTIN["judge"] = replace(_GPU_DEFAULTS, timeout=43200)
 # The code stage runs model-written code in sandbox subprocesses: more cores, and the egress-deny label.
-BUILTIN[CODE_STAGE] = replace(_CPU_DEFAULTS, cpu_request="4", cpu_limit="8", pod_labels=dict([CODE_EXECUTION_LABEL]))
+BUILTIN[CODE_STAGE] = replace(_CPU_DEFAULTS, cpu_request="4", cpu_limit="8", retries=2, pod_labels=dict([CODE_EXECUTION_LABEL]))
 BUILTIN["analytics"] = replace(_CPU_DEFAULTS, memory_request="2Gi", memory_limit="8Gi")
 # Merging holds the base model in memory (CPU tensors; no GPU needed); the analysis reads one matrix pair at a time.
 BUILTIN["analyze"] = replace(_CPU_DEFAULTS, cpu_request="8", cpu_limit="16", memory_request="64Gi", memory_limit="128Gi", retries=1)
@@ -164,6 +170,13 @@ class PlatformConfig:
     hf_token_secret_key: str = "token"
     # The pipelines' default `generation_backend` (a cluster profile sets vllm; the local runner has no vLLM).
     generation_backend: str = "hf"
+    # The judge stage's Llama-Guard backend (hf | vllm); a cluster profile sets vllm. Pipelines read it through
+    # engine_settings(), compiled into the generate and judge components.
+    judge_backend: str = "hf"
+    # vLLM engine settings and the lora_serving rule's constants (safetax.generation.backends.EngineSettings, less
+    # judge_backend and tokens_per_second, which are defaults keys of their own), e.g.
+    # {max_model_len: 40960, gpu_memory_utilization: 0.9, lora_serving: auto}. Unset keys keep EngineSettings' defaults.
+    vllm: dict[str, Any] = field(default_factory=dict)
     # Methods trained and evaluated at the same time (ParallelFor parallelism; 0 = all). KFP compiles it into the
     # pipeline: it is a platform setting, not a run parameter.
     max_parallel_methods: int = 0
@@ -196,6 +209,8 @@ class PlatformConfig:
         if set(self.s3_secret_keys) != {"access_key", "secret_key"}:
             c.fail("defaults.s3_secret_keys", self.s3_secret_keys, "a mapping with exactly the keys access_key and secret_key")
         c.one_of("defaults.generation_backend", self.generation_backend, BACKENDS)
+        c.one_of("defaults.judge_backend", self.judge_backend, BACKENDS)
+        self._check_vllm(c)
         for key, value in self.security_context.items():
             if key not in ("run_as_user", "run_as_group", "run_as_non_root"):
                 c.fail(f"defaults.security_context.{key}", value, "one of the keys run_as_user, run_as_group, run_as_non_root")
@@ -230,6 +245,18 @@ class PlatformConfig:
                 c.fail(f"defaults.env.{key}", "<hidden>", "absent: credentials come from `s3_secret` / `hf_token_secret`, "
                                                            "never from the platform file")
         c.raise_if_any()
+
+    def _check_vllm(self, c: Checks) -> None:
+        from safetax.generation.backends import check_platform_engine
+
+        check_platform_engine(c, self.vllm, judge_backend=self.judge_backend, tokens_per_second=self.tokens_per_second)
+
+    def engine_settings(self) -> EngineSettings:
+        """What the generate and judge components get, compiled in as a constant (``.to_dict()``)."""
+        from safetax.generation.backends import DEFAULT_TOKENS_PER_SECOND, EngineSettings
+
+        return EngineSettings(**self.vllm, judge_backend=self.judge_backend,
+                              tokens_per_second=self.tokens_per_second or DEFAULT_TOKENS_PER_SECOND)
 
     def trainjob(self, image: str) -> dict[str, Any]:
         """What the train task needs to start a TrainJob (safetax.training.multinode.trainjob_settings): compiled
@@ -307,7 +334,7 @@ class PlatformConfig:
 
 
 _DEFAULT_KEYS = ("pod_labels", "env", "s3_secret", "s3_secret_keys", "pipeline_root", "hf_token_secret", "hf_token_secret_key",
-                 "generation_backend", "max_parallel_methods", "max_parallel_evaluations", "scratch_storage_class",
+                 "generation_backend", "judge_backend", "vllm", "max_parallel_methods", "max_parallel_evaluations", "scratch_storage_class",
                  "security_context", "tokens_per_second", "trainjob_runtime", "trainjob_volume_claim", "trainjob_volume_path")
 
 

@@ -385,3 +385,40 @@ def test_pushgateway_persistence_and_retention(render: Any, validate: Any) -> No
     assert "PersistentVolumeClaim" not in default.kinds() and "CronJob" in default.kinds()
     with pytest.raises(Exception, match="olderThan"):
         render({"pushgateway": {"prune": {"olderThan": "a week"}}})
+
+
+def test_cluster_profile_judges_on_vllm_with_the_compilers_engine_defaults(render: Any) -> None:
+    platform = platform_of(render())
+    assert (platform.generation_backend, platform.judge_backend, platform.vllm) == ("vllm", "vllm", {})
+    engine = platform.engine_settings()
+    assert (engine.judge_backend, engine.lora_serving, engine.max_model_len, engine.tokens_per_second) == ("vllm", "auto", 0, 5000.0)
+
+
+def test_vllm_values_reach_the_engine_settings(render: Any) -> None:
+    values = {"judgeBackend": "hf", "tokensPerSecond": 8000,
+              "vllm": {"maxModelLen": 40960, "gpuMemoryUtilization": 0.85, "maxLoraRank": 128, "loraServing": "merge",
+                       "judgeMaxModelLen": 16384, "adapterSlowdown": 0.3, "mergeBytesPerSecond": 2000000000,
+                       "engineStartSeconds": 90}}
+    platform = platform_of(render(values))
+    engine = platform.engine_settings()
+    assert engine.to_dict() == {"max_model_len": 40960, "gpu_memory_utilization": 0.85, "max_lora_rank": 128,
+                                "lora_serving": "merge", "judge_backend": "hf", "judge_max_model_len": 16384,
+                                "adapter_slowdown": 0.3, "merge_bytes_per_second": 2e9, "engine_start_seconds": 90,
+                                "tokens_per_second": 8000}
+    assert isinstance(engine.max_model_len, int) and isinstance(engine.max_lora_rank, int)  # not 40960.0: vLLM wants ints
+    # Only the keys set are rendered: the others keep the compiler's defaults.
+    assert platform_of(render({"vllm": {"loraServing": "adapter"}})).vllm == {"lora_serving": "adapter"}
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"judgeBackend": "tgi"}, ["/judgeBackend", "vllm"]),
+    ({"tokensPerSecond": -1}, ["/tokensPerSecond", "minimum"]),
+    ({"vllm": {"maxLoraRank": 12}}, ["/vllm/maxLoraRank"]),
+    ({"vllm": {"loraServing": "both"}}, ["/vllm/loraServing"]),
+    ({"vllm": {"gpuMemoryUtilization": 1.5}}, ["/vllm/gpuMemoryUtilization", "maximum"]),
+    ({"vllm": {"maxModelLen": 4096.5}}, ["/vllm/maxModelLen", "integer"]),
+    ({"vllm": {"adapterSlowdown": 1}}, ["/vllm/adapterSlowdown"]),
+    ({"vllm": {"max_model_len": 4096}}, ["/vllm", "'max_model_len'"]),
+])
+def test_bad_vllm_values_are_rejected_naming_the_value(assert_rejected: Any, values: dict[str, Any], expected: list[str]) -> None:
+    assert_rejected(values, expected)

@@ -4,22 +4,30 @@ Every prompt the generate stage hands over for one checkpoint (all of its eval s
 sampling settings: one ``SamplingParams`` per request) goes into one ``LLM.generate`` call, so vLLM's
 scheduler fills the GPU (the seeds' reference code sent batches of 4). With sample-level resume on, the
 stage hands them over one chunk at a time (``chunk_prompts``, a setting): then it is one call per chunk.
-LoRA checkpoints are served with ``LoRARequest`` on the base model, so evaluating N epochs does not merge
-and write N models. Prefix caching shares the prompt of the ``n`` samples of a question. Each request's
-seed is derived from the run seed and its prompt (:func:`safetax.generation.seeding.prompt_seed`), so a
-prompt's samples do not depend on what else is in the call.
+LoRA checkpoints are served with ``LoRARequest`` on the base model, or merged first
+(:mod:`safetax.generation.serving` decides, by the platform's ``lora_serving``). Prefix caching shares the
+prompt of the ``n`` samples of a question. Each request's seed is derived from the run seed and its prompt
+(:func:`safetax.generation.seeding.prompt_seed`), so a prompt's samples do not depend on what else is in the call.
+
+Prompts go to vLLM as token ids, tokenized without special tokens as the transformers backend does: a rendered
+chat prompt already starts with its BOS text, and vLLM's own tokenization of a text prompt would add a second.
+A request that does not fit ``max_model_len`` (prompt + ``max_new_tokens``) is an error before any GPU work:
+vLLM would otherwise cut the response short at the context limit, and a cut reasoning trace is unscored.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from safetax.generation.base import Completion, SamplingConfig, per_prompt
 from safetax.generation.seeding import prompt_seed
 
 log = logging.getLogger(__name__)
+_MISSING = "backend 'vllm' needs the vllm package (the safetax-vllm image has it); use backend 'hf' here"
 
 
 def sampling_kwargs(s: SamplingConfig, prompt: str = "") -> dict[str, Any]:
@@ -41,7 +49,7 @@ def engine_version() -> str:
     try:
         return f"vllm-{version('vllm')}"
     except PackageNotFoundError as e:
-        raise ImportError("backend 'vllm' needs the vllm package (the safetax-vllm image has it); use backend 'hf' here") from e
+        raise ImportError(_MISSING) from e
 
 
 def completions(request_outputs: Sequence[Any]) -> list[list[Completion]]:
@@ -52,13 +60,36 @@ def completions(request_outputs: Sequence[Any]) -> list[list[Completion]]:
     ]
 
 
+def too_long(prompt_lengths: Sequence[int], max_new_tokens: Sequence[int], max_model_len: int) -> list[int]:
+    """Indices of the requests whose prompt plus token budget exceed ``max_model_len`` (0 = no limit known).
+
+    >>> too_long([100, 4100], [4096, 4096], 8192)
+    [1]
+    """
+    if max_model_len <= 0:
+        return []
+    return [i for i, (p, m) in enumerate(zip(prompt_lengths, max_new_tokens, strict=True)) if p + m > max_model_len]
+
+
+def adapter_rank(adapter_dir: str | Path) -> int:
+    """The largest LoRA rank of a PEFT adapter (``r`` and every ``rank_pattern`` value): what vLLM must reserve."""
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    return max([int(config.get("r", 8)), *(int(v) for v in (config.get("rank_pattern") or {}).values())])
+
+
+def engine_max_model_len(llm: Any, configured: int) -> int:
+    """The context length the engine settled on (its model's own when ``configured`` is 0); 0 when unknown."""
+    model_config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+    return int(getattr(model_config, "max_model_len", 0) or configured or 0)
+
+
 class VLLMBackend:
     """``GenerationBackend`` over ``vllm.LLM``.
 
     Args:
         model: base model directory or hub id.
         tensor_parallel_size: GPUs to shard the model over (one pod).
-        max_lora_rank: largest adapter rank to serve; 0 disables LoRA serving.
+        max_lora_rank: largest adapter rank to serve; 0 disables LoRA serving (a merged model, the base alone).
         gpu_memory_utilization: share of GPU memory vLLM may take.
         max_model_len: context length (prompt + response); None = the model's.
         seed: engine seed.
@@ -78,24 +109,31 @@ class VLLMBackend:
         try:
             from vllm import LLM
         except ImportError as e:
-            raise ImportError("backend 'vllm' needs the vllm package (the safetax-vllm image has it); use backend 'hf' here") from e
+            raise ImportError(_MISSING) from e
+        lora = {"enable_lora": True, "max_lora_rank": max_lora_rank} if max_lora_rank > 0 else {}
         self.llm = LLM(
             model=model,
             tensor_parallel_size=tensor_parallel_size,
-            enable_lora=max_lora_rank > 0,
-            max_lora_rank=max(max_lora_rank, 1),
             enable_prefix_caching=True,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
             seed=seed,
+            **lora,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.version = engine_version()
+        self.max_lora_rank = max_lora_rank
+        self.max_model_len = engine_max_model_len(self.llm, max_model_len or 0)
         self._lora_ids: dict[str, int] = {}
 
     def _lora(self, adapter: str | None) -> Any:
         if adapter is None:
             return None
+        rank = adapter_rank(adapter)
+        if rank > self.max_lora_rank:
+            raise ValueError(f"adapter {adapter} has rank {rank} but the engine serves ranks up to max_lora_rank="
+                             f"{self.max_lora_rank}: raise the platform's defaults.vllm.max_lora_rank, or set "
+                             "defaults.vllm.lora_serving: merge")
         from vllm.lora.request import LoRARequest
 
         lora_id = self._lora_ids.setdefault(adapter, len(self._lora_ids) + 1)  # vLLM ids start at 1
@@ -106,6 +144,16 @@ class VLLMBackend:
         """All ``prompts`` in one ``LLM.generate`` call, one ``SamplingParams`` per request."""
         from vllm import SamplingParams
 
-        params = [SamplingParams(**sampling_kwargs(s, p)) for p, s in zip(prompts, per_prompt(prompts, sampling), strict=True)]
-        outs = self.llm.generate(list(prompts), params, lora_request=self._lora(adapter), use_tqdm=True)
+        configs = per_prompt(prompts, sampling)
+        ids = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+        over = too_long([len(x) for x in ids], [s.max_new_tokens for s in configs], self.max_model_len)
+        if over:
+            worst = max(over, key=lambda i: len(ids[i]) + configs[i].max_new_tokens)
+            raise ValueError(f"{len(over)} of {len(prompts)} requests need more than max_model_len={self.max_model_len} "
+                             f"tokens (longest: a {len(ids[worst])}-token prompt + max_new_tokens "
+                             f"{configs[worst].max_new_tokens}); raise the platform's defaults.vllm.max_model_len or "
+                             "lower the eval sets' max_new_tokens")
+        params = [SamplingParams(**sampling_kwargs(s, p)) for p, s in zip(prompts, configs, strict=True)]
+        requests = [{"prompt_token_ids": x} for x in ids]
+        outs = self.llm.generate(requests, params, lora_request=self._lora(adapter), use_tqdm=True)
         return completions(outs)
