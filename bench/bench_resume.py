@@ -1,10 +1,15 @@
-"""Sample-level resume: SIGKILL a generate stage at 90 % of its chunks, rerun it, count the regenerated samples.
+"""Sample-level resume: SIGKILL a generate stage (and the code task) at 90 % of its chunks, rerun it, count the redone samples.
 
 A tiny random model generates 40 reasoning prompts x 4 samples and 40 safety prompts (200 samples, chunks of 4
 prompts: 20 chunks) in a child process, once uninterrupted and once killed as soon as its chunks hold 90 % of the
 samples, then rerun into the same chunk area. Target: the rerun regenerates <= 10 % of the samples (it reads the rest from the chunks), and
 its output equals the uninterrupted run's byte for byte (seeded sampling). Also prints the wall time of the
 uninterrupted run against killed run + rerun (min and median of 3 interleaved repeats, 1 thread per process).
+
+The code task the same way: 20 HumanEval+ tasks x (the canonical and a wrong program) = 40 programs in chunks of 4,
+kept in a real S3 server (SeaweedFS) through the pre-signed URLs the judge task would make, run by a child process
+that holds no store credential. Target: the rerun runs <= 10 % of the programs, and its results equal the
+uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _harness import pin_threads, tiny_model, verdict  # noqa: E402
 
 PROMPTS, CHUNK, KILL_AT = 40, 4, 0.9
+CODE_TASKS, CODE_CHUNK = 20, 4
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the benchmark files ($SAFETAX_DATA_DIR wins)
 DRIVER = """
 import json, sys, time
 from pathlib import Path
@@ -95,9 +102,97 @@ def _main(root: Path, repeats: int) -> bool:
 
 
 
+CODE_DRIVER = """
+import json, sys, time
+from pathlib import Path
+from safetax.resume import UrlChunks
+from safetax.stages import code_exec
+
+a = json.loads(sys.argv[1])
+if a["pause"]:  # a moment between chunks for the parent to kill in
+    write = UrlChunks.write
+    def slow(self, name, rows):
+        write(self, name, rows)
+        time.sleep(a["pause"])
+    UrlChunks.write = slow
+print(json.dumps(code_exec.execute(Path(a["jobs"]), Path(a["out"]))))
+"""
+
+
+def _code_jobs(jobs_dir: Path, partial: str) -> int:
+    """The judge task's code jobs (each task's canonical solution and a wrong program) and chunk plan; the program count."""
+    from safetax.benchmarks.registry import get_benchmark
+    from safetax.records import write_jsonl
+    from safetax.stages import code_exec
+    from safetax.store import write_json
+
+    bench = get_benchmark("humanevalplus")
+    jobs, used = [], {}
+    for item in bench.load(limit=CODE_TASKS):
+        task = bench.tasks[str(item.meta["task_id"])]
+        used[task["task_id"]] = task
+        for sample, code in enumerate([task["prompt"] + task["canonical_solution"], f"def {task['entry_point']}(*a):\n    return 0\n"]):
+            jobs.append({"checkpoint": "base", "benchmark": "humanevalplus", "item_id": item.id, "sample": sample,
+                         "task_id": task["task_id"], "code": code})
+    jobs_dir.mkdir(parents=True)
+    write_jsonl(jobs_dir / code_exec.JOBS, jobs)
+    write_json(jobs_dir / code_exec.TASKS, {"humanevalplus": {"dataset": "humaneval", "tasks": used}})
+    code_exec.plan_chunks(jobs_dir, partial, chunk_jobs=CODE_CHUNK)
+    return len(jobs)
+
+
+def _code_run(jobs: Path, out: Path, env: dict[str, str], pause: float = 0.0) -> subprocess.Popen[bytes]:
+    args = {"jobs": str(jobs), "out": str(out), "pause": pause}
+    return subprocess.Popen([sys.executable, "-c", CODE_DRIVER, json.dumps(args)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+
+
+def _code_main(root: Path, repeats: int) -> bool:
+    from safetax.store.s3 import S3Store
+    from safetax.testing.seaweedfs import seaweedfs
+
+    os.environ.setdefault("SAFETAX_DATA_DIR", str(DATA))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAFETAX_S3_", "AWS_"))} | pin_threads(1)
+    with seaweedfs(root / "seaweedfs") as server:
+        os.environ.update(server.env())  # this process plans and counts the chunks; the children get no credential
+        store = S3Store()
+        whole_s, resumed_s, redo, same = [], [], [], []
+        for rep in range(repeats):
+            n = _code_jobs(root / f"whole-jobs{rep}", "")
+            t0 = time.perf_counter()
+            whole = _code_run(root / f"whole-jobs{rep}", root / f"whole-code{rep}", env)
+            assert whole.wait() == 0, "the uninterrupted code run failed"
+            whole_s.append(time.perf_counter() - t0)
+
+            partial = f"s3://bench-resume/{rep}/partial/code/base"
+            _code_jobs(root / f"jobs{rep}", partial)
+            t0 = time.perf_counter()
+            proc = _code_run(root / f"jobs{rep}", root / f"code{rep}", env, pause=0.5)
+            while len(store.keys(partial) or []) * CODE_CHUNK < KILL_AT * n and proc.poll() is None:
+                time.sleep(0.02)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed_at = len(store.keys(partial) or [])
+            rerun = _code_run(root / f"jobs{rep}", root / f"code{rep}", env)
+            out, _ = rerun.communicate()
+            assert rerun.returncode == 0, "the code rerun failed"
+            resumed_s.append(time.perf_counter() - t0 - 0.5 * killed_at)
+            counts = json.loads(out.decode().strip().splitlines()[-1])
+            redo.append(counts["executed"] / n)
+            same.append((root / f"code{rep}" / "code_results.jsonl").read_bytes() == (root / f"whole-code{rep}" / "code_results.jsonl").read_bytes())
+            print(f"  code repeat {rep + 1}: killed after {killed_at}/{n // CODE_CHUNK} chunks; rerun ran {counts['executed']} of {n} "
+                  f"programs, resumed {counts['resumed']}; results identical: {same[-1]}")
+    print(f"  code uninterrupted: min {min(whole_s):.2f}s median {statistics.median(whole_s):.2f}s; killed + rerun (less pauses): "
+          f"min {min(resumed_s):.2f}s median {statistics.median(resumed_s):.2f}s")
+    return verdict(f"code programs run again after a kill at 90 %: max {max(redo):.1%} (target <= 10 %), "
+                   f"identical results {sum(same)}/{repeats}", max(redo) <= 0.10 and all(same))
+
+
 def main(repeats: int = 3) -> bool:
     with tempfile.TemporaryDirectory(prefix="bench-resume-") as tmp:
-        return _main(Path(tmp), repeats)
+        generation = _main(Path(tmp), repeats)
+        code = _code_main(Path(tmp), repeats)
+        return generation and code
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def test_the_code_task_decides_code_scores(tiny_model: Path, tmp_path: Path, dat
     assert tasks["humanevalplus"]["dataset"] == "humaneval" and set(tasks["humanevalplus"]["tasks"]) == {j["task_id"] for j in jobs}
 
     counts = code_exec.execute(tmp_path / "jobs", tmp_path / "ran")
-    assert counts == {"passed": 1, "failed": 2, "unscored": 1}  # the forged result line fails
+    assert counts == {"passed": 1, "failed": 2, "unscored": 1, "executed": 3, "resumed": 0}  # the forged result line fails
+    plan = json.loads((tmp_path / "jobs" / code_exec.CHUNKS).read_text())
+    assert set(plan) == {"fingerprint", "chunk_jobs"}  # no store: no chunk URLs, no directory
     verdicts = code_exec.read_results(tmp_path / "ran")
     assert [verdicts[(j["checkpoint"], j["benchmark"], j["item_id"], j["sample"])].value for j in jobs] == [1.0, 0.0, 0.0, None]
 
@@ -69,3 +71,74 @@ def test_score_refuses_a_response_the_code_task_did_not_run(tiny_model: Path, tm
     write_jsonl(results, read_jsonl(results)[1:])
     with pytest.raises(ValueError, match="1 response\\(s\\) without a verdict of the code task"):
         score.run(gen, tmp_path / "judge", tmp_path / "score", code_results=tmp_path / "ran")
+
+
+
+def test_a_rerun_runs_only_the_chunks_an_interrupted_attempt_left(tiny_model: Path, tmp_path: Path, data_dir: Path,
+                                                                  monkeypatch) -> None:
+    """Chunks of one program each in a local chunk area (a local store): the attempt dies in its third chunk; the rerun
+    reads the first two back, runs again a chunk that is not its program's verdict, and writes the same results."""
+    import pytest
+
+    from safetax.resume import ChunkArea
+
+    gen = _answers(tiny_model, tmp_path)
+    code_exec.prepare(gen, tmp_path / "whole-jobs")
+    code_exec.execute(tmp_path / "whole-jobs", tmp_path / "whole")
+    partial = tmp_path / "partial"
+    code_exec.prepare(gen, tmp_path / "jobs", partial_uri=str(partial), chunk_jobs=1)
+    plan = json.loads((tmp_path / "jobs" / code_exec.CHUNKS).read_text())
+    assert plan["dir"] == str(partial) and plan["chunk_jobs"] == 1
+    original, calls = code_exec._run_chunk, {"n": 0}
+
+    def dies_in_third(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("preempted")
+        return original(*a, **kw)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(code_exec, "_run_chunk", dies_in_third)
+        with pytest.raises(KeyboardInterrupt):
+            code_exec.execute(tmp_path / "jobs", tmp_path / "ran")
+    area = ChunkArea(str(partial), plan["fingerprint"])
+    assert [area.has(n) for n in code_exec.chunk_names(4, 1)] == [True, True, False, False]
+    counts = code_exec.execute(tmp_path / "jobs", tmp_path / "ran")
+    assert (counts["resumed"], counts["executed"]) == (2, 1)  # chunk 3 holds the response without code
+    assert (tmp_path / "ran" / code_exec.RESULTS).read_text() == (tmp_path / "whole" / code_exec.RESULTS).read_text()
+    assert not list(partial.rglob("*.jsonl"))  # cleared once the results are written
+
+    rows = read_jsonl(tmp_path / "whole" / code_exec.RESULTS)
+    area = ChunkArea(str(partial), plan["fingerprint"])
+    area.write("00000", [{**rows[0], "value": 0.5}])  # not a verdict: run again
+    area.write("00001", [rows[1]])
+    Path(area.uri_of("00002")).write_text("{not json\n")  # not JSON lines: run again
+    counts = code_exec.execute(tmp_path / "jobs", tmp_path / "again")
+    assert (counts["resumed"], counts["executed"]) == (1, 2)  # chunks 0 and 2 run; chunk 3 has no program
+    assert (tmp_path / "again" / code_exec.RESULTS).read_text() == (tmp_path / "whole" / code_exec.RESULTS).read_text()
+
+
+def test_a_chunk_counts_only_when_it_holds_its_programs_verdicts() -> None:
+    jobs = [{"checkpoint": "base", "benchmark": "humanevalplus", "item_id": f"HumanEval/{i}", "sample": 0, "task_id": f"HumanEval/{i}",
+             "code": None if i == 2 else f"def f{i}(): pass\n"} for i in range(3)]
+    keys = ("checkpoint", "benchmark", "item_id", "sample")
+    good = [{**{k: j[k] for k in keys}, "value": v, "answer": j["code"], "reason": r}
+            for j, v, r in zip(jobs, [1.0, 0.0, None], ["base:pass plus:pass", "base:fail plus:fail", "no fenced code block"])]
+    assert code_exec.chunk_problem(good, jobs) is None
+    bad = {
+        "a row short": good[:2],
+        "not a list": {"rows": good},
+        "another response": [good[1], good[0], good[2]],
+        "a value outside {1.0, 0.0, None}": [{**good[0], "value": 0.5}, *good[1:]],
+        "a bool for a float": [{**good[0], "value": True}, *good[1:]],
+        "an int for a float": [{**good[0], "value": 1}, *good[1:]],
+        "a verdict for no code": [*good[:2], {**good[2], "value": 0.0}],
+        "no verdict for a program": [{**good[0], "value": None}, *good[1:]],
+        "another program": [{**good[0], "answer": "def g(): pass\n"}, *good[1:]],
+        "a pass whose reason fails": [{**good[0], "reason": "base:fail plus:pass"}, *good[1:]],
+        "a fail whose reason passes": [good[0], {**good[1], "reason": "base:pass plus:pass"}, good[2]],
+        "an extra field": [{**good[0], "note": "x"}, *good[1:]],
+        "a missing field": [{k: v for k, v in good[0].items() if k != "reason"}, *good[1:]],
+    }
+    for what, rows in bad.items():
+        assert code_exec.chunk_problem(rows, jobs) is not None, what

@@ -43,6 +43,8 @@ _RETRYABLE_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestT
 _CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "NoSuchObject"}
 _CONDITIONAL_OK: set[tuple[str, str]] = set()  # (endpoint, bucket) that passed the conditional-write probe
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+PRESIGN_METHODS = ("GET", "PUT", "DELETE")
+PRESIGN_MAX_S = 7 * 86400  # SigV4 query signatures are valid for at most 7 days
 
 
 def parse_uri(uri: str, what: str = "URI") -> tuple[str, str]:
@@ -245,6 +247,27 @@ class S3Store:
         """Remove one object (no error when there is none)."""
         bucket, key = parse_uri(uri)
         self._call("deleting", uri, lambda: self.client.remove_object(bucket, key))
+
+    def presign(self, method: str, uri: str, expires_s: int) -> str:
+        """A URL that allows one kind of request (``GET``, ``PUT`` or ``DELETE``) on the one object ``uri`` for
+        ``expires_s`` seconds (1 .. 7 days, SigV4's limit), to whoever holds it, with no credential of its own.
+
+        The URL is a capability: never log it. The signature covers the method, the bucket and the key, so it
+        reaches no other object and allows no other request; the server refuses it once expired. A PUT needs the
+        bucket to exist (:meth:`ensure_bucket`)."""
+        from datetime import timedelta
+
+        if method not in PRESIGN_METHODS:
+            raise ValueError(f"presign: method {method!r} is not one of {', '.join(PRESIGN_METHODS)}")
+        if isinstance(expires_s, bool) or not isinstance(expires_s, int) or not 1 <= expires_s <= PRESIGN_MAX_S:
+            raise ValueError(f"presign: expires_s should be an integer in 1..{PRESIGN_MAX_S} (seconds), got {expires_s!r}")
+        bucket, key = parse_uri(uri)
+        if not key:
+            raise StoreError(f"presign: {uri} names a bucket, not an object")
+        if not (self.settings.access_key and self.settings.secret_key):
+            raise StoreError(f"presign: no credentials to sign a URL for {uri} with (SAFETAX_S3_ACCESS_KEY / SAFETAX_S3_SECRET_KEY)")
+        return self._call("signing a URL for", uri, lambda: self.client.get_presigned_url(
+            method, bucket, key, expires=timedelta(seconds=expires_s)))
 
     def require_conditional_writes(self, uri: str) -> None:
         """Raise a StoreError unless the server honours ``If-None-Match`` on PUT (checked once per process,
