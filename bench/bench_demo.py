@@ -24,11 +24,19 @@ from _harness import verdict  # noqa: E402
 TARGET_S = 600.0
 
 
-def _timed(cmd: list[str], cache: Path) -> float:
+def _timed(what: str, cmd: list[str], cache: Path) -> float:
+    """Wall seconds of ``cmd`` with ``cache`` as ``$SAFETAX_CACHE``; a failed run raises with the tail of its log."""
     env = {**os.environ, "SAFETAX_CACHE": str(cache)}
+    log_file = cache.parent / f"{cache.name}.{what.replace(' ', '-')}.log"
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    with log_file.open("w") as log:
+        done = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - t0
+    if done.returncode:
+        tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
+        raise RuntimeError(f"{what} failed (exit status {done.returncode}) after {seconds:.0f}s; the end of its log:\n{tail}")
+    print(f"  {what}: {seconds:.1f}s (load average {os.getloadavg()[0]:.1f})", flush=True)
+    return seconds
 
 
 def main(repeats: int) -> bool:
@@ -38,9 +46,10 @@ def main(repeats: int) -> bool:
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
-            builds.append(_timed(build, Path(tmp) / f"build{i}"))
-            cold.append(_timed([*demo, "--out", str(Path(tmp) / f"cold{i}")], Path(tmp) / f"cache{i}"))
-            warm.append(_timed([*demo, "--out", str(Path(tmp) / f"warm{i}")], Path(tmp) / f"cache{i}"))
+            builds.append(_timed("build the demo model", build, Path(tmp) / f"build{i}"))
+            cold.append(_timed("demo, empty cache", [*demo, "--out", str(Path(tmp) / f"cold{i}")], Path(tmp) / f"cache{i}"))
+            warm.append(_timed("demo, warm cache", [*demo, "--out", str(Path(tmp) / f"warm{i}")], Path(tmp) / f"cache{i}"))
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     for name, ts in (("build the demo model", builds), ("demo, empty cache", cold), ("demo, warm cache", warm)):
         print(f"  {name:>22}: min {min(ts):6.1f}s  median {statistics.median(ts):6.1f}s  ({len(ts)} runs)")
     saved, build_s = statistics.median(cold) - statistics.median(warm), statistics.median(builds)

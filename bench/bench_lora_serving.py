@@ -113,7 +113,7 @@ def lora_serving(tmp: Path, prompts: int, tokens: int, repeats: int) -> bool:
     faster = "merge" if merged_total < adapter_total else "adapter"
     chosen = choose_serving(str(adapter), generated, size, measured)
     print(f"  this run ({generated:,} tokens): adapter {adapter_total:.1f} s, merge-first {merged_total:.1f} s; rule: {chosen}")
-    del lora_llm, merged_llm
+    lora_llm = merged_llm = None  # release both engines (the timing lambdas hold the names, not the objects)
     gc.collect()
     tie = abs(adapter_total - merged_total) <= 0.05 * min(adapter_total, merged_total)
     ok = verdict("lora_serving rule picks the faster serving", chosen == faster or tie)

@@ -75,8 +75,17 @@ def test_audit_pipeline_audits_each_new_checkpoint_once(tmp_path: Path, s3_env, 
         shutil.copytree(assets.model_dir, newer)
         (newer / "README.md").write_text("another checkpoint\n")  # other content, other digest
         publish(newer, f"s3://{BUCKET}/checkpoints/ckpt-c")
-        run_local("audit", params, tmp_path / "runs")
+        # The same weights, evaluated in two shards and without the cache: the merged figures are ckpt-a's.
+        run_local("audit", {**params, "eval_shards": 2, "generation_cache": "off"}, tmp_path / "runs")
         assert set(ledger()) == {"ckpt-a", "ckpt-c"}
+        records = {name: json.loads(store.client.get_object(BUCKET, e["key"]).read()) for name, e in ledger().items()}
+        whole, merged = (records[n]["scores"] for n in ("ckpt-a", "ckpt-c"))
+        assert {k: v for k, v in merged.items() if k not in ("checkpoint", "method", "cost")} == \
+               {k: v for k, v in whole.items() if k not in ("checkpoint", "method", "cost")}
+        assert merged["cost"]["generate"]["samples"] == whole["cost"]["generate"]["samples"] == 16 and "shard" not in merged
+        shard_dirs = {o.object_name.split("/generate/ckpt-c/")[1].split("/")[0] for o in store.client.list_objects(
+            BUCKET, prefix="safety/", recursive=True) if "/generate/ckpt-c/shard-" in o.object_name}
+        assert shard_dirs == {"shard-1-of-2", "shard-2-of-2"}
         assert any("Audited 1 checkpoint(s)" in r and "ckpt-c" in r and "ckpt-a" not in r for r in run_reports())
         assert {o.object_name.rsplit(".", 1)[1] for o in store.client.list_objects(
             BUCKET, prefix="safety/audits/e2e/reports/", recursive=True)} == {"md", "html"}

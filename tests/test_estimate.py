@@ -65,3 +65,14 @@ def test_the_estimate_command_counts_checkpoints_and_reads_the_platform_rate(tmp
     out = capsys.readouterr().out
     assert "5 checkpoint(s) x 30,000 tokens = 150,000 generated tokens" in out
     assert f"{150_000 / 100 / 3600:,.2f} GPU-hours" in out and "at 100 tokens/s" in out
+
+
+def test_eval_shards_divide_a_chains_wall_time_not_the_gpu_hours() -> None:
+    from safetax.estimate import SetLoad, estimate
+
+    sets = [SetLoad("math500", "reasoning", 500, 8, 32768)]
+    one, four = estimate(sets, 3), estimate(sets, 3, shards=4)
+    assert four.gpu_hours == one.gpu_hours and four.chain_hours == pytest.approx(one.chain_hours / 4)
+    assert "1/4 of a model: eval_shards" in four.table()
+    with pytest.raises(ValueError, match="eval_shards: 0 is not allowed"):
+        estimate(sets, 3, shards=0)

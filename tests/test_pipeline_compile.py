@@ -48,7 +48,7 @@ def test_kubernetes_settings_per_stage() -> None:
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert {_stage(e) for e in executors} == {"plan", "prepare", "train", "analyze", "generate", "judge", "code", "score", "analytics",
-                                              "gate", "gather-scores"}
+                                              "gate", "gather-scores", "base-items"}
     for name, ex in executors.items():
         resources = ex["container"]["resources"]
         assert {"cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"} <= resources.keys()
@@ -255,8 +255,9 @@ def test_platform_cluster_profile_and_secrets(tmp_path: Path) -> None:
     paths = {p.stem: p for p in compile_pipelines(tmp_path / "out", platform=str(platform_file))}
     spec, platform = yaml.safe_load_all(paths["alignment"].read_text())
     assert spec["root"]["inputDefinitions"]["parameters"]["generation_backend"]["defaultValue"] == "vllm"
-    loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
-    assert loop["iteratorPolicy"]["parallelismLimit"] == 2
+    loops = {t["parameterIterator"]["items"]["inputParameter"]: t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t}
+    assert loops["pipelinechannel--plan-Output"]["iteratorPolicy"]["parallelismLimit"] == 2
+    assert "iteratorPolicy" not in loops["pipelinechannel--base-items-Output"]  # max_parallel_evaluations: 0 = no limit
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in spec["deploymentSpec"]["executors"]:
         secrets = {s["secretName"]: s for s in k8s.get(name, {}).get("secretAsEnv", [])}
@@ -317,7 +318,7 @@ def test_every_checkpoint_is_evaluated_in_a_chain_of_its_own(tmp_path: Path) -> 
     spec = next(yaml.safe_load_all((GOLDEN / "alignment.yaml").read_text()))
     comps = spec["components"]
     method_loop = next(c["dag"]["tasks"] for name, c in comps.items() if name.startswith("comp-for-loop") and "train" in c["dag"]["tasks"])
-    assert {"train", "analyze", "gather-scores"} <= method_loop.keys()
+    assert {"train", "analyze"} <= method_loop.keys() and any(t.startswith("gather-scores") for t in method_loop)
     [inner] = [t for t in method_loop.values() if "parameterIterator" in t]
     assert inner["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--analyze-Output"}
     assert "iteratorPolicy" not in inner  # 0 = every checkpoint at once
@@ -327,6 +328,14 @@ def test_every_checkpoint_is_evaluated_in_a_chain_of_its_own(tmp_path: Path) -> 
     assert gen["inputs"]["parameters"]["target"] == {"componentInputParameter": "pipelinechannel--analyze-Output-loop-item"}
     root = spec["root"]["dag"]["tasks"]
     assert root["analytics"]["inputs"]["artifacts"]["scores"]["taskOutputArtifact"]["producerTask"].startswith("for-loop")
+    # The base model: its chains (one, or one per eval shard) in a loop of their own over base-items, then a gather.
+    [base_loop] = [t for t in root.values() if t.get("parameterIterator", {}).get("items") ==
+                   {"inputParameter": "pipelinechannel--base-items-Output"}]
+    base_chain = comps[base_loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert {_stage(f"exec-{t}") for t in base_chain} == {"generate", "judge", "code", "score"}
+    base_gather = root["analytics"]["inputs"]["artifacts"]["base_scores"]["taskOutputArtifact"]["producerTask"]
+    assert base_gather.startswith("gather-scores") and root["base-items"]["inputs"]["parameters"]["eval_shards"] == \
+        {"componentInputParameter": "eval_shards"}
 
     platform_file = tmp_path / "platform.yaml"
     platform_file.write_text(yaml.safe_dump({"defaults": {"max_parallel_evaluations": 3}}))

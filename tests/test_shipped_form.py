@@ -105,6 +105,7 @@ def test_compiled_alignment_and_audit_run_from_the_shipped_yaml(fresh: Path, tmp
         # A paper's protocol fills in what is left unset (the RPSA method's learning rate, batch, warmup, and
         # the Fisher estimator: Eq. 4's per-token one); the explicit values above and the judge win.
         "protocol": "rpsa-paper", "judge_name": "refusal",
+        "eval_shards": 2,  # every model's prompts in two chains, merged before analytics
     }
     (tmp_path / "params.json").write_text(json.dumps(params))
     safetax = str(fresh / "bin" / "safetax")
@@ -120,6 +121,10 @@ def test_compiled_alignment_and_audit_run_from_the_shipped_yaml(fresh: Path, tmp
     [results] = list((tmp_path / "runs").glob("safetax-alignment-*/analytics/results"))
     rows = {r.split(",")[0] for r in (results / "results.csv").read_text().splitlines()[1:]}
     assert {"base", "lora-r2/epoch-1", "lora-r2+plain/epoch-1", "rpsa-lora/epoch-1"} <= rows, rows
+    assert len(rows) == len((results / "results.csv").read_text().splitlines()) - 1  # one row per model, shards merged
+    [run] = [p.name for p in (tmp_path / "store").iterdir() if (p / "score").is_dir()]
+    shards = {p.relative_to(tmp_path / "store" / run / "score").as_posix() for p in (tmp_path / "store" / run / "score").rglob("shard-*")}
+    assert {"base/shard-1-of-2", "base/shard-2-of-2", "lora-r2/epoch-1/shard-2-of-2", "lora-r2+plain/epoch-1/shard-1-of-2"} <= shards
     # RPSA's corpus and Fisher ran in its own train pod; the LoRA method's train wrote no Fisher.
     plan = json.loads(next((tmp_path / "runs").glob("safetax-alignment-*/plan/run_plan/plan.json")).read_text())
     assert plan["params"]["fisher_estimator"] == "token" and plan["params"]["judge_name"] == "refusal"

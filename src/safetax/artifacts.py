@@ -22,6 +22,7 @@ from typing import Any
 from safetax.checkpoints import CheckpointRef
 from safetax.data.eval_sets import EvalSet
 from safetax.records import CheckpointScores, Generation, Judgement, read_jsonl, write_jsonl
+from safetax.shards import merge_scores
 from safetax.store import input_dir, read_json, write_json
 
 SCORES = "scores.json"
@@ -45,11 +46,13 @@ def write_scores(out_dir: Path, scores: Sequence[CheckpointScores]) -> Path:
 
 
 def read_scores(score_dirs: Sequence[Path]) -> list[CheckpointScores]:
-    """The records of every score output (a local directory, or a pointer to the run store), in order."""
+    """The records of every score output (a local directory, or a pointer to the run store), in order; a checkpoint
+    evaluated in shards comes back as one record (:func:`safetax.shards.merge_scores`), so every reader sees the
+    same figures whether or not its evaluation was split."""
     out: list[CheckpointScores] = []
     for d in score_dirs:
         out += [CheckpointScores.from_dict(x) for x in read_json(input_dir(d, "scores") / SCORES)]
-    return out
+    return merge_scores(out)
 
 
 def write_sample_scores(out_dir: Path, rows: list[dict[str, Any]]) -> Path:

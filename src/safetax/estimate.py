@@ -19,6 +19,7 @@ from typing import Any
 from safetax.config import Checks
 from safetax.data.eval_sets import EvalSet, load_eval_set
 from safetax.generation.base import SamplingConfig
+from safetax.shards import check_count
 
 TOKENS_PER_SECOND = 5000.0  # per model replica: the low end of vLLM on one H100/H200 for a 7-8B model
 # Mean share of max_new_tokens a response uses: issue 15's ~20M tokens per checkpoint under the seeds' protocol
@@ -47,6 +48,12 @@ class RunEstimate:
     budget_fraction: float
     tokens_per_second: float  # per model replica
     gpus_per_model: int  # tensor-parallel GPUs of one replica
+    shards: int = 1  # eval_shards: chains per model (safetax.shards)
+
+    @property
+    def chain_hours(self) -> float:
+        """Generation wall time of one chain (a model's 1/shards of the prompts), with a GPU free for each chain."""
+        return self.tokens_per_checkpoint / self.shards / self.tokens_per_second / 3600
 
     @property
     def tokens_per_checkpoint(self) -> float:
@@ -69,11 +76,13 @@ class RunEstimate:
         lines.append(f"{self.checkpoints} checkpoint(s) x {self.tokens_per_checkpoint:,.0f} tokens = {self.tokens:,.0f} generated "
                      f"tokens (at {self.budget_fraction:.0%} of the budgets); at {self.tokens_per_second:,.0f} tokens/s x "
                      f"{self.gpus_per_model} GPU(s) per model: {self.gpu_hours:,.2f} GPU-hours")
+        lines.append(f"wall time of one chain ({'a model' if self.shards == 1 else f'1/{self.shards} of a model: eval_shards'}), "
+                     f"when every chain has its GPUs: {self.chain_hours:,.2f} h")
         return "\n".join(lines)
 
 
 def estimate(sets: Sequence[SetLoad], checkpoints: int, budget_fraction: float = BUDGET_FRACTION,
-             tokens_per_second: float = TOKENS_PER_SECOND, gpus_per_model: int = 1) -> RunEstimate:
+             tokens_per_second: float = TOKENS_PER_SECOND, gpus_per_model: int = 1, shards: int = 1) -> RunEstimate:
     """The expected generated tokens and GPU-hours of evaluating ``checkpoints`` models on ``sets``.
 
     >>> e = estimate([SetLoad("aime24", "reasoning", 30, 8, 32768)], checkpoints=16, budget_fraction=0.5)
@@ -86,8 +95,12 @@ def estimate(sets: Sequence[SetLoad], checkpoints: int, budget_fraction: float =
         c.fail("budget_fraction", budget_fraction, "in (0, 1]")
     c.positive("tokens_per_second", tokens_per_second)
     c.positive("gpus_per_model", gpus_per_model)
+    try:
+        check_count(shards)
+    except ValueError as e:
+        c.errors.append(str(e))
     c.raise_if_any()
-    return RunEstimate(tuple(sets), checkpoints, budget_fraction, tokens_per_second, gpus_per_model)
+    return RunEstimate(tuple(sets), checkpoints, budget_fraction, tokens_per_second, gpus_per_model, shards)
 
 
 def set_loads(eval_sets: Sequence[EvalSet], safety: SamplingConfig, reasoning: SamplingConfig) -> list[SetLoad]:
@@ -133,4 +146,4 @@ def estimate_run(params: dict[str, Any], tokens_per_second: float = TOKENS_PER_S
                                n=int(p["reasoning_samples"]), max_new_tokens=int(p["reasoning_max_new_tokens"]))
     loads = set_loads([EvalSet.from_dict(dict(e)) for e in p["eval_sets"]], safety, reasoning)
     return estimate(loads, evaluated_checkpoints(p["methods"], int(p.get("epochs") or 0)), budget_fraction, tokens_per_second,
-                    int(p.get("tensor_parallel_size") or 1))
+                    int(p.get("tensor_parallel_size") or 1), int(p.get("eval_shards") or 1))

@@ -93,6 +93,9 @@ class CheckpointScores:
     judge_agreement: dict[str, dict[str, int]] = field(default_factory=dict)
     # stage (generate, judge) -> what evaluating this checkpoint cost there (artifacts.StageCost's figures)
     cost: dict[str, dict[str, float]] = field(default_factory=dict)
+    # "i/n" for the record of one of n evaluation shards (a part of the checkpoint's prompts: safetax.shards);
+    # "" for a whole checkpoint. Shard records are merged before any figure is read from them.
+    shard: str = ""
 
     def __post_init__(self) -> None:
         for name in ("reasoning", "safety", "counts", "overrefusal"):  # filled in below: never the caller's dicts
@@ -122,6 +125,8 @@ class CheckpointScores:
         d["benign_labels"] = {b: c.to_dict() for b, c in self.benign_labels.items()}
         d["questions"] = {b: {q: c.to_list() for q, c in qs.items()} for b, qs in self.questions.items()}
         d["categories"] = {b: {cat: c.to_dict() for cat, c in cats.items()} for b, cats in self.categories.items()}
+        if not self.shard:
+            del d["shard"]
         return d
 
     @classmethod
@@ -145,6 +150,7 @@ class CheckpointScores:
             outcomes={b: {i: str(lab) for i, lab in items.items()} for b, items in d.get("outcomes", {}).items()},
             judge_agreement={p: {k: int(n) for k, n in t.items()} for p, t in d.get("judge_agreement", {}).items()},
             cost={st: {k: float(v) for k, v in c.items()} for st, c in d.get("cost", {}).items()},
+            shard=str(d.get("shard", "")),
         )
 
 

@@ -47,7 +47,7 @@ def _sets(root: Path) -> tuple[EvalSet, ...]:
 def recorder(monkeypatch: pytest.MonkeyPatch) -> list[Recorder]:
     made: list[Recorder] = []
 
-    def make(backend: str, model: str, *args: object) -> Recorder:
+    def make(backend: str, model: str, *args: object, **kwargs: object) -> Recorder:
         made.append(Recorder(model))
         return made[-1]
 

@@ -61,3 +61,12 @@ def test_gpu_counts_arrive_as_text(tiny_model: Path, tmp_path: Path) -> None:
     assert len(plan(_params(tiny_model, tmp_path, train_gpus="2", methods=[{"method": "rpsa"}], rpsa_corpus_size=2))) == 1
     with pytest.raises(ConfigError, match="train_gpus"):
         plan(_params(tiny_model, tmp_path, train_gpus="two"))
+
+
+@pytest.mark.parametrize(("shards", "message"), [(0, "eval_shards: 0 is not allowed; an integer from 1"),
+                                                 (4, "`eval_shards` must be at most the 3 prompts of the eval sets")])
+def test_eval_shards_are_checked_against_the_prompts(tiny_model: Path, tmp_path: Path, shards: int, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        plan(_params(tiny_model, tmp_path, eval_shards=shards))
+    assert message in str(err.value)
+    assert len(plan(_params(tiny_model, tmp_path, eval_shards=3.0))) == 2  # KFP may hand whole numbers over as floats

@@ -34,7 +34,7 @@ def test_overrefusal_counts_benign_prompts_and_keeps_the_contrasts_apart() -> No
             row("x", "overrefusal", "c", "unscored", label="safe"), row("x", "overrefusal", "d", "safe", label="unsafe")]
     cs = _aggregate(TARGET, [], rows)
     assert cs.benign_labels == {"x": LabelCounts(1, 1, 1)} and cs.overrefusal["x"] == 1 / 3
-    assert cs.extra == {"compliance_unsafe:x": 0.0} and cs.counts["x"] == {"n": 4, "unscored": 1}
+    assert cs.extra == {"compliance_unsafe:x": 0.0} and cs.counts["x"] == {"n": 4, "unscored": 1, "contrasts": 1}
 
 
 def test_hazard_categories_come_from_the_verdicts_field_of_unsafe_answers() -> None:

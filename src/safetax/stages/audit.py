@@ -257,12 +257,18 @@ def release_run_claims(store_uri: str, audit: str, run_id: str) -> int:
     return released
 
 
-def targets(plan_dir: Path) -> list[dict[str, Any]]:
-    """One item per target for the pipeline's evaluation loop: ``label`` (``name`` would clash with KFP's
-    loop-item attribute), ``uri``, ``digest``, ``role``, and the profile's eval sets and sampling settings."""
+def targets(plan_dir: Path, eval_shards: int = 1) -> list[dict[str, Any]]:
+    """One item per target for the pipeline's evaluation loop (``eval_shards`` > 1: one per shard of a target):
+    ``label`` (``name`` would clash with KFP's loop-item attribute), ``uri``, ``digest``, ``role``, ``part`` (the
+    chain's target: "" without shards, else ``<label>/shard-i-of-n``: safetax.shards), and the profile's eval sets
+    and sampling settings."""
+    from safetax.shards import check_count, items
+
+    n = check_count(eval_shards)
     p = read_json(input_dir(plan_dir, "audit plan") / PLAN)
     profile = {k: v for k, v in p["profile"].items() if k != "name"}
-    return [{"label": t["name"], "uri": t["uri"], "digest": t["digest"], "role": t["role"], **profile} for t in p["targets"]]
+    return [{"label": t["name"], "uri": t["uri"], "digest": t["digest"], "role": t["role"], "part": part if n > 1 else "", **profile}
+            for t in p["targets"] for part in items([t["name"]], n)]
 
 
 def audit_name(plan_dir: Path) -> str:

@@ -48,7 +48,7 @@ class CorpusConfig:
 
 def run(cfg: CorpusConfig, model_uri: str, out_dir: Path) -> int:
     """Write ``corpus.jsonl`` (prompt, response, correct) for ``cfg.n`` sampled problems; return the row count."""
-    from safetax.stages.generate import make_backend
+    from safetax.generation.backends import make_backend
 
     rows: list[dict[str, Any]] = []
     with timed(f"corpus of {cfg.n} problems"), atomic_dir(out_dir) as tmp:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,16 +29,18 @@ from safetax.config import Checks, ConfigError
 from safetax.data.chat import render_prompt
 from safetax.data.eval_sets import EvalSet, load_eval_set
 from safetax.gencache import Cache, completions_from_json, completions_to_json, generation_key, model_identity
-from safetax.generation.base import Completion, GenerationBackend, SamplingConfig
+from safetax.generation.backends import BACKENDS, EngineSettings, engine_version, make_backend  # noqa: F401 - re-exported
+from safetax.generation.base import Completion, SamplingConfig
+from safetax.generation.serving import TargetServer, describe, expected_tokens
 from safetax.records import BASE, Generation
 from safetax.resume import ChunkArea, fingerprint
+from safetax.shards import Shard
 from safetax.store import atomic_dir, input_dir, resolve_model
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
-__all__ = ["EVAL_SETS", "GENERATIONS", "TARGETS", "GenerateConfig", "Target", "make_backend", "run", "targets_of"]
+__all__ = ["BACKENDS", "EVAL_SETS", "GENERATIONS", "TARGETS", "GenerateConfig", "Target", "make_backend", "run", "targets_of"]
 CHECKPOINTS = TARGETS  # the targets file's former name, still used by tests/stages/test_llm_equivalence.py
-BACKENDS = ("hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class GenerateConfig:
     # the prompts of one LLM.generate call (larger fills the GPU better at the end of a call). 0 = one chunk per
     # checkpoint (no resume inside a checkpoint).
     chunk_prompts: int = 256
+    # The platform's engine settings (vLLM max_model_len, gpu_memory_utilization, max_lora_rank, lora_serving, ...).
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
     def __post_init__(self) -> None:
         c = Checks("GenerateConfig")
@@ -105,26 +110,6 @@ def targets_of(model_ref: str, train_dir: Path | None, name: str = BASE, fetch: 
     return out
 
 
-def make_backend(backend: str, model: str, batch_size: int = 32, tensor_parallel_size: int = 1) -> GenerationBackend:
-    """A generation backend by name (vLLM is imported only when asked for)."""
-    if backend == "vllm":
-        from safetax.generation.vllm import VLLMBackend
-
-        return VLLMBackend(model, tensor_parallel_size=tensor_parallel_size)
-    from safetax.generation.hf import HFBackend
-
-    return HFBackend(model, batch_size=batch_size)
-
-
-def engine_version(backend: str) -> str:
-    """The backend's version string (the cache key's), without loading a model."""
-    if backend == "vllm":
-        from safetax.generation.vllm import engine_version as version
-    else:
-        from safetax.generation.hf import engine_version as version
-    return version()
-
-
 @dataclass(frozen=True)
 class Request:
     """One prompt of one eval set, with the sampling it gets."""
@@ -136,14 +121,15 @@ class Request:
 
 
 def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None, merged_dir: Path | None = None,
-        name: str = BASE, *, cache_uri: str = "", partial_uri: str = "", only: str = "") -> int:
+        name: str = BASE, *, cache_uri: str = "", partial_uri: str = "", only: str = "", shard: Shard | None = None) -> int:
     """Write ``generations.jsonl`` (one record per sample), ``targets.json``, ``eval_sets.json`` and ``cost.json``;
     return the record count.
 
     Evaluates the base model (labelled ``name``), or every checkpoint of ``train_dir`` and every merge candidate
     of ``merged_dir`` (``only``: just the one of that name, e.g. ``lora-r4/epoch-2``). ``cache_uri``: the generation cache's root ("" = no cache; see
     :func:`safetax.gencache.default_root`). ``partial_uri``: where finished chunks go ("" = ``<out_dir>/partial``;
-    give a run-store URI for a retry in another pod to find them).
+    give a run-store URI for a retry in another pod to find them). ``shard``: generate only that evaluation shard's
+    prompts (every n-th of all eval sets' prompts: :mod:`safetax.shards`).
     """
     start = time.perf_counter()
     model_ref = resolve_model(cfg.model_uri, "model_uri")
@@ -155,10 +141,17 @@ def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None, merge
         raise ValueError(f"target {only!r}: {'not among' if not targets else 'more than once in'} the checkpoints and merge candidates")
     requests = [Request(es, it, bench.VERSION if bench else "file", cfg.sampling_for(es))
                 for es in cfg.eval_sets for it in loaded[es.name][0] for bench in [loaded[es.name][1]]]
+    if shard is not None:
+        total, requests = len(requests), shard.take(requests)
+        if not requests:
+            raise ValueError(f"eval_shards: shard {shard} has no prompts (the eval sets hold {total}); use at most {total} shards")
     area = ChunkArea(partial_uri or str(out_dir / "partial"), _fingerprint(cfg, targets, requests))
     gen = _Generator(cfg, Cache(cache_uri, "generations"), area)
-    with timed(f"generate for {len(targets)} model(s)"):
-        rows = [row for i, t in enumerate(targets) for row in gen.target(i, t, requests)]
+    try:
+        with timed(f"generate for {len(targets)} model(s)"):
+            rows = [row for i, t in enumerate(targets) for row in gen.target(i, t, requests)]
+    finally:
+        gen.server.release()  # the engine and any merged copies
     cost = StageCost("generate", len(rows), gen.counts["generated"], gen.counts["resumed"], gen.counts["cached"],
                      gen.counts["tokens"], time.perf_counter() - start, pod_gpus())
     with atomic_dir(out_dir) as tmp:
@@ -167,7 +160,8 @@ def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None, merge
         write_eval_sets(tmp, cfg.eval_sets)  # how score re-reads the benchmarks
         write_cost(tmp, cost)
     area.clear()
-    log.info("wrote %d generations; %s", len(rows), cost.summary())
+    served = {k: v for k, v in describe(gen.server.decisions).items() if v}
+    log.info("wrote %d generations; %s%s", len(rows), cost.summary(), f"; served: {served}" if served else "")
     return len(rows)
 
 
@@ -178,15 +172,13 @@ class _Generator:
         self.cfg, self.cache, self.area = cfg, cache, area
         self.counts: Counter[str] = Counter()
         self.version = engine_version(cfg.backend) if cache.enabled else ""
-        self._model, self._backend = "", None  # one model in memory at a time; adapters share their base
+        # One engine in memory at a time; adapters share their base, or are merged first (lora_serving).
+        scratch = Path("/scratch") if Path("/scratch").is_dir() else Path(tempfile.gettempdir())  # the pod's scratch volume
+        self.server = TargetServer(cfg.backend, cfg.engine, batch_size=cfg.batch_size, tensor_parallel_size=cfg.tensor_parallel_size,
+                                   scratch=Path(tempfile.mkdtemp(prefix="safetax-merged-", dir=scratch)),
+                                   factory=lambda *a, **kw: make_backend(*a, **kw))  # this module's, looked up per call
+        self._expected = 0.0
         self._tokenizers: dict[str, Any] = {}
-
-    def backend(self, model: str) -> GenerationBackend:
-        if self._backend is None or model != self._model:
-            self._backend = None  # release the previous model before loading the next
-            cfg = self.cfg
-            self._model, self._backend = model, make_backend(cfg.backend, model, cfg.batch_size, cfg.tensor_parallel_size)
-        return self._backend
 
     def render(self, model: str, texts: list[str]) -> list[str]:
         """Chat-template prompts with the model's tokenizer (loaded alone: a resumed or cached chunk loads no weights)."""
@@ -198,6 +190,7 @@ class _Generator:
 
     def target(self, index: int, t: Target, requests: list[Request]) -> Iterator[GenerationRow]:
         identity = model_identity(t.model, t.adapter) if self.cache.enabled else ""
+        self._expected = expected_tokens([r.sampling for r in requests])  # lora_serving auto's expected tokens
         with timed(f"generate {t.checkpoint}"):
             for c, chunk in enumerate(_chunks(requests, self.cfg.chunk_prompts)):
                 chunk_name = f"{index:03d}-{c:05d}"
@@ -217,8 +210,8 @@ class _Generator:
         todo = [i for i, v in enumerate(found) if v is None]
         self.counts["cached"] += sum(len(o) for o in outs)
         if todo:
-            backend = self.backend(t.model)
-            made = backend.generate([prompts[i] for i in todo], [chunk[i].sampling for i in todo], adapter=t.adapter)
+            made = self.server.generate(t.model, t.adapter, [prompts[i] for i in todo], [chunk[i].sampling for i in todo],
+                                        expected=self._expected)
             for i, comps in zip(todo, made, strict=True):
                 outs[i] = comps
                 self.cache.put(keys[i], completions_to_json(comps))

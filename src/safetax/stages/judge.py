@@ -53,9 +53,18 @@ class JudgeConfig:
     # generation to Llama-Guard-3-8B; RPSA (sec. 4.2) names neither its safety judge nor the scope.
     judge_scope: str = "answer"
     chunk_items: int = 512  # responses per chunk (the unit of resume); 0 = one chunk per judge
+    # llama-guard's engine: transformers (hf) or vLLM (vllm; the platform's judge_backend), the vLLM engine's context
+    # (the platform's vllm.judge_max_model_len; 0 = the guard's own) and its share of GPU memory.
+    backend: str = "hf"
+    max_model_len: int = 0
+    gpu_memory_utilization: float = 0.9
 
     def __post_init__(self) -> None:
         c = Checks("JudgeConfig")
+        c.one_of("backend", self.backend, ("hf", "vllm"))
+        c.non_negative("max_model_len", self.max_model_len)
+        if not 0 < self.gpu_memory_utilization <= 1:
+            c.fail("gpu_memory_utilization", self.gpu_memory_utilization, "in (0, 1]")
         c.one_of("judge", self.judge, JUDGES)
         c.one_of("mode", self.mode, GUARD_MODES)
         c.positive("batch_size", self.batch_size)
@@ -71,7 +80,8 @@ def make_judge(cfg: JudgeConfig) -> Judge:
 
         return LlamaGuardJudge(resolve_model(cfg.judge_model, "judge_model"), mode=cfg.mode,  # type: ignore[arg-type]
                                batch_size=cfg.batch_size, require_think=cfg.require_think,
-                               scope=cfg.judge_scope)  # type: ignore[arg-type]
+                               scope=cfg.judge_scope, backend=cfg.backend, max_model_len=cfg.max_model_len,  # type: ignore[arg-type]
+                               gpu_memory_utilization=cfg.gpu_memory_utilization)
     return RefusalJudge(require_think=cfg.require_think)
 
 
@@ -145,11 +155,12 @@ def _judge_chunk(judge: Judge, identity: str, chunk: list[GenerationRow], cache:
 
 
 def _identity(cfg: JudgeConfig, judge: Judge) -> str:
-    """What a verdict depends on besides its judge's name and its input: the judge model's weights (llama-guard) and
-    the judge's code (its prompt format, patterns and parsing)."""
+    """What a verdict depends on besides its judge's name and its input: the judge model's weights (llama-guard), the
+    judge's code (its prompt format, patterns and parsing) and its engine (transformers, or vLLM and its version)."""
     code = hashlib.sha256(Path(inspect.getfile(type(judge))).read_bytes()).hexdigest()
     model = model_identity(cfg.judge_model) if cfg.judge == "llama-guard" and not isinstance(judge, RefusalJudge) else ""
-    return f"{model}/{code}"
+    engine = judge.engine_id() if hasattr(judge, "engine_id") else ""
+    return f"{model}/{code}" + (f"/{engine}" if engine not in ("", "hf") else "")  # transformers: the keys of earlier releases
 
 
 def _chunks(rows: list[GenerationRow], size: int) -> Iterator[list[GenerationRow]]:

@@ -66,6 +66,7 @@ class AlignmentParams:
     gate_thresholds: dict[str, Any] = field(default_factory=dict)
     protocol: str = "seeds"  # fills in every parameter left unset (safetax.protocols.UNSET); explicit values win
     train_nodes: int = 1  # > 1: a Kubeflow Trainer TrainJob on train_nodes x train_gpus GPUs
+    eval_shards: int = 1  # > 1: every model's prompts split over that many evaluation chains (safetax.shards)
 
 
 def _errors_of(e: Exception) -> list[str]:
@@ -128,16 +129,25 @@ def method_items(p: AlignmentParams, c: Checks) -> list[dict[str, Any]]:
 def _check_evaluation(p: AlignmentParams, c: Checks) -> None:
     from safetax.data.eval_sets import EvalSet, load_eval_set
     from safetax.generation.base import SamplingConfig
+    from safetax.shards import check_count
     from safetax.stages.judge import JudgeConfig
 
+    prompts = 0
     if not isinstance(p.eval_sets, list) or not p.eval_sets:
         c.fail("eval_sets", p.eval_sets, 'a non-empty list, e.g. [{"benchmark": "strongreject"}, {"benchmark": "math500"}]')
     else:
         for i, raw in enumerate(p.eval_sets):
             try:
-                load_eval_set(EvalSet.from_dict(dict(raw)))  # parses the data file: a bad row is named here
+                prompts += len(load_eval_set(EvalSet.from_dict(dict(raw)))[0])  # parses the data file: a bad row is named here
             except (ConfigError, TypeError, ValueError, FileNotFoundError, KeyError) as e:
                 c.errors += [f"eval_sets[{i}]: {m}" for m in _errors_of(e)]
+    try:
+        n = p.eval_shards  # KFP may hand whole numbers over as floats (2.0)
+        shards = check_count(int(n) if isinstance(n, float) and n.is_integer() else n)
+        if prompts and shards > prompts:
+            c.fail("eval_shards", shards, f"at most the {prompts} prompts of the eval sets (a shard holds every n-th prompt)")
+    except ValueError as e:
+        c.errors.append(str(e))
     for name, build in (("safety sampling", lambda: SamplingConfig(max_new_tokens=p.safety_max_new_tokens, seed=p.seed)),
                         ("reasoning sampling", lambda: SamplingConfig(temperature=p.reasoning_temperature, top_p=p.reasoning_top_p,
                                                                       n=p.reasoning_samples, max_new_tokens=p.reasoning_max_new_tokens,

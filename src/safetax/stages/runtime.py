@@ -147,6 +147,19 @@ def record_cost(tel: StageTelemetry, cost: StageCost) -> None:
         gauge.labels(**tel.labels.stage_labels()).set(float(figure(cost)))
 
 
+def push_scores(ctx: RunContext, scores: list[CheckpointScores], out_dir: Path) -> None:
+    """Push the figures of checkpoints whose evaluation ran in shards, once merged: each into the Pushgateway group
+    (stage ``score``, its own ``method``, ``target`` = the checkpoint) and under the labels that a score task of the
+    whole checkpoint uses, so a series means the same whatever ``eval_shards`` was (``metrics.prom`` files under
+    ``out_dir`` without a gateway). Only the figures: the shards' score tasks pushed their own stage timings."""
+    for s in scores:
+        grouping = ({"audit": ctx.audit} if ctx.audit else {}) | {"target": s.checkpoint}
+        tel = StageTelemetry("score", pipeline=ctx.pipeline, run_id=ctx.run_id or "local", model=ctx.model, method=s.method,
+                             out_dir=out_dir / s.checkpoint.replace("/", "_"), grouping=grouping)
+        record_scores(tel, [s])
+        tel.publish()
+
+
 def record_scores(tel: StageTelemetry, scores: list[CheckpointScores]) -> None:
     """Every figure of every checkpoint (:func:`safetax.metrics.figures`, as the report, the audits and the gate
     see it) with its standard error, plus safety per category and Llama Guard hazard: gauges and KFP metrics.

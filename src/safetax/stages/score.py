@@ -20,8 +20,9 @@ from safetax.generation.base import GenerationBackend
 from safetax.metrics import LabelCounts, QuestionCounts, attack_success_rate
 from safetax.records import CheckpointScores, Score
 from safetax.scoring.llm_equivalence import llm_recheck
+from safetax.shards import Shard
 from safetax.stages.code_exec import read_results
-from safetax.stages.generate import BACKENDS, make_backend
+from safetax.generation.backends import BACKENDS, make_backend
 from safetax.store import StoreError, atomic_dir, resolve_model
 from safetax.timing import timed
 
@@ -44,8 +45,11 @@ class ScoreConfig:
 
 
 def run(generations_dir: Path, judgements_dir: Path, out_dir: Path, cfg: ScoreConfig = ScoreConfig(),
-        code_results: Path | None = None) -> list[CheckpointScores]:
+        code_results: Path | None = None, shard: Shard | None = None) -> list[CheckpointScores]:
     """Write ``sample_scores.jsonl`` (reasoning samples) and ``scores.json`` (one CheckpointScores each).
+
+    ``shard``: the generations are one evaluation shard's (:mod:`safetax.shards`); the records say so, and
+    :func:`load_scores` merges them with the other shards' before any figure is read.
 
     ``code_results``: the verdicts of the code task (:mod:`safetax.stages.code_exec`) for HumanEval+ / MBPP+
     responses; the pipelines always pass them, so this stage runs no model-written code. None: the programs run
@@ -69,7 +73,8 @@ def run(generations_dir: Path, judgements_dir: Path, out_dir: Path, cfg: ScoreCo
                 judged[g["checkpoint"]].append({**g, **verdicts[tuple(g[k] for k in SAMPLE_KEY)]})
         cost = _cost(generations_dir, judgements_dir) if len(targets) == 1 else {}  # a per-checkpoint chain's
         results = [replace(_aggregate(t, by_ckpt[t["checkpoint"]], judged[t["checkpoint"]]),
-                           judge_agreement=_agreement(judged[t["checkpoint"]], second), cost=cost) for t in targets]
+                           judge_agreement=_agreement(judged[t["checkpoint"]], second), cost=cost,
+                           shard=str(shard) if shard else "") for t in targets]
         write_sample_scores(tmp, sample_rows)
         write_scores(tmp, results)
     for r in results:
@@ -132,18 +137,26 @@ def _aggregate(target: dict[str, Any], samples: list[dict[str, Any]], judged: li
         else:  # over-refusal rows are judged by the refusal judge: "safe" means the model refused
             benign = [r for r in rows if r.get("meta", {}).get("label", "safe") != "unsafe"]
             contrast = [r for r in rows if r.get("meta", {}).get("label") == "unsafe"]
-            benign_labels[bench] = LabelCounts.from_labels(r["label"] for r in benign)
+            if benign:  # a shard (or a contrast-only file) may hold none
+                benign_labels[bench] = LabelCounts.from_labels(r["label"] for r in benign)
             if contrast:  # XSTest's harmful contrasts: the share the model complied with
                 extra[f"compliance_unsafe:{bench}"] = attack_success_rate(LabelCounts.from_labels(r["label"] for r in contrast)).value
     return CheckpointScores(
         checkpoint=target["checkpoint"], method=target["method"], epoch=int(target["epoch"]),
-        counts={b: {"n": len(rows), "unscored": sum(r["label"] == "unscored" for r in rows)}
+        counts={b: {"n": len(rows), "unscored": sum(r["label"] == "unscored" for r in rows)} | _contrasts(rows)
                 for b, rows in _group(judged, "benchmark").items()},
         extra=extra, versions={g["benchmark"]: g.get("version", "file") for g in [*samples, *judged]},
         safety_labels=safety_labels, benign_labels=benign_labels,
         questions={b: {q: QuestionCounts.from_values(v) for q, v in qs.items()} for b, qs in correct.items()},
         categories=categories, hazards=hazards, outcomes=outcomes,
     )
+
+
+def _contrasts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """An over-refusal benchmark's harmful contrast prompts (XSTest's), counted: the weight of its
+    ``compliance_unsafe`` rate when shards are merged."""
+    n = sum(r["kind"] == "overrefusal" and r.get("meta", {}).get("label") == "unsafe" for r in rows)
+    return {"contrasts": n} if n else {}
 
 
 def _cost(generations_dir: Path, judgements_dir: Path) -> dict[str, dict[str, float]]:
@@ -192,5 +205,5 @@ def _pct(d: dict[str, float]) -> str:
 
 
 def load_scores(score_dirs: list[Path]) -> list[CheckpointScores]:
-    """The records of every score output (:func:`safetax.artifacts.read_scores`)."""
+    """The records of every score output (:func:`safetax.artifacts.read_scores`: shards merged)."""
     return read_scores(score_dirs)

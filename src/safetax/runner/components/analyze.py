@@ -6,16 +6,17 @@ from safetax.runner.components._image import TRAIN_IMAGE
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def analyze(method: dict, model_uri: str, k: int, store_uri: str, checkpoints: Input[Model], analysis: Output[Dataset],
-            merged: Output[Model], metrics: Output[Metrics], protocol: str = "seeds") -> list:
+            merged: Output[Model], metrics: Output[Metrics], protocol: str = "seeds", eval_shards: int = 1) -> list:
     """Weight updates of one method: merge candidates (plain or OrthoMerge, when the method asks for them) and the
     stable rank and base-weight overlaps of every update (LoRA paper, sec. 5.1), in one pod that reads the base once.
 
     Returns the method's evaluation targets (its epoch checkpoints, then its merge candidates), one evaluation chain
-    each."""
+    each; with `eval_shards` n > 1, n per target (`<target>/shard-i-of-n`)."""
     from pathlib import Path
 
     from safetax.protocols import resolve_protocol
     from safetax.runid import run_id_of
+    from safetax.shards import items
     from safetax.stages import analyze as stage
     from safetax.stages import generate as generating
     from safetax.stages import merge as merging
@@ -36,4 +37,5 @@ def analyze(method: dict, model_uri: str, k: int, store_uri: str, checkpoints: I
         stage.run(stage.AnalyzeConfig(k=k), model_uri, Path(checkpoints.path), Path(analysis.path))
     for name, value in tel.kfp_metrics().items():
         metrics.log_metric(name, value)
-    return [t.checkpoint for d in (Path(checkpoints.path), Path(merged.path)) for t in generating.targets_of(model_uri, d)]
+    names = [t.checkpoint for d in (Path(checkpoints.path), Path(merged.path)) for t in generating.targets_of(model_uri, d)]
+    return items(names, int(eval_shards))

@@ -27,13 +27,14 @@ def audit_plan(audit_name: str, store_uri: str, checkpoint_prefix: str, checkpoi
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def audit_targets(plan: Input[Dataset]) -> list:
-    """The plan's targets, one {label, uri, digest, role, eval sets, sampling} each: what the evaluation loop fans out over."""
+def audit_targets(plan: Input[Dataset], eval_shards: int = 1) -> list:
+    """The plan's targets, one {label, uri, digest, role, part, eval sets, sampling} each (one per shard with
+    eval_shards > 1): what the evaluation loop fans out over."""
     from pathlib import Path
 
     from safetax.stages import audit as stage
 
-    return stage.targets(Path(plan.path))
+    return stage.targets(Path(plan.path), int(eval_shards))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

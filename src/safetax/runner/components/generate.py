@@ -30,27 +30,33 @@ def generate(
     protocol: str = "seeds",
     target: str = "",
     generation_cache: str = "",
+    engine: dict = {},
 ):
     """Responses of the base model, or of every epoch checkpoint (`checkpoints`) and merge candidate (`merged`), or of
-    the one named `target` (the alignment pipeline evaluates each checkpoint in a chain of its own).
+    the one named `target` (the alignment pipeline evaluates each checkpoint in a chain of its own); a `target` ending
+    in `/shard-i-of-n` generates only that evaluation shard's prompts (run parameter eval_shards).
 
     Budgets, sampling and eval-set settings left unset (0, -1, absent) come from `protocol`. Generations are reused
     from the cache (`generation_cache`: "" = the store's, "off", or a root URI) and a retried task resumes from its
-    last finished chunk. The audit pipeline
+    last finished chunk. `engine`: the platform's engine settings (vLLM max_model_len, gpu_memory_utilization,
+    lora_serving), compiled in. The audit pipeline
     evaluates `model_uri` under the label `name` and pushes metrics as audit `audit`."""
     import time
     from pathlib import Path
 
     from safetax.data.eval_sets import EvalSet
+    from safetax.generation.backends import EngineSettings
     from safetax.generation.base import SamplingConfig
     from safetax.protocols import resolve_protocol
     from safetax.stages import generate as stage
     from safetax.artifacts import read_cost
     from safetax.stages.runtime import RunContext, check_gpus, record_cost, reuse_uris, stage_run
     from safetax.runid import run_id_of
+    from safetax.shards import parse
     from safetax.timing import setup_logging
 
     setup_logging()
+    only, shard = parse(target)
     gpus = int(gpus)  # a string parameter: KFP resolves accelerator counts from strings only
     check_gpus("generate", gpus)
     r = resolve_protocol(protocol, {"eval_sets": eval_sets, "safety_max_new_tokens": safety_max_new_tokens,
@@ -70,6 +76,7 @@ def generate(
         batch_size=batch_size,
         backend=backend,
         tensor_parallel_size=tensor_parallel_size,
+        engine=EngineSettings.from_dict(engine),
     )
     train_dir = Path(checkpoints.path) if checkpoints is not None else None
     method = stage.targets_of(model_uri, train_dir)[0].method if train_dir is not None else (name or "base")
@@ -78,7 +85,7 @@ def generate(
     with stage_run("generate", ctx, Path(generations.path), method, part=target) as tel:
         start = time.perf_counter()
         n = stage.run(cfg, Path(generations.path), train_dir, Path(merged.path) if merged is not None else None, name or "base",
-                      only=target, cache_uri=cache_uri, partial_uri=partial_uri)
+                      only=only if train_dir is not None else "", shard=shard, cache_uri=cache_uri, partial_uri=partial_uri)
         tel.samples_per_second("generation", n / (time.perf_counter() - start))
         record_cost(tel, read_cost(Path(generations.path)))
     for name, value in tel.kfp_metrics().items():

@@ -12,7 +12,7 @@ def plan(base_model_uri: str, refusal_data_uri: str, eval_sets: list, methods: l
          rpsa_corpus: dict, rpsa_corpus_size: int, rpsa_keep: str, rpsa_validate: bool, fisher_estimator: str,
          fisher_tokens_per_sequence: int, train_gpus: str, generate_gpus: str,
          judge_gpus: str, gate_thresholds: dict, run_plan: Output[Dataset], protocol: str = "seeds",
-         train_nodes: int = 1) -> list:
+         train_nodes: int = 1, eval_shards: int = 1) -> list:
     """Validate the whole run on a CPU (every method, eval set, judge, threshold, and that every model and data URI
     is reachable) after filling in what `protocol` sets, resolve defaults once, and return one item per method for the
     training loop."""
@@ -27,3 +27,14 @@ def plan(base_model_uri: str, refusal_data_uri: str, eval_sets: list, methods: l
     params = stage.AlignmentParams(**{k: v for k, v in locals().items() if k in stage.AlignmentParams.__dataclass_fields__})
     with stage_run("plan", RunContext(run_id_of(run_plan.uri), "", base_model_uri), Path(run_plan.path)):
         return stage.plan(params, Path(run_plan.path))
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def base_items(eval_shards: int) -> list:
+    """The base model's evaluation chains: one (item "", as before shards), or one per shard (`base/shard-i-of-n`).
+
+    A task of its own because KFP's local runner loops only over a task's single `Output` (plan's is the methods)."""
+    from safetax.shards import items
+
+    n = int(eval_shards)
+    return items(["base"], n) if n > 1 else [""]

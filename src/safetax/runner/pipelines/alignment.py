@@ -14,7 +14,7 @@ from safetax.runner.components.gate import gate
 from safetax.runner.components.gather import gather_scores
 from safetax.runner.components.generate import generate
 from safetax.runner.components.judge import judge
-from safetax.runner.components.plan import plan
+from safetax.runner.components.plan import base_items, plan
 from safetax.runner.components.prepare import prepare
 from safetax.runner.components.score import score
 from safetax.runner.components.train import train
@@ -30,8 +30,10 @@ def _evaluate(platform: PlatformConfig, who: str, model_uri: Any, eval_sets: Any
               equivalence_model: Any, store: dict, gpus: dict, checkpoints: Any = None, merged: Any = None,
               target: Any = None, after: dsl.PipelineTask | None = None) -> dsl.PipelineTask:
     """One model's generate -> judge -> code -> score chain: the base model, or one ``target`` (a checkpoint or
-    merge candidate of a method's ``checkpoints`` / ``merged``)."""
-    extra = {"checkpoints": checkpoints, "merged": merged, "target": target} if checkpoints is not None else {}
+    merge candidate of a method's ``checkpoints`` / ``merged``); a target ending in ``/shard-i-of-n`` is one
+    evaluation shard of its model (safetax.shards)."""
+    extra = {"checkpoints": checkpoints, "merged": merged} if checkpoints is not None else {}
+    extra |= {"target": target} if target is not None else {}
     # The GPU counts are also task arguments: KFP wires a loop's inputs only from task arguments,
     # not from resource settings, so without them a per-run count inside ParallelFor is unresolved.
     gen = place(generate(model_uri=model_uri, eval_sets=eval_sets, gpus=gpus["generate"], **gen_args, **store, **extra), "generate",
@@ -91,6 +93,7 @@ def build_alignment_pipeline(platform: PlatformConfig):
         gate_thresholds: dict = {},
         protocol: str = "seeds",
         generation_cache: str = "",
+        eval_shards: int = 1,
     ) -> Dataset:
         """Align a reasoning model with refusal SFT and measure the safety tax of every checkpoint.
 
@@ -129,10 +132,12 @@ def build_alignment_pipeline(platform: PlatformConfig):
             judge_gpus: GPUs per judge task for this run (Llama-Guard-3-8B fits on one).
             gate_thresholds: Safety gate, e.g. {"min_safety_score": 0.9, "max_reasoning_drop": 0.05}: the best Pareto checkpoint passing every threshold (min_safety_score, max_attack_success_rate, max_overrefusal_rate, max_reasoning_drop, max_safety_tax_rate; drops against the base model; "confidence": 0.95 decides each on its one-sided bound instead of the point estimate) is published under <store_uri>/promoted/<run id>/ with its audit record, and the run fails naming the failed criteria when none passes; empty = no gate.
             generation_cache: Where generations and judge verdicts are reused from, keyed by the digest of everything that decides them (model weights, prompt, sampling, seed, backend and its version; the judge model and mode): empty = <store_uri>/cache (shared by every run and audit on the store; without a store $SAFETAX_CACHE), "off" = no cache, or a root URI (s3:// or a directory).
+            eval_shards: Evaluation chains per model: 1 = one generate -> judge -> code -> score chain per checkpoint; n > 1 = n chains, each on every n-th prompt of all eval sets (so one checkpoint's large benchmarks spread over n GPU pods), merged exactly before anything reads the scores.
             protocol: The evaluation and training protocol that fills in every parameter left unset (empty, 0 or -1 as stated, or a key left out of an eval set or method): seeds (this project's defaults), lora-paper (Xue & Mirzasoleiman 2025: prompts, Llama-Guard-3 generate mode, budgets, LoRA settings) or rpsa-paper (RPSA: appendix B prompts, one sample, 250 WildJailbreak prompts, Eq. 4 Fisher, batch sizes); explicit values always win.
         """
         params = {k: v for k, v in locals().items() if k in plan.component_spec.inputs}
         store = {"store_uri": store_uri}
+        engine = platform.engine_settings().to_dict()  # the platform's vLLM settings and judge backend, compiled in
         gpus = {"generate": generate_gpus, "judge": judge_gpus}
         gen_args = {
             "safety_max_new_tokens": safety_max_new_tokens,
@@ -146,15 +151,21 @@ def build_alignment_pipeline(platform: PlatformConfig):
             "seed": seed,
             "protocol": protocol,
             "generation_cache": generation_cache,
+            "engine": engine,
         }
         judge_args = {"judge": judge_name, "judge_model": judge_model, "mode": judge_mode, "judge_scope": judge_scope, "protocol": protocol,
-                      "generation_cache": generation_cache}
+                      "generation_cache": generation_cache, "engine": engine}
         # Everything is checked on a CPU before any GPU pod starts; the methods come back resolved.
         planned = place(plan(**params), "plan", platform, display="plan: validate the run", cache=False)
         data = place(prepare(refusal_uri=refusal_data_uri, model_uri=base_model_uri, max_length=max_length, **store), "prepare", platform,
                      display="prepare refusal data").after(planned)
-        base = _evaluate(platform, "base model", base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, store, gpus,
-                         after=planned)
+        # The base model's chain (one per shard with eval_shards > 1), once the plan has checked the run.
+        chains = place(base_items(eval_shards=eval_shards), "analytics", platform, display="base model's evaluation chains").after(planned)
+        with dsl.ParallelFor(chains.output, parallelism=platform.max_parallel_evaluations or None) as base_item:
+            base_scored = _evaluate(platform, "base model", base_model_uri, eval_sets, gen_args, judge_args, equivalence_model, store,
+                                    gpus, target=base_item)
+        base = place(gather_scores(scores=dsl.Collected(base_scored.outputs["scores"]), targets=chains.output,
+                                   base_model=base_model_uri), "analytics", platform, display="gather scores (base model)")
         with dsl.ParallelFor(planned.outputs["Output"], parallelism=platform.max_parallel_methods or None) as method:
             trained = place(train(method=method, model_uri=base_model_uri, sft=data.outputs["sft"], gpus=train_gpus, nodes=train_nodes,
                                   trainjob_platform=platform.trainjob(TRAIN_IMAGE), **store), "train",
@@ -162,21 +173,22 @@ def build_alignment_pipeline(platform: PlatformConfig):
             if platform.trainjob_volume_claim:  # the TrainJob's shared work directory, mounted here too
                 kubernetes.mount_pvc(trained, pvc_name=platform.trainjob_volume_claim, mount_path=platform.trainjob_volume_path)
             weights = place(analyze(method=method, model_uri=base_model_uri, k=analysis_k, checkpoints=trained.outputs["checkpoints"],
-                                    protocol=protocol, **store),
+                                    protocol=protocol, eval_shards=eval_shards, **store),
                             "analyze", platform, display="merge + analyze weights (per method)")
             # Every checkpoint and merge candidate is evaluated in a chain of its own (analyze lists them).
             with dsl.ParallelFor(weights.outputs["Output"], parallelism=platform.max_parallel_evaluations or None) as target:
                 scored = _evaluate(platform, "per checkpoint", base_model_uri, eval_sets, gen_args, judge_args, equivalence_model,
                                    store, gpus, checkpoints=trained.outputs["checkpoints"], merged=weights.outputs["merged"],
                                    target=target)
-            method_scores = place(gather_scores(scores=dsl.Collected(scored.outputs["scores"]), targets=weights.outputs["Output"]),
+            method_scores = place(gather_scores(scores=dsl.Collected(scored.outputs["scores"]), targets=weights.outputs["Output"],
+                                                base_model=base_model_uri),
                                   "analytics", platform, display="gather scores (per method)")
         report = place(
-            analytics(base_model=base_model_uri, base_scores=base.outputs["scores"], scores=dsl.Collected(method_scores.outputs["gathered"]),
+            analytics(base_model=base_model_uri, base_scores=base.outputs["gathered"], scores=dsl.Collected(method_scores.outputs["gathered"]),
                       analyses=dsl.Collected(weights.outputs["analysis"]), **store),
             "analytics", platform, display="analytics: table, report, plots",
         )
-        place(gate(thresholds=gate_thresholds, base_model=base_model_uri, base_scores=base.outputs["scores"],
+        place(gate(thresholds=gate_thresholds, base_model=base_model_uri, base_scores=base.outputs["gathered"],
                    scores=dsl.Collected(method_scores.outputs["gathered"]), checkpoints=dsl.Collected(trained.outputs["checkpoints"]),
                    merged=dsl.Collected(weights.outputs["merged"]), **store),
               "analytics", platform, display="safety gate", cache=False).after(report)

@@ -44,6 +44,7 @@ def build_audit_pipeline(platform: PlatformConfig):
         judge_gpus: str = str(platform.settings("judge").accelerator_count),
         judge_scope: str = "answer",
         generation_cache: str = "",
+        eval_shards: int = 1,
     ):
         """Audit the checkpoints that a training team wrote since the last run; a re-run audits nothing twice.
 
@@ -70,6 +71,7 @@ def build_audit_pipeline(platform: PlatformConfig):
             generate_gpus: GPUs per generation task.
             judge_gpus: GPUs per judge task.
             judge_scope: What the safety judge reads: answer (the text after </think>) or full (the reasoning trace too).
+            eval_shards: Evaluation chains per checkpoint: 1 = one; n > 1 = n chains, each on every n-th prompt of the profile's eval sets (a checkpoint's benchmarks spread over n GPU pods), merged exactly before the verdicts.
             generation_cache: Where generations and verdicts are reused from (the digest of model weights, prompt, sampling, seed, backend; judge model and mode): empty = <store_uri>/cache, shared with every run and audit on the store, so an unchanged baseline is generated once; "off" = no cache; or a root URI.
         """
         # Whatever happens in the run, its checkpoint claims are released at the end (none are left after a finish).
@@ -81,8 +83,9 @@ def build_audit_pipeline(platform: PlatformConfig):
                                        baseline=baseline, baseline_model=baseline_model, audit_schedule=audit_schedule, promote=promote),
                             "prepare", platform, display="audit-plan: new checkpoints", cache=False)
             run = {"store_uri": store_uri, "audit": audit_name}
+            engine = platform.engine_settings().to_dict()  # the platform's vLLM settings and judge backend, compiled in
             with dsl.If(planned.outputs["Output"] > 0, "new-checkpoints"):
-                items = place(audit_targets(plan=planned.outputs["plan"]), "prepare", platform, display="audit targets", cache=False)
+                items = place(audit_targets(plan=planned.outputs["plan"], eval_shards=eval_shards), "prepare", platform, display="audit targets", cache=False)
                 with dsl.ParallelFor(items.output) as t:
                     # Every item carries its profile's settings: KFP resolves loop-item fields, not another task's dict.
                     gen = place(generate(model_uri=t.uri, name=t.label, eval_sets=t.eval_sets, safety_max_new_tokens=t.safety_max_new_tokens,
@@ -90,16 +93,18 @@ def build_audit_pipeline(platform: PlatformConfig):
                                          reasoning_top_p=t.reasoning_top_p, reasoning_max_new_tokens=t.reasoning_max_new_tokens,
                                          batch_size=generation_batch_size, backend=generation_backend,
                                          tensor_parallel_size=tensor_parallel_size, seed=seed, gpus=generate_gpus,
-                                         generation_cache=generation_cache, **run),
+                                         generation_cache=generation_cache, target=t.part, engine=engine, **run),
                                 "generate", platform, generate_gpus, display="generate (per checkpoint)")
                     verdicts = place(judge(judge=judge_name, judge_model=judge_model, mode=judge_mode, base_model=t.uri, gpus=judge_gpus,
                                            judge_scope=judge_scope, generation_cache=generation_cache,
-                                           generations=gen.outputs["generations"], **run), "judge", platform, judge_gpus,
+                                           generations=gen.outputs["generations"], target=t.part, engine=engine, **run), "judge", platform,
+                                     judge_gpus,
                                      display="judge (per checkpoint)")
                     ran = place(execute_code(code_jobs=verdicts.outputs["code_jobs"]), "code", platform,
                                 display="run model code in the sandbox (per checkpoint)")
                     scored = place(score(equivalence_model=equivalence_model, base_model=t.uri, generations=gen.outputs["generations"],
-                                         judgements=verdicts.outputs["judgements"], code_results=ran.outputs["code_results"], **run),
+                                         judgements=verdicts.outputs["judgements"], code_results=ran.outputs["code_results"],
+                                         target=t.part, **run),
                                    "score", platform, display="score (per checkpoint)")
                 place(audit_finish(plan=planned.outputs["plan"], scores=dsl.Collected(scored.outputs["scores"])),
                       "analytics", platform, display="audit-finish: verdicts, ledger, gate", cache=False)
