@@ -121,24 +121,12 @@ print(json.dumps(code_exec.execute(Path(a["jobs"]), Path(a["out"]))))
 
 def _code_jobs(jobs_dir: Path, partial: str) -> int:
     """The judge task's code jobs (each task's canonical solution and a wrong program) and chunk plan; the program count."""
-    from safetax.benchmarks.registry import get_benchmark
-    from safetax.records import write_jsonl
     from safetax.stages import code_exec
-    from safetax.store import write_json
+    from safetax.testing.code_jobs import write_code_jobs
 
-    bench = get_benchmark("humanevalplus")
-    jobs, used = [], {}
-    for item in bench.load(limit=CODE_TASKS):
-        task = bench.tasks[str(item.meta["task_id"])]
-        used[task["task_id"]] = task
-        for sample, code in enumerate([task["prompt"] + task["canonical_solution"], f"def {task['entry_point']}(*a):\n    return 0\n"]):
-            jobs.append({"checkpoint": "base", "benchmark": "humanevalplus", "item_id": item.id, "sample": sample,
-                         "task_id": task["task_id"], "code": code})
-    jobs_dir.mkdir(parents=True)
-    write_jsonl(jobs_dir / code_exec.JOBS, jobs)
-    write_json(jobs_dir / code_exec.TASKS, {"humanevalplus": {"dataset": "humaneval", "tasks": used}})
+    n = write_code_jobs(jobs_dir, CODE_TASKS)
     code_exec.plan_chunks(jobs_dir, partial, chunk_jobs=CODE_CHUNK)
-    return len(jobs)
+    return n
 
 
 def _code_run(jobs: Path, out: Path, env: dict[str, str], pause: float = 0.0) -> subprocess.Popen[bytes]:

@@ -13,11 +13,9 @@ import time
 import uuid
 from pathlib import Path
 
-from safetax.benchmarks.registry import get_benchmark
-from safetax.records import write_jsonl
 from safetax.stages import code_exec
-from safetax.store import write_json
 from safetax.store.s3 import S3Store
+from safetax.testing.code_jobs import write_code_jobs
 
 TASKS, CHUNK = 10, 2  # 10 HumanEval+ tasks x (a right and a wrong program) = 20 programs in 10 chunks
 
@@ -40,18 +38,7 @@ print(json.dumps(code_exec.execute(Path(a["jobs"]), Path(a["out"]))))
 
 def write_jobs(jobs_dir: Path) -> None:
     """The job files the judge task would write: each task answered by its canonical solution and by a wrong one."""
-    bench = get_benchmark("humanevalplus")
-    items = bench.load(limit=TASKS)
-    jobs, used = [], {}
-    for item in items:
-        task = bench.tasks[str(item.meta["task_id"])]
-        used[task["task_id"]] = task
-        for sample, code in enumerate([task["prompt"] + task["canonical_solution"], f"def {task['entry_point']}(*a):\n    return 0\n"]):
-            jobs.append({"checkpoint": "base", "benchmark": "humanevalplus", "item_id": item.id, "sample": sample,
-                         "task_id": task["task_id"], "code": code})
-    jobs_dir.mkdir(parents=True)
-    write_jsonl(jobs_dir / code_exec.JOBS, jobs)
-    write_json(jobs_dir / code_exec.TASKS, {"humanevalplus": {"dataset": "humaneval", "tasks": used}})
+    write_code_jobs(jobs_dir, TASKS)
 
 
 def _start(jobs: Path, out: Path, pause: float = 0.0) -> subprocess.Popen[bytes]:
