@@ -242,9 +242,10 @@ def _compiled(name: str, platform: Any, root: Path) -> Path:
     return path
 
 
-def _local_component(compiled: Path) -> Any:
-    """The compiled pipeline as the local runner runs it: the same spec, less the retry policies (KFP's local runner
-    honours them, with backoffs of minutes; on a laptop a failed task should fail the run at once)."""
+def _local_component(compiled: Path, keep_retries: bool = False) -> Any:
+    """The compiled pipeline as the local runner runs it: the same spec, less the retry policies unless
+    ``keep_retries`` (KFP's local runner honours them, with backoffs of minutes; on a laptop a failed task should
+    fail the run at once)."""
     import yaml
     from kfp import components
 
@@ -252,7 +253,8 @@ def _local_component(compiled: Path) -> Any:
     spec = docs[0]
     for comp in [spec["root"], *spec.get("components", {}).values()]:
         for task in comp.get("dag", {}).get("tasks", {}).values():
-            task.pop("retryPolicy", None)
+            if not keep_retries:
+                task.pop("retryPolicy", None)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump_all(docs, f, sort_keys=False)
     try:
@@ -291,7 +293,7 @@ def _logging_through(stream: Any) -> Iterator[None]:
 
 
 def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: Any = None, compiled: Path | None = None,
-              verbose: bool = True) -> Path | None:
+              verbose: bool = True, retries: bool = False) -> Path | None:
     """Run a pipeline with KFP's local SubprocessRunner in this environment; return its output artifact's path
     (None for a pipeline without one: the audit's outputs are in its store).
 
@@ -299,8 +301,9 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: 
     ``verbose=False``: the runner's own output (every task's executor input and logs) goes to
     ``<pipeline_root>/logs/<name>-<time>.log`` and the console shows one line per finished stage and
     every warning and error (:mod:`safetax.runner.console`).
-    The local runner ignores accelerators, node selectors, tolerations, retries and timeouts: every
-    task runs here, one subprocess per task.
+    The local runner ignores accelerators, node selectors, tolerations and timeouts: every task runs here, one
+    subprocess per task. ``retries``: keep the platform's retry policies (KFP's local runner honours them; by default
+    they are dropped, so that a failed task fails the run at once), e.g. to see a killed task resume.
     """
     import warnings
 
@@ -319,7 +322,7 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: 
     os.environ[RUNNER_PID_ENV] = str(os.getpid())
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()), raise_on_error=True)
-    func = _local_component(compiled or _compiled(name, platform, pipeline_root))
+    func = _local_component(compiled or _compiled(name, platform, pipeline_root), keep_retries=retries)
     # The local runner indents print() per task by swapping builtins.print; concurrent
     # ParallelFor tasks restore it out of order and can leave it indented for good.
     original_print = builtins.print

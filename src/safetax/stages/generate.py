@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import tempfile
 import time
 from collections import Counter
@@ -43,6 +44,23 @@ __all__ = ["BACKENDS", "EVAL_SETS", "GENERATIONS", "TARGETS", "GenerateConfig", 
 CHECKPOINTS = TARGETS  # the targets file's former name, still used by tests/stages/test_llm_equivalence.py
 
 
+CHUNK_PROMPTS_ENV = "SAFETAX_CHUNK_PROMPTS"
+
+
+def chunk_prompts_setting(env: dict[str, str] | None = None) -> int:
+    """Prompts per chunk from ``$SAFETAX_CHUNK_PROMPTS`` (a platform file's ``env``), else 256.
+
+    >>> chunk_prompts_setting({}), chunk_prompts_setting({"SAFETAX_CHUNK_PROMPTS": "32"})
+    (256, 32)
+    """
+    raw = (os.environ if env is None else env).get(CHUNK_PROMPTS_ENV, "").strip()
+    if not raw:
+        return 256
+    if not raw.isdigit():
+        raise ValueError(f"{CHUNK_PROMPTS_ENV}: {raw!r} is not allowed; a whole number of prompts per chunk (0 = one chunk per model)")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class GenerateConfig:
     model_uri: str  # the base model
@@ -58,7 +76,7 @@ class GenerateConfig:
     tensor_parallel_size: int = 1  # GPUs per model (vllm backend)
     # Prompts per chunk: the unit of sample-level resume (a kill loses at most one chunk per pod) and, on vLLM,
     # the prompts of one LLM.generate call (larger fills the GPU better at the end of a call). 0 = one chunk per
-    # checkpoint (no resume inside a checkpoint).
+    # checkpoint (no resume inside a checkpoint). The pipelines take it from $SAFETAX_CHUNK_PROMPTS (platform env).
     chunk_prompts: int = 256
     # The platform's engine settings (vLLM max_model_len, gpu_memory_utilization, max_lora_rank, lora_serving, ...).
     engine: EngineSettings = field(default_factory=EngineSettings)

@@ -77,6 +77,7 @@ def generate(
         backend=backend,
         tensor_parallel_size=tensor_parallel_size,
         engine=EngineSettings.from_dict(engine),
+        chunk_prompts=stage.chunk_prompts_setting(),  # $SAFETAX_CHUNK_PROMPTS, else 256
     )
     train_dir = Path(checkpoints.path) if checkpoints is not None else None
     method = stage.targets_of(model_uri, train_dir)[0].method if train_dir is not None else (name or "base")
