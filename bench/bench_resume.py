@@ -102,21 +102,6 @@ def _main(root: Path, repeats: int) -> bool:
 
 
 
-CODE_DRIVER = """
-import json, sys, time
-from pathlib import Path
-from safetax.resume import UrlChunks
-from safetax.stages import code_exec
-
-a = json.loads(sys.argv[1])
-if a["pause"]:  # a moment between chunks for the parent to kill in
-    write = UrlChunks.write
-    def slow(self, name, rows):
-        write(self, name, rows)
-        time.sleep(a["pause"])
-    UrlChunks.write = slow
-print(json.dumps(code_exec.execute(Path(a["jobs"]), Path(a["out"]))))
-"""
 
 
 def _code_jobs(jobs_dir: Path, partial: str) -> int:
@@ -130,8 +115,10 @@ def _code_jobs(jobs_dir: Path, partial: str) -> int:
 
 
 def _code_run(jobs: Path, out: Path, env: dict[str, str], pause: float = 0.0) -> subprocess.Popen[bytes]:
+    from safetax.testing.code_jobs import DRIVER as CODE_TASK_DRIVER
+
     args = {"jobs": str(jobs), "out": str(out), "pause": pause}
-    return subprocess.Popen([sys.executable, "-c", CODE_DRIVER, json.dumps(args)], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", CODE_TASK_DRIVER, json.dumps(args)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
 
 

@@ -15,25 +15,10 @@ from pathlib import Path
 
 from safetax.stages import code_exec
 from safetax.store.s3 import S3Store
-from safetax.testing.code_jobs import write_code_jobs
+from safetax.testing.code_jobs import DRIVER, write_code_jobs
 
 TASKS, CHUNK = 10, 2  # 10 HumanEval+ tasks x (a right and a wrong program) = 20 programs in 10 chunks
 
-DRIVER = """
-import json, sys, time
-from pathlib import Path
-from safetax.resume import UrlChunks
-from safetax.stages import code_exec
-
-a = json.loads(sys.argv[1])
-if a["pause"]:  # leave the parent time to kill between two chunks
-    write = UrlChunks.write
-    def slow(self, name, rows):
-        write(self, name, rows)
-        time.sleep(a["pause"])
-    UrlChunks.write = slow
-print(json.dumps(code_exec.execute(Path(a["jobs"]), Path(a["out"]))))
-"""
 
 
 def write_jobs(jobs_dir: Path) -> None:

@@ -9,6 +9,24 @@ from safetax.records import write_jsonl
 from safetax.stages import code_exec
 from safetax.store import write_json
 
+# A code task in a process of its own (argv[1]: JSON with "jobs", "out", "pause"), as a retried pod runs it; "pause"
+# waits after each chunk written through the chunk URLs, so that a parent can kill it between two chunks.
+DRIVER = """
+import json, sys, time
+from pathlib import Path
+from safetax.resume import UrlChunks
+from safetax.stages import code_exec
+
+a = json.loads(sys.argv[1])
+if a["pause"]:
+    write = UrlChunks.write
+    def slow(self, name, rows):
+        write(self, name, rows)
+        time.sleep(a["pause"])
+    UrlChunks.write = slow
+print(json.dumps(code_exec.execute(Path(a["jobs"]), Path(a["out"]))))
+"""
+
 
 def write_code_jobs(jobs_dir: Path, tasks: int) -> int:
     """Write ``code_jobs.jsonl`` and ``code_tasks.json`` for the first ``tasks`` HumanEval+ tasks, each answered by
