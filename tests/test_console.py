@@ -57,3 +57,24 @@ def test_a_methods_per_checkpoint_tasks_show_as_one_line() -> None:
     q.write("    22:00:06 INFO safetax.stages.runtime: checkpoint lora-r4/epoch-2: generate finished in 3.10s\n"
             "    22:00:09 INFO safetax.stages.gather: evaluated 3 checkpoint(s): lora-r4/epoch-1 .. lora-r4+plain/epoch-2\n")
     assert console.getvalue().splitlines() == ["  evaluated 3 checkpoint(s): lora-r4/epoch-1 .. lora-r4+plain/epoch-2"]
+
+
+def test_a_handler_left_holding_a_console_whose_stdout_closed_writes_and_flushes_nothing(tmp_path) -> None:
+    """A later run re-points a handler left from an earlier one (logging flushes the old stream then): a quiet console
+    whose log and console (a test's captured stdout) have both closed takes the flush and a line without an error."""
+    import logging
+
+    console = io.StringIO()
+    with (tmp_path / "run.log").open("w") as log:
+        q = QuietConsole(log, console)
+    console.close()
+    handler = logging.StreamHandler(q)  # type: ignore[arg-type]
+    handler.setStream(io.StringIO())  # flushes q
+    handler.setStream(q)
+    logger = logging.getLogger("test-closed-console")
+    logger.addHandler(handler)
+    try:
+        logger.warning("late line")
+    finally:
+        logger.removeHandler(handler)
+    assert q.write("x") == 1

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -283,13 +284,23 @@ def _logging_through(stream: Any) -> Iterator[None]:
 
     handlers = [h for h in logging.getLogger().handlers
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
-    old = [h.setStream(stream) for h in handlers]
+    old = [_point(h, stream) for h in handlers]
     try:
         yield
     finally:
         for h, previous in zip(handlers, old, strict=True):
             if previous is not None:  # None: the handler wrote to ``stream`` already
-                h.setStream(previous)
+                _point(h, previous if not getattr(previous, "closed", False) else sys.stderr)
+
+
+def _point(handler: Any, stream: Any) -> Any:
+    """``handler.setStream(stream)``, also for a handler whose stream has closed (one made in an earlier run of
+    this process, e.g. on a test's captured stderr), which ``setStream`` would flush first and fail on."""
+    if not getattr(handler.stream, "closed", False):
+        return handler.setStream(stream)
+    with handler.lock:
+        previous, handler.stream = handler.stream, stream
+    return previous
 
 
 def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: Any = None, compiled: Path | None = None,
@@ -328,7 +339,6 @@ def run_local(name: str, params: dict[str, Any], pipeline_root: Path, platform: 
     original_print = builtins.print
     started = time.time()
     import contextlib
-    import sys
 
     from safetax.runner.console import QuietConsole, log_path, plain_text
 

@@ -30,7 +30,8 @@ class QuietConsole:
 
     def write(self, text: str) -> int:
         if self.log.closed:  # the run is over: a logging handler made during it still holds this object
-            self.console.write(text)
+            if not getattr(self.console, "closed", False):  # (a test's captured stdout closes when the test ends)
+                self.console.write(text)
             return len(text)
         self.log.write(text)
         self._line += text
@@ -51,7 +52,8 @@ class QuietConsole:
     def flush(self) -> None:
         if not self.log.closed:
             self.log.flush()
-        self.console.flush()
+        if not getattr(self.console, "closed", False):
+            self.console.flush()
 
     def isatty(self) -> bool:
         return False
