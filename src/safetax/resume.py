@@ -18,14 +18,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from safetax.store.objects import delete, list_keys, read_text, write_text
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 FORMAT = 1
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    """Consecutive runs of ``size`` items in their order (all of them in one when ``size`` is 0): a stage's chunks.
+
+    >>> list(chunks([1, 2, 3, 4, 5], 2)), list(chunks([1, 2], 0)), list(chunks([], 3))
+    ([[1, 2], [3, 4], [5]], [[1, 2]], [])
+    """
+    step = size or max(len(items), 1)
+    for i in range(0, len(items), step):
+        yield list(items[i : i + step])
 
 
 def fingerprint(parts: Any) -> str:

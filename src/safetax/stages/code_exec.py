@@ -36,7 +36,7 @@ from typing import Any
 from safetax.artifacts import GenerationRow, read_eval_sets, read_generations
 from safetax.data.eval_sets import load_eval_set
 from safetax.records import Score, read_jsonl, write_jsonl
-from safetax.resume import ChunkArea, Chunks, ChunkUrls, UrlChunks, fingerprint
+from safetax.resume import ChunkArea, Chunks, ChunkUrls, UrlChunks, chunks, fingerprint
 from safetax.scoring.code import extract_code, score_programs
 from safetax.scoring.sandbox import Isolation, isolation, read_paths
 from safetax.store import atomic_dir, read_json, write_json
@@ -149,13 +149,12 @@ def execute(jobs_dir: Path, out_dir: Path, workers: int = 2, *, iso: Isolation |
         if j["benchmark"] not in sets:
             raise ValueError(f"{jobs_dir / JOBS}: program for eval set {j['benchmark']!r}, which {TASKS} does not hold")
     iso = iso if iso is not None else isolation()
-    size, chunks = _chunk_store(jobs_dir, out_dir, iso)
+    size, area = _chunk_store(jobs_dir, out_dir, iso)
     rows: list[dict[str, Any]] = []
     done = Counter[str]()
     with timed(f"run {len(jobs)} model-written program(s) in the sandbox"):
-        for name, start in zip(chunk_names(len(jobs), size), range(0, len(jobs), size), strict=True):
-            mine = jobs[start : start + size]
-            got = chunks.get(name)
+        for name, mine in zip(chunk_names(len(jobs), size), chunks(jobs, size), strict=True):
+            got = area.get(name)
             why = "missing" if got is None else chunk_problem(got, mine)
             if why is None and got is not None:
                 rows += got
@@ -164,12 +163,12 @@ def execute(jobs_dir: Path, out_dir: Path, workers: int = 2, *, iso: Isolation |
             if got is not None:
                 log.warning("code chunk %s: %s; its programs run again", name, why)
             made = _run_chunk(mine, sets, workers, iso)
-            chunks.write(name, made)
+            area.write(name, made)
             rows += made
             done["executed"] += sum(j["code"] is not None for j in mine)
         with atomic_dir(out_dir) as tmp:
             write_jsonl(tmp / RESULTS, rows)
-    chunks.clear()
+    area.clear()
     counts = Counter("unscored" if r["value"] is None else "passed" if r["value"] == 1.0 else "failed" for r in rows)
     log.info("code results: %s; %d program(s) run, %d verdict(s) resumed", dict(counts), done["executed"], done["resumed"])
     return {k: counts.get(k, 0) for k in ("passed", "failed", "unscored")} | {k: done[k] for k in ("executed", "resumed")}

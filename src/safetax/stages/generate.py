@@ -34,7 +34,7 @@ from safetax.generation.backends import BACKENDS, EngineSettings, engine_version
 from safetax.generation.base import Completion, SamplingConfig
 from safetax.generation.serving import TargetServer, describe, expected_tokens
 from safetax.records import BASE, Generation
-from safetax.resume import ChunkArea, fingerprint
+from safetax.resume import ChunkArea, chunks, fingerprint
 from safetax.shards import Shard
 from safetax.store import atomic_dir, input_dir, resolve_model
 from safetax.timing import timed
@@ -210,7 +210,7 @@ class _Generator:
         identity = model_identity(t.model, t.adapter) if self.cache.enabled else ""
         self._expected = expected_tokens([r.sampling for r in requests])  # lora_serving auto's expected tokens
         with timed(f"generate {t.checkpoint}"):
-            for c, chunk in enumerate(_chunks(requests, self.cfg.chunk_prompts)):
+            for c, chunk in enumerate(chunks(requests, self.cfg.chunk_prompts)):
                 chunk_name = f"{index:03d}-{c:05d}"
                 if self.area.has(chunk_name):
                     rows = [GenerationRow.from_dict(d) for d in self.area.read(chunk_name)]
@@ -244,13 +244,6 @@ def _rows(t: Target, r: Request, comps: list[Completion]) -> list[GenerationRow]
     prompt = r.item.prompt if r.es.kind != "reasoning" else ""
     return [GenerationRow(Generation(t.checkpoint, r.es.name, r.es.kind, r.item.id, k, c.text, c.n_tokens, c.finished),  # type: ignore[arg-type]
                           prompt, r.item.reference, r.item.meta, r.version) for k, c in enumerate(comps)]
-
-
-def _chunks(requests: list[Request], size: int) -> Iterator[list[Request]]:
-    """Consecutive runs of ``size`` requests (all of them when ``size`` is 0)."""
-    step = size or max(len(requests), 1)
-    for i in range(0, len(requests), step):
-        yield requests[i : i + step]
 
 
 def _fingerprint(cfg: GenerateConfig, targets: list[Target], requests: list[Request]) -> str:

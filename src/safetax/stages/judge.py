@@ -16,7 +16,6 @@ import inspect
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from safetax.gencache import Cache, judgement_key, model_identity
 from safetax.judging.base import SCOPES, Judge
 from safetax.judging.refusal import RefusalJudge
 from safetax.records import Judgement
-from safetax.resume import ChunkArea, fingerprint
+from safetax.resume import ChunkArea, chunks, fingerprint
 from safetax.store import atomic_dir
 from safetax.timing import timed
 
@@ -105,7 +104,7 @@ def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path, *, cache_uri: st
     out: list[JudgementRow] = []
     with timed(f"judge {len(safety)} safety and {len(overrefusal)} over-refusal responses"):
         for kind, subset in (("safety", safety), ("overrefusal", overrefusal)):
-            for c, chunk in enumerate(_chunks(subset, cfg.chunk_items)):
+            for c, chunk in enumerate(chunks(subset, cfg.chunk_items)):
                 name = f"{kind}-{c:05d}"
                 if area.has(name):
                     got = [JudgementRow.from_dict(d) for d in area.read(name)]
@@ -161,10 +160,3 @@ def _identity(cfg: JudgeConfig, judge: Judge) -> str:
     model = model_identity(cfg.judge_model) if cfg.judge == "llama-guard" and not isinstance(judge, RefusalJudge) else ""
     engine = judge.engine_id() if hasattr(judge, "engine_id") else ""
     return f"{model}/{code}" + (f"/{engine}" if engine not in ("", "hf") else "")  # transformers: the keys of earlier releases
-
-
-def _chunks(rows: list[GenerationRow], size: int) -> Iterator[list[GenerationRow]]:
-    step = size or max(len(rows), 1)
-    for i in range(0, len(rows), step):
-        yield rows[i : i + step]
-

@@ -124,7 +124,9 @@ def _aggregate(target: dict[str, Any], samples: list[dict[str, Any]], judged: li
     hazards: dict[str, dict[str, int]] = {}
     outcomes: dict[str, dict[str, str]] = {}
     extra: dict[str, float] = {}
+    counts: dict[str, dict[str, int]] = {}
     for bench, rows in _group(judged, "benchmark").items():
+        counts[bench] = {"n": len(rows), "unscored": sum(r["label"] == "unscored" for r in rows)}
         if rows[0]["kind"] == "safety":
             safety_labels[bench] = LabelCounts.from_labels(r["label"] for r in rows)
             if any(_category(r) for r in rows):  # a plain eval file may have none
@@ -139,24 +141,16 @@ def _aggregate(target: dict[str, Any], samples: list[dict[str, Any]], judged: li
             contrast = [r for r in rows if r.get("meta", {}).get("label") == "unsafe"]
             if benign:  # a shard (or a contrast-only file) may hold none
                 benign_labels[bench] = LabelCounts.from_labels(r["label"] for r in benign)
-            if contrast:  # XSTest's harmful contrasts: the share the model complied with
+            if contrast:  # XSTest's harmful contrasts: the share the model complied with (and its weight in a merge of shards)
+                counts[bench]["contrasts"] = len(contrast)
                 extra[f"compliance_unsafe:{bench}"] = attack_success_rate(LabelCounts.from_labels(r["label"] for r in contrast)).value
     return CheckpointScores(
         checkpoint=target["checkpoint"], method=target["method"], epoch=int(target["epoch"]),
-        counts={b: {"n": len(rows), "unscored": sum(r["label"] == "unscored" for r in rows)} | _contrasts(rows)
-                for b, rows in _group(judged, "benchmark").items()},
-        extra=extra, versions={g["benchmark"]: g.get("version", "file") for g in [*samples, *judged]},
+        counts=counts, extra=extra, versions={g["benchmark"]: g.get("version", "file") for g in [*samples, *judged]},
         safety_labels=safety_labels, benign_labels=benign_labels,
         questions={b: {q: QuestionCounts.from_values(v) for q, v in qs.items()} for b, qs in correct.items()},
         categories=categories, hazards=hazards, outcomes=outcomes,
     )
-
-
-def _contrasts(rows: list[dict[str, Any]]) -> dict[str, int]:
-    """An over-refusal benchmark's harmful contrast prompts (XSTest's), counted: the weight of its
-    ``compliance_unsafe`` rate when shards are merged."""
-    n = sum(r["kind"] == "overrefusal" and r.get("meta", {}).get("label") == "unsafe" for r in rows)
-    return {"contrasts": n} if n else {}
 
 
 def _cost(generations_dir: Path, judgements_dir: Path) -> dict[str, dict[str, float]]:

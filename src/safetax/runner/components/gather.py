@@ -22,6 +22,7 @@ def gather_scores(scores: Input[List[Dataset]], targets: list, gathered: Output[
     setup_logging()
     order = [str(t) for t in targets]
     records = gather.run([Path(s.path) for s in scores], Path(gathered.path), order=order)
-    merged = [r for r in records if r.checkpoint in gather.sharded(order)]
+    sharded = gather.sharded(order)
+    merged = [r for r in records if r.checkpoint in sharded]
     if merged:
         push_scores(RunContext(run_id_of(gathered.uri), model=base_model), merged, Path(gathered.path) / "metrics")

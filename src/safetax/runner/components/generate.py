@@ -86,7 +86,7 @@ def generate(
     with stage_run("generate", ctx, Path(generations.path), method, part=target) as tel:
         start = time.perf_counter()
         n = stage.run(cfg, Path(generations.path), train_dir, Path(merged.path) if merged is not None else None, name or "base",
-                      only=only if train_dir is not None else "", shard=shard, cache_uri=cache_uri, partial_uri=partial_uri)
+                      only=only, shard=shard, cache_uri=cache_uri, partial_uri=partial_uri)
         tel.samples_per_second("generation", n / (time.perf_counter() - start))
         record_cost(tel, read_cost(Path(generations.path)))
     for name, value in tel.kfp_metrics().items():
