@@ -124,6 +124,12 @@ def read_checkpoints(train_dir: Path) -> CheckpointManifest:
     return CheckpointManifest.from_dict(read_json(input_dir(train_dir, "checkpoints", only=[CHECKPOINTS]) / CHECKPOINTS))
 
 
+def checkpoint_files(train_dir: Path, names: list[str] | None = None) -> Path:
+    """The local directory of a train or merge output with the files of the checkpoints ``names`` (None: all);
+    from a run store only those are downloaded."""
+    return input_dir(train_dir, "checkpoints", only=None if names is None else [CHECKPOINTS, *names])
+
+
 # -- generate ---------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

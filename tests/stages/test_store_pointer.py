@@ -13,7 +13,7 @@ import pytest
 from safetax.stages import analyze, merge, prepare, train
 from safetax.stages.generate import targets_of
 from safetax.stages.runtime import RunContext, stage_run
-from safetax.stages.train import checkpoint_files
+from safetax.artifacts import checkpoint_files
 from safetax.store import POINTER, StoreError, check_reachable, input_dir, publish, require_complete
 from safetax.store.manifest import sha256_file
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from safetax.artifacts import read_checkpoints
 from safetax.config import ConfigError
 from safetax.stages import prepare, train
 from safetax.store import StoreError, is_complete
@@ -136,7 +137,7 @@ def test_checkpoints_take_the_base_models_dtype(tiny_model: Path, sft: Path, tmp
     assert model.dtype == torch.bfloat16
     ids = torch.arange(3, 20).reshape(1, -1)
     assert torch.isfinite(model(input_ids=ids).logits).all()
-    assert train.read_checkpoints(tmp_path / "full")["checkpoints"][0]["dtype"] == "bfloat16"
+    assert read_checkpoints(tmp_path / "full").entries[0].details["dtype"] == "bfloat16"
 
     # LoRA adapters stay fp32 unless asked otherwise
     train.run(train.TrainConfig(method="lora", **one), str(bf16), sft, tmp_path / "lora")

@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from safetax.artifacts import CHECKPOINTS
 from safetax.config import ConfigError
 from safetax.records import read_jsonl, write_jsonl
 from safetax.stages import prepare, train
@@ -60,7 +61,7 @@ def _assert_same_training(one: tuple[train.TrainResult, list[tuple[float, ...]]]
         assert w1.keys() == w2.keys()
         for k in w1:
             torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-5, msg=k)
-    m1, m2 = (json.loads((r.out_dir / train.MANIFEST).read_text()) for r in (r1, r2))
+    m1, m2 = (json.loads((r.out_dir / CHECKPOINTS).read_text()) for r in (r1, r2))
     assert [e["name"] for e in m2["checkpoints"]] == [e["name"] for e in m1["checkpoints"]]
     assert m2["trainable_parameters"] == m1["trainable_parameters"] and is_complete(r2.out_dir)
 

@@ -21,6 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from safetax.artifacts import CHECKPOINTS
 from safetax.config import ConfigError
 from safetax.stages import prepare, train
 from safetax.store import is_complete
@@ -95,7 +96,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(method: str, weights: 
         assert w1.keys() == w2.keys()
         for k in w1:
             torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-6, msg=k)
-    m1, m2 = (json.loads((d / train.MANIFEST).read_text()) for d in (whole.out_dir, out))
+    m1, m2 = (json.loads((d / CHECKPOINTS).read_text()) for d in (whole.out_dir, out))
     assert [{**e, "loss": pytest.approx(e["loss"], rel=1e-6)} for e in m1["checkpoints"]] == m2["checkpoints"]
 
 

@@ -25,6 +25,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from safetax.artifacts import CHECKPOINTS
 from safetax.config import ConfigError
 from safetax.records import read_jsonl, write_jsonl
 from safetax.stages import prepare, train
@@ -124,7 +125,7 @@ def test_two_nodes_train_like_one_process_and_relay_progress(tiny_model: Path, s
     for epoch in ("epoch-1", "epoch-2"):
         w1, w2 = (load_file(d / epoch / "adapter_model.safetensors") for d in (tmp_path / "one", tmp_path / "two"))
         assert all(torch.allclose(w2[k], w1[k], rtol=0, atol=1e-5) for k in w1)
-    assert is_complete(tmp_path / "two") and json.loads((tmp_path / "two" / train.MANIFEST).read_text())["checkpoints"]
+    assert is_complete(tmp_path / "two") and json.loads((tmp_path / "two" / CHECKPOINTS).read_text())["checkpoints"]
 
 
 def test_a_failed_node_fails_the_stage_naming_its_pod_and_deletes_the_trainjob(tiny_model: Path, sft20: Path, tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from safetax.artifacts import checkpoint_files, read_checkpoints
 from safetax.config import Checks
 from safetax.stages.merge import EPOCHS, update_deltas
-from safetax.stages.train import checkpoint_files, read_checkpoints
 from safetax.store import atomic_dir, input_dir, local_model_dir
 from safetax.training.targets import layer_index
 from safetax.timing import progress, timed
@@ -48,17 +48,17 @@ def run(cfg: AnalyzeConfig, model_uri: str, train_dir: Path, out_dir: Path) -> p
 
     manifest = read_checkpoints(train_dir)
     base_dir = local_model_dir(model_uri, "model_uri")
-    entries = manifest["checkpoints"] if cfg.epochs == "all" else manifest["checkpoints"][-1:]
-    train_dir = checkpoint_files(train_dir, [e["name"] for e in entries])  # only the epochs analysed
+    entries = manifest.entries if cfg.epochs == "all" else manifest.entries[-1:]
+    train_dir = checkpoint_files(train_dir, [e.name for e in entries])  # only the epochs analysed
     rows = []
-    with timed(f"analyze {manifest['label']}"), atomic_dir(out_dir) as tmp:
+    with timed(f"analyze {manifest.label}"), atomic_dir(out_dir) as tmp:
         for e in entries:
-            deltas = update_deltas(base_dir, manifest, train_dir / e["name"])
-            for name, w_i, dw in progress(deltas, desc=f"analyze {e['name']}", unit="matrix"):
+            deltas = update_deltas(base_dir, manifest, train_dir / e.name)
+            for name, w_i, dw in progress(deltas, desc=f"analyze {e.name}", unit="matrix"):
                 if cfg.k > min(w_i.shape):
                     raise ValueError(f"`analysis_k` must be at most {min(w_i.shape)} for {name} {tuple(w_i.shape)}, got {cfg.k}")
                 rows.append({
-                    "method": manifest["label"], "kind": manifest["method"], "checkpoint": e["name"], "epoch": int(e["epoch"]),
+                    "method": manifest.label, "kind": manifest.method, "checkpoint": e.name, "epoch": e.ref.epoch,
                     "matrix": name, "layer": layer_index(name), "module": name.removesuffix(".weight").rsplit(".", 1)[-1],
                     "stable_rank": stable_rank(dw), **overlap_metrics(w_i, dw, k=cfg.k, seed=cfg.seed),
                     "update_norm": float(dw.float().norm()),
@@ -68,7 +68,7 @@ def run(cfg: AnalyzeConfig, model_uri: str, train_dir: Path, out_dir: Path) -> p
         if not table.empty:
             plot_stable_rank(table, tmp / "stable_rank.png")
             plot_overlaps(table, tmp / "overlaps.png")
-    log.info("analyzed %d matrices of %s", len(table), manifest["label"])
+    log.info("analyzed %d matrices of %s", len(table), manifest.label)
     return table
 
 

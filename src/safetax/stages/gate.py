@@ -16,13 +16,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from safetax.artifacts import read_checkpoints, read_scores
+from safetax.artifacts import checkpoint_files, read_checkpoints, read_scores
 from safetax.audit.gate import choose, promote
 from safetax.audit.telemetry import Audited
 from safetax.audit.verdict import Thresholds, judge_checkpoint
 from safetax.config import ConfigError
 from safetax.records import BASE
-from safetax.stages.train import checkpoint_files
 from safetax.store import atomic_dir, write_json
 from safetax.timing import timed
 

@@ -26,8 +26,8 @@ import torch
 
 from safetax.checkpoints import CheckpointRef, merge_name
 from safetax.config import Checks, as_int
-from safetax.stages.train import MANIFEST, checkpoint_files, read_checkpoints
-from safetax.store import atomic_dir, local_model_dir, write_json
+from safetax.artifacts import CheckpointEntry, CheckpointManifest, checkpoint_files, read_checkpoints, write_checkpoints
+from safetax.store import atomic_dir, local_model_dir
 from safetax.timing import progress, timed
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,11 @@ class MergeConfig:
         return CheckpointRef(label, epoch, merge_name(self.mode, lam, show))
 
 
-def update_deltas(base_dir: Path, manifest: dict[str, Any], ckpt_dir: Path) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+def update_deltas(base_dir: Path, manifest: CheckpointManifest, ckpt_dir: Path) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
     """(weight name, W_I, dW) of every updated matrix, one at a time."""
     from safetax.weights.io import iter_lora_deltas, iter_matrix_deltas
 
-    reader = iter_lora_deltas if manifest["kind"] == "adapter" else iter_matrix_deltas
+    reader = iter_lora_deltas if manifest.kind == "adapter" else iter_matrix_deltas
     yield from reader(base_dir, ckpt_dir)
 
 
@@ -84,11 +84,11 @@ def run(cfg: MergeConfig, model_uri: str, train_dir: Path, out_dir: Path) -> lis
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     manifest = read_checkpoints(train_dir)
-    entries = manifest["checkpoints"] if cfg.epochs == "all" else manifest["checkpoints"][-1:]
-    written: list[dict[str, Any]] = []
-    with timed(f"merge {manifest['label']} ({cfg.mode})"), atomic_dir(out_dir) as tmp:
+    entries = manifest.entries if cfg.epochs == "all" else manifest.entries[-1:]
+    written: list[CheckpointEntry] = []
+    with timed(f"merge {manifest.label} ({cfg.mode})"), atomic_dir(out_dir) as tmp:
         if cfg.mode != "none":
-            train_dir = checkpoint_files(train_dir, [e["name"] for e in entries])  # only the epochs merged
+            train_dir = checkpoint_files(train_dir, [e.name for e in entries])  # only the epochs merged
             base_dir = local_model_dir(model_uri, "model_uri")  # the weights are read file by file
             model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
             tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -97,19 +97,16 @@ def run(cfg: MergeConfig, model_uri: str, train_dir: Path, out_dir: Path) -> lis
             for e in entries:
                 for lam in cfg.lambdas:
                     start = time.perf_counter()
-                    ref = cfg.candidate(manifest["label"], lam, int(e["epoch"]))
-                    method, name = ref.variant, ref.dirname
-                    n = _apply(cfg, lam, update_deltas(base_dir, manifest, train_dir / e["name"]), params, bases)
-                    model.save_pretrained(tmp / name)
-                    tokenizer.save_pretrained(tmp / name)
-                    written.append({"name": name, "epoch": int(e["epoch"]), "method": method, "lambda": lam, "matrices": n})
-                    log.info("merged %s: %d matrices in %.2fs", name, n, time.perf_counter() - start)
-        write_json(tmp / MANIFEST, {
-            "method": manifest["method"], "label": manifest["label"], "base_model": model_uri, "kind": "full",
-            "merge": {"mode": cfg.mode, "k": cfg.k, "lambdas": list(cfg.lambdas), "epochs": cfg.epochs, "seed": cfg.seed},
-            "checkpoints": written,
-        })
-    return [w["name"] for w in written]
+                    ref = cfg.candidate(manifest.label, lam, e.ref.epoch)
+                    n = _apply(cfg, lam, update_deltas(base_dir, manifest, train_dir / e.name), params, bases)
+                    model.save_pretrained(tmp / ref.dirname)
+                    tokenizer.save_pretrained(tmp / ref.dirname)
+                    written.append(CheckpointEntry(ref, ref.dirname, {"lambda": lam, "matrices": n}))
+                    log.info("merged %s: %d matrices in %.2fs", ref.dirname, n, time.perf_counter() - start)
+        merge = {"mode": cfg.mode, "k": cfg.k, "lambdas": list(cfg.lambdas), "epochs": cfg.epochs, "seed": cfg.seed}
+        write_checkpoints(tmp, CheckpointManifest(manifest.label, "full", manifest.method, tuple(written),
+                                                  {"base_model": model_uri, "merge": merge}))
+    return [w.name for w in written]
 
 
 def _apply(cfg: MergeConfig, lam: float, deltas: Iterator[tuple[str, torch.Tensor, torch.Tensor]],

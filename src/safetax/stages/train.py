@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from safetax.artifacts import CheckpointManifest, write_checkpoints
 from safetax.checkpoints import CheckpointRef
 from safetax.config import Checks, ConfigError, as_int
 from safetax.records import read_jsonl
@@ -32,7 +33,6 @@ MERGE_KEYS = ("merge", "merge_k", "merge_lambdas", "merge_epochs")
 # Seeds' epochs (LoRA paper, sec. 4): full fine-tuning 5, LoRA 10; RPSA (appendix A): on full 3, on LoRA 6.
 DEFAULT_EPOCHS = {"full": 5, "lora": 10, "rpsa-full": 3, "rpsa-lora": 6}
 DEFAULT_LR = {"full": 5e-5, "lora": 5e-5, "rpsa-full": 1e-5, "rpsa-lora": 1e-4}
-MANIFEST = "checkpoints.json"
 
 
 @dataclass(frozen=True)
@@ -284,24 +284,13 @@ def run(cfg: TrainConfig, model_uri: str, sft_dir: Path, out_dir: Path, on_step:
                 trained = Trained(**launch(job | {"result": str(Path(work) / "result.json")}, n_proc, Path(work), on_step))
         else:
             trained = train_model(cfg, model_ref, examples, tmp, on_step, fisher_dir, corpus_dir, state_dir=state_dir)
-        write_json(tmp / MANIFEST, {
+        write_checkpoints(tmp, CheckpointManifest.from_dict({
             "method": cfg.method, "label": cfg.label, "base_model": model_uri,
             "kind": "adapter" if cfg.lora else "full",
             "checkpoints": trained.entries, "config": {k: getattr(cfg, k) for k in _FIELDS},
             "trainable_parameters": trained.trainable_parameters,
-        })
+        }))
     return TrainResult(out_dir, [e["name"] for e in trained.entries], trained.losses)
-
-
-def read_checkpoints(train_dir: Path) -> dict[str, Any]:
-    """``checkpoints.json`` of a training (or merge) output; no checkpoint's files are fetched."""
-    return read_json(input_dir(train_dir, "checkpoints", only=[MANIFEST]) / MANIFEST)
-
-
-def checkpoint_files(train_dir: Path, names: list[str] | None = None) -> Path:
-    """The local directory of a training (or merge) output with the files of the checkpoints ``names``
-    (None: all); from a run store only those are downloaded."""
-    return input_dir(train_dir, "checkpoints", only=None if names is None else [MANIFEST, *names])
 
 
 @dataclass(frozen=True)
