@@ -76,3 +76,21 @@ def test_eval_shards_divide_a_chains_wall_time_not_the_gpu_hours() -> None:
     assert "1/4 of a model: eval_shards" in four.table()
     with pytest.raises(ValueError, match="eval_shards: 0 is not allowed"):
         estimate(sets, 3, shards=0)
+
+
+def test_the_estimate_command_takes_an_audit_and_costs_one_checkpoint_of_its_profile(tmp_path, data_dir, capsys) -> None:
+    """`safetax estimate --pipeline audit`: a custom profile of 30 AIME problems x 2 samples x 1000 tokens x 0.5 and
+    the 60 StrongREJECT-small prompts x 1 x 100 x 0.5 = 33,000 tokens per audited checkpoint."""
+    import json
+
+    from safetax.cli import main
+
+    profile = {"eval_sets": [{"benchmark": "strongreject-small"}, {"benchmark": "aime24"}], "reasoning_samples": 2,
+               "reasoning_max_new_tokens": 1000, "safety_max_new_tokens": 100}
+    params = {"audit_name": "a", "store_uri": "s3://b", "profile": "custom", "custom_profile": profile}
+    (tmp_path / "a.json").write_text(json.dumps(params))
+    main(["estimate", "--pipeline", "audit", "--params", str(tmp_path / "a.json"), "--tokens-per-second", "10",
+          "--budget-fraction", "0.5"])
+    out = capsys.readouterr().out
+    assert "per audited checkpoint (the baseline model's first audit adds one more): 33,000 generated tokens" in out
+    assert f"{33_000 / 10 / 3600:,.2f} GPU-hours" in out

@@ -129,3 +129,43 @@ def test_cache_on_s3(tiny_model: Path, tmp_path: Path, s3_env: object) -> None:
 
     assert not list_keys("s3://gencache/runs/r1/partial")  # the chunks are cleared after the output is written
     assert len(list_keys("s3://gencache/runs/cache/generations")) == 7  # one entry per prompt
+
+
+def test_verdicts_miss_when_the_judge_weights_or_mode_change_and_hit_a_copy(tiny_model: Path, tmp_path: Path) -> None:
+    from tests.judging.test_llama_guard import guard_examples, make_tiny_guard
+
+    cfg = generate.GenerateConfig(str(tiny_model), _sets(tmp_path / "data")[1:], SamplingConfig(max_new_tokens=4))
+    generate.run(cfg, tmp_path / "gen")
+    guard = make_tiny_guard(tmp_path / "g1", guard_examples(4), steps=2)
+    copy = Path(shutil.copytree(guard, tmp_path / "g1-copy"))
+    other = make_tiny_guard(tmp_path / "g2", guard_examples(4), steps=3)  # other weights, same files and code
+    cache = str(tmp_path / "cache")
+
+    def judged(model: Path, mode: str = "logit") -> tuple[int, int]:
+        out = tmp_path / f"j-{model.name}-{mode}"
+        jcfg = judge.JudgeConfig(judge="llama-guard", judge_model=str(model), mode=mode, require_think=False)
+        judge.run(jcfg, tmp_path / "gen", out, cache_uri=cache)
+        return read_cost(out).generated, read_cost(out).cached
+
+    assert judged(guard) == (3, 0)
+    assert judged(copy) == (0, 3)  # the same weights under another path: the key is their content
+    assert judged(other) == (3, 0)
+    assert judged(guard, "generate") == (3, 0)
+
+
+def test_a_hub_model_is_keyed_by_the_commit_it_loads(tmp_path: Path) -> None:
+    from safetax.store.digest import content_digest
+
+    def snapshot(commit: str, weights: bytes) -> Path:
+        d = tmp_path / "hf" / "models--org--tiny" / "snapshots" / commit
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+        (d / "model.safetensors").write_bytes(weights)
+        return d
+
+    a, b = snapshot("a" * 40, b"one"), snapshot("b" * 40, b"one")
+    assert content_digest(str(a)) != content_digest(str(b))  # a new revision misses, even with the same bytes
+    assert content_digest(str(a)) == content_digest(str(a / ".." / a.name))
+    plain = tmp_path / "plain"
+    shutil.copytree(a, plain)
+    assert content_digest(str(plain)) != content_digest(str(a))  # outside the HF cache: the files' digest

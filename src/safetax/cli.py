@@ -69,12 +69,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="which pipeline the parameters are for (default: alignment; audit: the audit's configuration only, "
                          "no checkpoint discovery)")
     pl.add_argument("--params", type=Path, required=True, help="JSON or YAML file with the pipeline parameters")
-    es = sub.add_parser("estimate", help="the generated tokens and GPU-hours an alignment run's evaluation will cost",
+    es = sub.add_parser("estimate", help="the generated tokens and GPU-hours an alignment run's (or an audit's) evaluation will cost",
                         description="Counts the prompts of every eval set in its data file (after limit / sample), multiplies "
                                     "by samples and token budget (the protocol's values filled in, each set's own where given) "
                                     "and by the checkpoints the run evaluates (base, every epoch, every merge candidate), and "
-                                    "prints a table with the total tokens and GPU-hours. Nothing is generated.")
-    es.add_argument("--params", type=Path, required=True, help="JSON or YAML file with the alignment pipeline's parameters")
+                                    "prints a table with the total tokens and GPU-hours. With --pipeline audit: the cost of one "
+                                    "audited checkpoint under the audit's profile. Nothing is generated.")
+    es.add_argument("--params", type=Path, required=True, help="JSON or YAML file with the pipeline's parameters")
+    es.add_argument("--pipeline", default="alignment", choices=("alignment", "audit"),
+                    help="which pipeline the parameters are for (default: alignment; audit: the cost per audited checkpoint)")
     es.add_argument("--platform", default=None,
                     help="platform file whose defaults.tokens_per_second (output tokens/s of one model replica) is used "
                          "(default: $SAFETAX_PLATFORM, else 5000 tokens/s)")
@@ -83,10 +86,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="mean share of max_new_tokens a response uses (default 0.06: ~2k of a 32k budget, R1-distilled "
                          "models on the seeds' benchmarks)")
     _schedule_parser(sub)
-    m = sub.add_parser("metrics", help="the Pushgateway's retention: prune the groups of finished alignment runs",
-                       description="Deletes from a Pushgateway the groups of safetax-alignment runs whose last push is older "
-                                   "than --older-than (Prometheus keeps their history). Audit groups are never deleted: "
-                                   "every audit run re-publishes them from its ledger. The chart runs this as a CronJob.")
+    m = sub.add_parser("metrics", help="the Pushgateway's retention: prune the groups of finished runs",
+                       description="Deletes from a Pushgateway the per-run groups (those with a run_id) of safetax-alignment "
+                                   "and safetax-audit runs whose last push is older than --older-than (Prometheus keeps "
+                                   "their history). An audit's verdict groups are never deleted: every audit run "
+                                   "re-publishes them from its ledger. The chart runs this as a CronJob.")
     macts = m.add_subparsers(dest="metrics_command", required=True)
     pr = macts.add_parser("prune", help="delete the groups of alignment runs last pushed longer ago than --older-than")
     pr.add_argument("--pushgateway", required=True, metavar="HOST:PORT",
@@ -276,13 +280,14 @@ def _plan(args: argparse.Namespace) -> None:
 
 
 def _estimate(args: argparse.Namespace) -> None:
-    from safetax.estimate import TOKENS_PER_SECOND, estimate_run
+    from safetax.estimate import TOKENS_PER_SECOND, estimate_audit, estimate_run
     from safetax.platform import load_platform
     from safetax.runner import pipeline_defaults
 
-    params = pipeline_defaults("alignment") | load_params(args.params, "alignment")
+    params = pipeline_defaults(args.pipeline) | load_params(args.params, args.pipeline)
     rate = args.tokens_per_second or load_platform(args.platform).tokens_per_second or TOKENS_PER_SECOND
-    print(estimate_run(params, tokens_per_second=rate, budget_fraction=args.budget_fraction).table())
+    how = estimate_run if args.pipeline == "alignment" else estimate_audit
+    print(how(params, tokens_per_second=rate, budget_fraction=args.budget_fraction).table(audit=args.pipeline == "audit"))
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -360,9 +365,14 @@ def _dispatch(args: argparse.Namespace) -> None:
         _estimate(args)
     elif args.command == "metrics":
         from safetax.telemetry.prune import parse_duration, prune
+        from safetax.telemetry.publish import redact_url
 
-        doomed = prune(args.pushgateway, parse_duration(args.older_than), dry_run=args.dry_run)
-        print(f"{'would delete' if args.dry_run else 'deleted'} {len(doomed)} group(s) of finished alignment runs")
+        try:
+            doomed = prune(args.pushgateway, parse_duration(args.older_than), dry_run=args.dry_run)
+        except OSError as e:  # URLError, connection refused, timeout: one line naming the gateway
+            raise RuntimeError(f"--pushgateway {redact_url(args.pushgateway)}: cannot be reached "
+                               f"({getattr(e, 'reason', e)})") from e
+        print(f"{'would delete' if args.dry_run else 'deleted'} {len(doomed)} group(s) of finished runs")
     elif args.command == "plan":
         _plan(args)
     elif args.command in ("report", "compare"):

@@ -67,13 +67,16 @@ class RunEstimate:
     def gpu_hours(self) -> float:
         return self.tokens / self.tokens_per_second * self.gpus_per_model / 3600
 
-    def table(self) -> str:
-        """A plain-text table: one row per eval set (per checkpoint), then the run's totals."""
+    def table(self, audit: bool = False) -> str:
+        """A plain-text table: one row per eval set (per checkpoint), then the run's totals (``audit``: those of one
+        audited checkpoint)."""
         lines = [f"{'eval set':<16} {'kind':<12} {'prompts':>8} {'samples':>8} {'budget':>8} {'tokens/ckpt':>12}"]
         for s in self.sets:
             lines.append(f"{s.name:<16} {s.kind:<12} {s.prompts:>8} {s.samples:>8} {s.max_new_tokens:>8} "
                          f"{s.tokens(self.budget_fraction):>12,.0f}")
-        lines.append(f"{self.checkpoints} checkpoint(s) x {self.tokens_per_checkpoint:,.0f} tokens = {self.tokens:,.0f} generated "
+        what = ("per audited checkpoint (the baseline model's first audit adds one more): " if audit else
+                f"{self.checkpoints} checkpoint(s) x {self.tokens_per_checkpoint:,.0f} tokens = ")
+        lines.append(f"{what}{self.tokens:,.0f} generated "
                      f"tokens (at {self.budget_fraction:.0%} of the budgets); at {self.tokens_per_second:,.0f} tokens/s x "
                      f"{self.gpus_per_model} GPU(s) per model: {self.gpu_hours:,.2f} GPU-hours")
         lines.append(f"wall time of one chain ({'a model' if self.shards == 1 else f'1/{self.shards} of a model: eval_shards'}), "
@@ -147,3 +150,18 @@ def estimate_run(params: dict[str, Any], tokens_per_second: float = TOKENS_PER_S
     loads = set_loads([EvalSet.from_dict(dict(e)) for e in p["eval_sets"]], safety, reasoning)
     return estimate(loads, evaluated_checkpoints(p["methods"], int(p.get("epochs") or 0)), budget_fraction, tokens_per_second,
                     int(p.get("tensor_parallel_size") or 1), int(p.get("eval_shards") or 1))
+
+
+def estimate_audit(params: dict[str, Any], tokens_per_second: float = TOKENS_PER_SECOND,
+                   budget_fraction: float = BUDGET_FRACTION) -> RunEstimate:
+    """The estimate of one audited checkpoint under an audit's parameters (its profile's eval sets and sampling): an
+    audit run costs this once per new checkpoint it finds, plus once for the baseline model the first time."""
+    from safetax.audit.profiles import resolve_profile
+
+    custom = params.get("custom_profile") or None
+    prof = resolve_profile(str(params.get("profile") or "nightly"), dict(custom) if custom else None)
+    safety = SamplingConfig(max_new_tokens=prof.safety_max_new_tokens)
+    reasoning = SamplingConfig(temperature=prof.reasoning_temperature, top_p=prof.reasoning_top_p, n=prof.reasoning_samples,
+                               max_new_tokens=prof.reasoning_max_new_tokens)
+    return estimate(set_loads(prof.eval_sets, safety, reasoning), 1, budget_fraction, tokens_per_second,
+                    int(params.get("tensor_parallel_size") or 1), int(params.get("eval_shards") or 1))

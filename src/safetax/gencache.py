@@ -11,10 +11,11 @@ output depends on:
 - verdicts: the judge's name (it names the mode and the scope), the judge model's identity, the ``require_think``
   setting, the prompt and the response, and :data:`FORMAT`.
 
-A changed key part gives another key, so a wrong hit needs a sha256 collision. What the key cannot see: a hub id
-is identified by its name alone (``hub:<id>``; a new revision on the hub under the same id would hit the old
-entries: pin models as a directory or an ``s3://`` copy, whose digests are content digests), and a change of the
-scoring code that keeps its outputs' format (bump :data:`FORMAT`). Clearing the cache is deleting the prefix.
+A changed key part gives another key, so a wrong hit needs a sha256 collision. A hub id is keyed by the commit
+the stage loads: with the cache on, generate and judge resolve it to its snapshot directory in the HF cache first
+(the hub's current revision, downloaded if missing) and load that directory, so a new revision under the same id
+misses. What the key cannot see: a change of the generating or judging code that keeps its outputs' format (bump
+:data:`FORMAT`). Clearing the cache is deleting the prefix.
 """
 
 from __future__ import annotations
@@ -52,12 +53,12 @@ def _digest(obj: Any) -> str:
 
 
 def model_identity(model: str, adapter: str | None = None) -> str:
-    """The digest of a model's weights (a directory's files or its published manifest; ``hub:<id>`` for a hub id),
-    combined with the adapter's when there is one."""
-    from safetax.audit.discover import digest_of
+    """The digest of a model's weights (:func:`safetax.store.digest.content_digest`: a published manifest's, a hub
+    snapshot's commit, or a directory's files), combined with the adapter's when there is one."""
+    from safetax.store.digest import content_digest
 
-    base = digest_of(model)
-    return base if adapter is None else _digest({"base": base, "adapter": digest_of(adapter)})
+    base = content_digest(model, "model")
+    return base if adapter is None else _digest({"base": base, "adapter": content_digest(adapter, "adapter")})
 
 
 def generation_key(model: str, prompt: str, sampling: SamplingConfig, backend: str, version: str) -> str:

@@ -5,9 +5,10 @@ store, where a retried pod on another node finds them), in a subdirectory named 
 digest of everything the samples depend on (models, eval sets and their items, sampling, backend, chunk size). A
 rerun with the same fingerprint reads the chunks that exist and makes only the others; one with another fingerprint
 starts over (and removes the stale chunks). Each chunk is written in one step (a local temp file renamed into
-place, or one S3 PUT), so a kill leaves whole chunks only. Chunks are fixed by count (``chunk_prompts`` prompts in
-the stage's order), never by time: a rerun then batches every remaining chunk exactly as the first run would
-have, and its outputs are identical to an uninterrupted run's.
+place, or one S3 PUT), so a kill leaves whole chunks only. Chunks are fixed by count (:func:`chunk_size`: the stage's
+setting, and at most a tenth of its items, so a kill loses at most one chunk: <= 10 % of the work), never by time: a
+rerun then batches every remaining chunk exactly as the first run would have, and its outputs are identical to an
+uninterrupted run's.
 
 A task that must hold no store credential (the code task, which runs model-written programs) reaches its chunks
 through :class:`UrlChunks` instead: one pre-signed URL per chunk and method, made by a task that holds the credential.
@@ -27,6 +28,21 @@ from safetax.store.objects import delete, list_keys, read_text, write_text
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FORMAT = 1
+
+
+LOSS_SHARE = 10  # a stage's items are cut into at least this many chunks (a kill redoes at most one)
+
+
+def chunk_size(n: int, limit: int) -> int:
+    """Items per chunk for ``n`` items: at most ``limit`` and at most ``ceil(n / 10)``, so that a kill at any point
+    redoes at most a tenth of the stage's items; ``limit`` 0 keeps one chunk of all (no resume inside the stage).
+
+    >>> chunk_size(910, 256), chunk_size(50, 128), chunk_size(5000, 256), chunk_size(3, 256), chunk_size(910, 0)
+    (91, 5, 256, 1, 0)
+    """
+    if limit <= 0:
+        return 0
+    return max(1, min(limit, -(-n // LOSS_SHARE)))
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:

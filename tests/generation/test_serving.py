@@ -156,3 +156,11 @@ def test_transformers_backend_applies_adapters_as_they_are(tiny_model: Path, ada
     server.generate(str(tiny_model), str(adapter), PROMPTS, SamplingConfig(max_new_tokens=2), expected=1e12)
     assert server.decisions == {(str(tiny_model), str(adapter)): "adapter"}
     assert engines.built == [(tiny_model.name, False)] and not (tmp_path / "scratch").exists()
+
+
+def test_base_only_server_starts_vllm_without_lora(tiny_model: Path, tmp_path: Path) -> None:
+    # A pod that evaluates only the base model (the fan-out's base chain) has no adapter to share the engine with.
+    engines = Engines()
+    server = TargetServer("vllm", EngineSettings(), scratch=tmp_path / "scratch", factory=engines, adapters=False)
+    server.generate(str(tiny_model), None, PROMPTS, SamplingConfig(max_new_tokens=2))
+    assert engines.built == [(tiny_model.name, False)]

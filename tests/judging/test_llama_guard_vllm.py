@@ -159,6 +159,7 @@ def test_vllm_generate_mode_parses_like_transformers(tiny_guard: Path, fake_vllm
     assert [(v.label, v.categories) for v in got] == [(v.label, v.categories) for v in want]
     assert [v.label for v in got[:8]] == ["unsafe", "safe"] * 4
     assert len(fake_vllm.instances[0].calls) == 1  # one engine call for every response
+    assert vl.generated_tokens == hf.generated_tokens > 0  # the judge stage's cost counts them
 
 
 @pytest.mark.parametrize("mode", ["logit", "generate"])

@@ -77,7 +77,7 @@ def test_kill_at_90_percent_then_rerun_redoes_at_most_10_percent(tiny_model: Pat
     rerun = _run(tiny_model, sets, tmp_path / "gen", tmp_path / "partial")
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read().decode()[-2000:] if rerun.stderr else ""
     cost = read_cost(tmp_path / "gen")
-    assert (cost.samples, cost.resumed, cost.generated) == (30, 28, 2)  # the last chunk: 2 safety prompts, greedy
+    assert (cost.samples, cost.resumed, cost.generated) == (30, 27, 3)  # the last chunk: a prompt of each set (2 + 1 samples)
     assert cost.generated <= 0.1 * cost.samples
     assert (tmp_path / "gen" / "generations.jsonl").read_text() == (tmp_path / "whole" / "generations.jsonl").read_text()
     assert _chunks(tmp_path / "partial") == 0  # cleared once the output is written
@@ -103,18 +103,19 @@ def test_judge_resumes_from_its_chunks(tiny_model: Path, tmp_path: Path) -> None
     jcfg = judge.JudgeConfig(chunk_items=3)
     whole = judge.run(jcfg, tmp_path / "gen", tmp_path / "whole")
     partial = tmp_path / "partial"
-    # A first attempt finished 3 of its 4 chunks before it was killed: replay them into the chunk area.
+    # A first attempt finished 9 of its 10 chunks before it was killed (a chunk is at most a tenth of the 10 responses,
+    # whatever chunk_items says: resume.chunk_size).
     original = judge._judge_chunk
     calls = {"n": 0}
 
-    def dies_on_fourth(*a: object, **kw: object) -> object:
+    def dies_on_tenth(*a: object, **kw: object) -> object:
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == 10:
             raise KeyboardInterrupt("preempted")
         return original(*a, **kw)  # type: ignore[arg-type]
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(judge, "_judge_chunk", dies_on_fourth)
+        mp.setattr(judge, "_judge_chunk", dies_on_tenth)
         with pytest.raises(KeyboardInterrupt):
             judge.run(jcfg, tmp_path / "gen", tmp_path / "judge", partial_uri=str(partial))
     assert judge.run(jcfg, tmp_path / "gen", tmp_path / "judge", partial_uri=str(partial)) == whole

@@ -128,13 +128,15 @@ class TargetServer:
 
     On the vLLM backend an adapter target is served as LoRA requests on its base or merged first into
     ``scratch`` (:func:`choose_serving`, decided once per target); a merged target gets an engine without LoRA.
-    The transformers backend serves adapters as they are. ``factory`` builds a backend (``make_backend``'s
-    signature; tests pass their own).
+    The transformers backend serves adapters as they are. ``adapters``: whether adapter targets may follow a base
+    target in this server (then the base's vLLM engine is started with LoRA on and shared with them; else without
+    LoRA, which costs nothing). ``factory`` builds a backend (``make_backend``'s signature; tests pass their own).
     """
 
     def __init__(self, backend: str, engine: EngineSettings | None = None, *, batch_size: int = 32,
-                 tensor_parallel_size: int = 1, scratch: str | Path = "/tmp/safetax-merged", factory: Factory = make_backend) -> None:
-        self.backend_name, self.engine = backend, engine or EngineSettings()
+                 tensor_parallel_size: int = 1, scratch: str | Path = "/tmp/safetax-merged", factory: Factory = make_backend,
+                 adapters: bool = True) -> None:
+        self.backend_name, self.engine, self.adapters = backend, engine or EngineSettings(), adapters
         self.batch_size, self.tensor_parallel_size = batch_size, tensor_parallel_size
         self.scratch, self.factory = Path(scratch), factory
         self.decisions: dict[tuple[str, str | None], str] = {}
@@ -182,7 +184,7 @@ class TargetServer:
         if how == "merge":
             assert adapter is not None
             return self.backend(str(self.merged_dir(model, adapter)), lora=False).generate(prompts, sampling)
-        lora = self.backend_name == "vllm" and (how == "adapter" or self.engine.lora_serving != "merge")
+        lora = self.backend_name == "vllm" and (how == "adapter" or self.adapters and self.engine.lora_serving != "merge")
         return self.backend(model, lora=lora).generate(prompts, sampling, adapter=adapter if how == "adapter" else None)
 
     def release(self) -> None:

@@ -1,9 +1,11 @@
 """vLLM generation backend for GPU clusters (vLLM is imported lazily: it is not installable on CPU).
 
-Every prompt the generate stage hands over for one checkpoint (all of its eval sets, each with its own
-sampling settings: one ``SamplingParams`` per request) goes into one ``LLM.generate`` call, so vLLM's
-scheduler fills the GPU (the seeds' reference code sent batches of 4). With sample-level resume on, the
-stage hands them over one chunk at a time (``chunk_prompts``, a setting): then it is one call per chunk.
+The generate stage hands a checkpoint's prompts over one chunk at a time (the unit of sample-level resume:
+at most ``chunk_prompts`` and at most a tenth of the checkpoint's prompts, see :func:`safetax.resume.chunk_size`),
+and each chunk is one ``LLM.generate`` call holding a share of every eval set of the checkpoint (the stage spreads
+the sets evenly over its order), each request with its own sampling settings (one ``SamplingParams`` per
+request), so vLLM's scheduler fills the GPU with long and short outputs mixed (the seeds' reference code sent
+batches of 4). ``chunk_prompts: 0`` makes it one call per checkpoint (no resume inside a checkpoint).
 LoRA checkpoints are served with ``LoRARequest`` on the base model, or merged first
 (:mod:`safetax.generation.serving` decides, by the platform's ``lora_serving``). Prefix caching shares the
 prompt of the ``n`` samples of a question. Each request's seed is derived from the run seed and its prompt

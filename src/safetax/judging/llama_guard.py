@@ -185,6 +185,7 @@ class LlamaGuardJudge:
     max_model_len: int = 0
     gpu_memory_utilization: float = 0.9
     name: str = field(init=False)
+    generated_tokens: int = field(default=0, init=False)  # generate mode: tokens generated so far (end token not counted)
     _model: Any = field(default=None, init=False, repr=False)
     _engine: Any = field(default=None, init=False, repr=False)
     _tok: Any = field(default=None, init=False, repr=False)
@@ -256,12 +257,16 @@ class LlamaGuardJudge:
         """
         self.load()
         if self._engine is not None:
-            return self._engine.generate_texts(prompts, self.max_new_tokens)
+            texts, tokens = self._engine.generate_texts(prompts, self.max_new_tokens)
+            self.generated_tokens += tokens
+            return texts
         enc = self._encode(prompts)
         out = self._model.generate(
             **enc, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self._tok.pad_token_id,
         )
         new = out[:, enc["input_ids"].shape[1]:]
+        ends = {self._tok.pad_token_id, self._tok.eos_token_id}
+        self.generated_tokens += sum(int(t) not in ends for t in new.flatten().tolist())
         return self._tok.batch_decode(new, skip_special_tokens=True)
 
     @torch.inference_mode()

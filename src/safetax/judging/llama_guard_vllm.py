@@ -89,15 +89,16 @@ class VLLMGuardEngine:
             return []
         return self.llm.generate([{"prompt_token_ids": x} for x in requests], SamplingParams(**params), use_tqdm=False)
 
-    def generate_texts(self, prompts: Sequence[str], max_new_tokens: int) -> list[str | None]:
-        """Greedy continuations (special tokens skipped); None where the prompt does not fit."""
+    def generate_texts(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[str | None], int]:
+        """Greedy continuations (special tokens skipped; None where the prompt does not fit) and the tokens generated."""
         ids = self._ids(prompts, max_new_tokens)
         todo = [i for i, x in enumerate(ids) if x is not None]
         outs = self._run([ids[i] for i in todo], temperature=0.0, max_tokens=max_new_tokens)  # type: ignore[misc]
         texts: list[str | None] = [None] * len(prompts)
         for i, o in zip(todo, outs, strict=True):
             texts[i] = o.outputs[0].text
-        return texts
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}  # counted as the transformers path counts
+        return texts, sum(int(t) not in ends for o in outs for t in o.outputs[0].token_ids)
 
     def unsafe_probabilities(self, prompts: Sequence[str], safe_id: int, unsafe_id: int) -> list[tuple[float, float] | None]:
         """``(p_unsafe, mass)`` per prompt as the transformers path computes them; None where the prompt does not fit."""

@@ -36,7 +36,7 @@ from typing import Any
 from safetax.artifacts import GenerationRow, read_eval_sets, read_generations
 from safetax.data.eval_sets import load_eval_set
 from safetax.records import Score, read_jsonl, write_jsonl
-from safetax.resume import ChunkArea, Chunks, ChunkUrls, UrlChunks, chunks, fingerprint
+from safetax.resume import ChunkArea, Chunks, ChunkUrls, UrlChunks, chunk_size, chunks, fingerprint
 from safetax.scoring.code import extract_code, score_programs
 from safetax.scoring.sandbox import Isolation, isolation, read_paths
 from safetax.store import atomic_dir, read_json, write_json
@@ -104,11 +104,13 @@ def plan_chunks(jobs_dir: Path, partial_uri: str = "", *, chunk_jobs: int = CHUN
     left for other jobs are removed."""
     if isinstance(chunk_jobs, bool) or not isinstance(chunk_jobs, int) or chunk_jobs < 1:
         raise ValueError(f"chunk_jobs should be an integer >= 1 (programs per chunk), got {chunk_jobs!r}")
-    fp = jobs_fingerprint(jobs_dir, chunk_jobs)
-    plan: dict[str, Any] = {"fingerprint": fp, "chunk_jobs": chunk_jobs}
+    n_jobs = len(read_jsonl(jobs_dir / JOBS))
+    size = chunk_size(n_jobs, chunk_jobs)  # at most a tenth of the programs: a kill reruns <= 10 %
+    fp = jobs_fingerprint(jobs_dir, size)
+    plan: dict[str, Any] = {"fingerprint": fp, "chunk_jobs": size}
     if partial_uri:
         area = ChunkArea(partial_uri, fp)
-        names = chunk_names(len(read_jsonl(jobs_dir / JOBS)), chunk_jobs)
+        names = chunk_names(n_jobs, size)
         if parse_store_uri(partial_uri, "partial_uri").is_s3:
             from safetax.store.s3 import PRESIGN_METHODS, S3Store, parse_uri
 

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from safetax.artifacts import CHECKPOINTS as MANIFEST
 from safetax.artifacts import (
@@ -34,12 +34,13 @@ from safetax.generation.backends import BACKENDS, EngineSettings, engine_version
 from safetax.generation.base import Completion, SamplingConfig
 from safetax.generation.serving import TargetServer, describe, expected_tokens
 from safetax.records import BASE, Generation
-from safetax.resume import ChunkArea, chunks, fingerprint
+from safetax.resume import ChunkArea, chunk_size, chunks, fingerprint
 from safetax.shards import Shard
-from safetax.store import atomic_dir, input_dir, resolve_model
+from safetax.store import atomic_dir, input_dir, local_model_dir, resolve_model
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 __all__ = ["BACKENDS", "EVAL_SETS", "GENERATIONS", "TARGETS", "GenerateConfig", "Target", "make_backend", "run", "targets_of"]
 CHECKPOINTS = TARGETS  # the targets file's former name, still used by tests/stages/test_llm_equivalence.py
 
@@ -150,21 +151,22 @@ def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None, merge
     prompts (every n-th of all eval sets' prompts: :mod:`safetax.shards`).
     """
     start = time.perf_counter()
-    model_ref = resolve_model(cfg.model_uri, "model_uri")
+    # With the cache on, a hub id is loaded from its snapshot directory: the commit the cache keys name (gencache).
+    model_ref = str(local_model_dir(cfg.model_uri, "model_uri")) if cache_uri else resolve_model(cfg.model_uri, "model_uri")
     loaded = {es.name: load_eval_set(es) for es in cfg.eval_sets}  # validates every file first
     # The files of every checkpoint evaluated in this pod (all of the method's, or the one named) are fetched.
     targets = targets_of(model_ref, train_dir, name, fetch=True, only=only)
     targets += targets_of(model_ref, merged_dir, fetch=True, only=only) if merged_dir is not None else []
     if only and len(targets) != 1:
         raise ValueError(f"target {only!r}: {'not among' if not targets else 'more than once in'} the checkpoints and merge candidates")
-    requests = [Request(es, it, bench.VERSION if bench else "file", cfg.sampling_for(es))
-                for es in cfg.eval_sets for it in loaded[es.name][0] for bench in [loaded[es.name][1]]]
+    requests = spread([[Request(es, it, bench.VERSION if bench else "file", cfg.sampling_for(es)) for it in loaded[es.name][0]]
+                       for es in cfg.eval_sets for bench in [loaded[es.name][1]]])
     if shard is not None:
         total, requests = len(requests), shard.take(requests)
         if not requests:
             raise ValueError(f"eval_shards: shard {shard} has no prompts (the eval sets hold {total}); use at most {total} shards")
     area = ChunkArea(partial_uri or str(out_dir / "partial"), _fingerprint(cfg, targets, requests))
-    gen = _Generator(cfg, Cache(cache_uri, "generations"), area)
+    gen = _Generator(cfg, Cache(cache_uri, "generations"), area, adapters=any(t.adapter is not None for t in targets))
     try:
         with timed(f"generate for {len(targets)} model(s)"):
             rows = [row for i, t in enumerate(targets) for row in gen.target(i, t, requests)]
@@ -183,10 +185,22 @@ def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None, merge
     return len(rows)
 
 
+def spread(groups: list[list[T]]) -> list[T]:
+    """The items of every group, each group spread evenly over the whole order (item i of a group of n at (i + 0.5) / n):
+    every chunk of a checkpoint's requests then holds its share of every eval set (long and short outputs mixed in
+    each engine call, and a chunk's cost about the same as any other's).
+
+    >>> spread([["a1", "a2", "a3", "a4"], ["b1", "b2"]])
+    ['a1', 'b1', 'a2', 'a3', 'b2', 'a4']
+    """
+    keyed = [((i + 0.5) / len(g), k, x) for k, g in enumerate(groups) for i, x in enumerate(g)]
+    return [x for *_, x in sorted(keyed, key=lambda t: (t[0], t[1]))]
+
+
 class _Generator:
     """Makes one target's rows chunk by chunk: from the chunk area (resume), the cache, or the backend."""
 
-    def __init__(self, cfg: GenerateConfig, cache: Cache, area: ChunkArea) -> None:
+    def __init__(self, cfg: GenerateConfig, cache: Cache, area: ChunkArea, adapters: bool = True) -> None:
         self.cfg, self.cache, self.area = cfg, cache, area
         self.counts: Counter[str] = Counter()
         self.version = engine_version(cfg.backend) if cache.enabled else ""
@@ -194,7 +208,8 @@ class _Generator:
         scratch = Path("/scratch") if Path("/scratch").is_dir() else Path(tempfile.gettempdir())  # the pod's scratch volume
         self.server = TargetServer(cfg.backend, cfg.engine, batch_size=cfg.batch_size, tensor_parallel_size=cfg.tensor_parallel_size,
                                    scratch=Path(tempfile.mkdtemp(prefix="safetax-merged-", dir=scratch)),
-                                   factory=lambda *a, **kw: make_backend(*a, **kw))  # this module's, looked up per call
+                                   factory=lambda *a, **kw: make_backend(*a, **kw),  # this module's, looked up per call
+                                   adapters=adapters)
         self._expected = 0.0
         self._tokenizers: dict[str, Any] = {}
 
@@ -209,20 +224,23 @@ class _Generator:
     def target(self, index: int, t: Target, requests: list[Request]) -> Iterator[GenerationRow]:
         identity = model_identity(t.model, t.adapter) if self.cache.enabled else ""
         self._expected = expected_tokens([r.sampling for r in requests])  # lora_serving auto's expected tokens
+        # A LoRA target merged first for serving (bf16 weights) generates other text than its adapter form: other keys.
+        merged = self.cache.enabled and self.server.serving(t.model, t.adapter, self._expected) == "merge"
+        version = f"{self.version}/merged" if merged else self.version
         with timed(f"generate {t.checkpoint}"):
-            for c, chunk in enumerate(chunks(requests, self.cfg.chunk_prompts)):
+            for c, chunk in enumerate(chunks(requests, chunk_size(len(requests), self.cfg.chunk_prompts))):
                 chunk_name = f"{index:03d}-{c:05d}"
                 if self.area.has(chunk_name):
                     rows = [GenerationRow.from_dict(d) for d in self.area.read(chunk_name)]
                     self.counts["resumed"] += len(rows)
                 else:
-                    rows = self._chunk(t, chunk, identity)
+                    rows = self._chunk(t, chunk, identity, version)
                     self.area.write(chunk_name, [r.to_dict() for r in rows])
                 yield from rows
 
-    def _chunk(self, t: Target, chunk: list[Request], identity: str) -> list[GenerationRow]:
+    def _chunk(self, t: Target, chunk: list[Request], identity: str, version: str) -> list[GenerationRow]:
         prompts = self.render(t.model, [r.item.prompt for r in chunk])
-        keys = [generation_key(identity, p, r.sampling, self.cfg.backend, self.version) for p, r in zip(prompts, chunk)]
+        keys = [generation_key(identity, p, r.sampling, self.cfg.backend, version) for p, r in zip(prompts, chunk)]
         found = self.cache.get_many(keys) if self.cache.enabled else [None] * len(chunk)
         outs: list[list[Completion]] = [completions_from_json(v) if v is not None else [] for v in found]
         todo = [i for i, v in enumerate(found) if v is None]

@@ -28,7 +28,7 @@ from safetax.gencache import Cache, judgement_key, model_identity
 from safetax.judging.base import SCOPES, Judge
 from safetax.judging.refusal import RefusalJudge
 from safetax.records import Judgement
-from safetax.resume import ChunkArea, chunks, fingerprint
+from safetax.resume import ChunkArea, chunk_size, chunks, fingerprint
 from safetax.store import atomic_dir
 from safetax.timing import timed
 
@@ -51,7 +51,7 @@ class JudgeConfig:
     # safe). Neither paper states it: the LoRA paper (app. A.2) passes "the answer" of a greedy
     # generation to Llama-Guard-3-8B; RPSA (sec. 4.2) names neither its safety judge nor the scope.
     judge_scope: str = "answer"
-    chunk_items: int = 512  # responses per chunk (the unit of resume); 0 = one chunk per judge
+    chunk_items: int = 512  # at most this many responses per chunk (the unit of resume; resume.chunk_size); 0 = one chunk
     # llama-guard's engine: transformers (hf) or vLLM (vllm; the platform's judge_backend), the vLLM engine's context
     # (the platform's vllm.judge_max_model_len; 0 = the guard's own) and its share of GPU memory.
     backend: str = "hf"
@@ -72,12 +72,15 @@ class JudgeConfig:
         c.raise_if_any()
 
 
-def make_judge(cfg: JudgeConfig) -> Judge:
+def make_judge(cfg: JudgeConfig, pinned: bool = False) -> Judge:
+    """The configured judge; ``pinned``: a hub id is resolved to its snapshot directory (the commit a verdict cache key
+    names), else left for transformers to fetch."""
     if cfg.judge == "llama-guard":
         from safetax.judging.llama_guard import LlamaGuardJudge
-        from safetax.store import resolve_model
+        from safetax.store import local_model_dir, resolve_model
 
-        return LlamaGuardJudge(resolve_model(cfg.judge_model, "judge_model"), mode=cfg.mode,  # type: ignore[arg-type]
+        model = (local_model_dir if pinned else resolve_model)(cfg.judge_model, "judge_model")
+        return LlamaGuardJudge(str(model), mode=cfg.mode,  # type: ignore[arg-type]
                                batch_size=cfg.batch_size, require_think=cfg.require_think,
                                scope=cfg.judge_scope, backend=cfg.backend, max_model_len=cfg.max_model_len,  # type: ignore[arg-type]
                                gpu_memory_utilization=cfg.gpu_memory_utilization)
@@ -96,7 +99,7 @@ def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path, *, cache_uri: st
     overrefusal = [r for r in rows if r.generation.kind == "overrefusal"]
     judges: dict[str, Judge] = {"overrefusal": RefusalJudge(cfg.require_think)}
     if safety:  # the configured judge is made (and its model resolved) only when there is something to judge
-        judges["safety"] = make_judge(cfg)
+        judges["safety"] = make_judge(cfg, pinned=bool(cache_uri))
     responses = hashlib.sha256("\0".join(f"{r.key}\0{r.prompt}\0{r.generation.text}" for r in rows).encode()).hexdigest()
     area = ChunkArea(partial_uri or str(out_dir / "partial"), fingerprint({"config": asdict(cfg), "responses": responses}))
     cache, counts = Cache(cache_uri, "judgements"), Counter[str]()
@@ -104,7 +107,7 @@ def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path, *, cache_uri: st
     out: list[JudgementRow] = []
     with timed(f"judge {len(safety)} safety and {len(overrefusal)} over-refusal responses"):
         for kind, subset in (("safety", safety), ("overrefusal", overrefusal)):
-            for c, chunk in enumerate(chunks(subset, cfg.chunk_items)):
+            for c, chunk in enumerate(chunks(subset, chunk_size(len(subset), cfg.chunk_items))):
                 name = f"{kind}-{c:05d}"
                 if area.has(name):
                     got = [JudgementRow.from_dict(d) for d in area.read(name)]
@@ -113,7 +116,8 @@ def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path, *, cache_uri: st
                     got = _judge_chunk(judges[kind], identity[kind], chunk, cache, cfg.require_think, counts)
                     area.write(name, [r.to_dict() for r in got])
                 out += got
-    cost = StageCost("judge", len(out), counts["generated"], counts["resumed"], counts["cached"], 0,
+    tokens = sum(getattr(j, "generated_tokens", 0) for j in judges.values())  # Llama Guard's generate mode; logit: none
+    cost = StageCost("judge", len(out), counts["generated"], counts["resumed"], counts["cached"], tokens,
                      time.perf_counter() - start, pod_gpus())
     second = _second_opinions(judges.get("safety"), safety, cfg.require_think)
     with atomic_dir(out_dir) as tmp:
@@ -155,8 +159,11 @@ def _judge_chunk(judge: Judge, identity: str, chunk: list[GenerationRow], cache:
 
 def _identity(cfg: JudgeConfig, judge: Judge) -> str:
     """What a verdict depends on besides its judge's name and its input: the judge model's weights (llama-guard), the
-    judge's code (its prompt format, patterns and parsing) and its engine (transformers, or vLLM and its version)."""
-    code = hashlib.sha256(Path(inspect.getfile(type(judge))).read_bytes()).hexdigest()
-    model = model_identity(cfg.judge_model) if cfg.judge == "llama-guard" and not isinstance(judge, RefusalJudge) else ""
+    judge's code (its prompt format, patterns and parsing, and the answer split of :mod:`safetax.formats`) and its
+    engine (transformers, or vLLM and its version)."""
+    from safetax import formats  # split_reasoning: what the judge reads as the answer, and what is unscored
+
+    code = hashlib.sha256(b"".join(Path(f).read_bytes() for f in (inspect.getfile(type(judge)), formats.__file__))).hexdigest()
+    model = model_identity(str(getattr(judge, "model"))) if cfg.judge == "llama-guard" and not isinstance(judge, RefusalJudge) else ""
     engine = judge.engine_id() if hasattr(judge, "engine_id") else ""
     return f"{model}/{code}" + (f"/{engine}" if engine not in ("", "hf") else "")  # transformers: the keys of earlier releases
