@@ -5,6 +5,7 @@ cron only, max_concurrency 1-10, existing pipeline version and experiment."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from safetax.cli import main
 from safetax.runner.schedules import ScheduleError, sync
 
 API = "/apis/v2beta1"
+REPO = Path(__file__).resolve().parents[1]
 PAGE = 2  # the server's page size cap: every list the client makes spans pages
 
 
@@ -48,11 +50,11 @@ class FakeKFP:
         self.versions[pid] = []
         return pid
 
-    def add_version(self, pipeline_id: str, name: str) -> str:
-        """What an upload (the chart's registrar) does: a new version, newer than every other."""
+    def add_version(self, pipeline_id: str, name: str, spec: dict[str, Any] | None = None) -> str:
+        """What an upload (the chart's registrar) does: a new version, newer than every other, with its compiled spec."""
         vid, at = self._next("version")
         self.versions[pipeline_id].append({"pipeline_id": pipeline_id, "pipeline_version_id": vid, "display_name": name,
-                                           "created_at": at})
+                                           "created_at": at, "pipeline_spec": spec or {}})
         return vid
 
     def add_run(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +82,12 @@ class FakeKFP:
             pid = path.split("/")[-2]
             if pid not in self.versions:
                 return 404, {"code": 5, "message": f"pipeline {pid} not found"}
-            return 200, _page(self.versions[pid], query, "pipeline_versions")
+            listed = [{k: v for k, v in version.items() if k != "pipeline_spec"} for version in self.versions[pid]]
+            return 200, _page(listed, query, "pipeline_versions")  # without the (large) specs
+        if path.startswith(f"{API}/pipelines/") and "/versions/" in path:
+            pid, vid = path.split("/")[-3], path.split("/")[-1]
+            found = [v for v in self.versions.get(pid, []) if v["pipeline_version_id"] == vid]
+            return (200, found[0]) if found else (404, {"code": 5, "message": f"pipeline version {vid} not found"})
         if path == f"{API}/experiments":
             return 200, _page(list(self.experiments.values()), query, "experiments")
         if path == f"{API}/recurringruns":
@@ -186,11 +193,19 @@ def cluster(kfp_api: tuple[FakeKFP, str]) -> tuple[FakeKFP, str, str]:
     """A KFP with the audit pipeline registered twice (the newer version is "latest") and another pipeline."""
     state, host = kfp_api
     pid = state.add_pipeline("safetax-audit")
-    state.add_version(pid, "safetax-audit-aaaa")
-    state.add_version(pid, "safetax-audit-bbbb")
+    state.add_version(pid, "safetax-audit-aaaa", compiled("audit"))
+    state.add_version(pid, "safetax-audit-bbbb", compiled("audit"))
     other = state.add_pipeline("safetax-alignment")
-    state.add_version(other, "safetax-alignment-cccc")
+    state.add_version(other, "safetax-alignment-cccc", compiled("alignment"))
     return state, host, pid
+
+
+@functools.cache
+def compiled(pipeline: str) -> dict[str, Any]:
+    """A compiled pipeline of pipelines/ as KFP's API returns a version's spec: the PipelineSpec and the platform spec
+    under `pipeline_spec` and `platform_spec` (the shape KFP stores a YAML of two documents in)."""
+    pipeline_spec, platform_spec = yaml.safe_load_all((REPO / "pipelines" / f"{pipeline}.yaml").read_text())
+    return {"pipeline_spec": pipeline_spec, "platform_spec": platform_spec}
 
 
 def write(path: Path, *runs: dict[str, Any]) -> Path:
@@ -334,6 +349,25 @@ def test_unknown_pipeline_or_version_lists_what_exists(cluster: tuple[FakeKFP, s
     assert state.changes() == []
 
 
+def test_parameters_the_pipeline_does_not_take_are_rejected_before_any_change(cluster: tuple[FakeKFP, str, str],
+                                                                              tmp_path: Path) -> None:
+    """Checked against the root inputs of the version each run would start (its compiled spec, from KFP)."""
+    state, host, _ = cluster
+    typo = {**NIGHTLY, "parameters": {**NIGHTLY["parameters"], "judge_batch_size": 16}}
+    alignment = {**EXTRA[0], "parameters": {"store_uri": "s3://b/runs", "audit_name": "x"}}
+    with pytest.raises(ScheduleError) as info:
+        sync(write(tmp_path / "s.yaml", typo, WEEKLY, alignment), host=host, owner="prod", report=quiet)
+    message = str(info.value)
+    assert "nightly-7b: parameter(s) ['judge_batch_size'] are not inputs of pipeline 'safetax-audit' version " \
+           "'safetax-audit-bbbb'" in message
+    assert "'generation_batch_size'" in message and "'store_uri'" in message  # the allowed names
+    assert "extra-0: parameter(s) ['audit_name'] are not inputs of pipeline 'safetax-alignment'" in message
+    assert "weekly-14b" not in message  # `profile` is an input of safetax-audit
+    assert state.changes() == []  # nothing created or deleted
+    fixed = {**NIGHTLY, "parameters": {**NIGHTLY["parameters"], "generation_batch_size": 16}}
+    assert len(sync(write(tmp_path / "s.yaml", fixed), host=host, owner="prod", report=quiet).create) == 1
+
+
 def test_tokens_are_sent(kfp_api: tuple[FakeKFP, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     state, host = kfp_api
     file = write(tmp_path / "s.yaml")
@@ -406,7 +440,9 @@ def _chart_job(values: dict[str, Any], release: str, job_suffix: str = "-schedul
     """A schedule Job's command line and the ConfigMap file it reads (its --file), as Helm renders them."""
     helm = pytest.importorskip("helm_python", reason="helm-python-sdk (the [test] extra) renders the chart")
     with helm.Chart.load(str(Path(__file__).resolve().parents[1] / "helm" / "safetax")) as chart:
-        manifests = chart.render(values, name=release, namespace="kubeflow", is_install=True)
+        # The NetworkPolicy off: it needs the API server's address, which an offline render cannot look up.
+        offline = {**values, "networkPolicy": {**values.get("networkPolicy", {}), "enabled": False}}
+        manifests = chart.render(offline, name=release, namespace="kubeflow", is_install=True)
     docs = [doc for name, text in manifests.items() if not name.endswith("NOTES.txt") for doc in yaml.safe_load_all(text) if doc]
     job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].endswith(job_suffix))
     configmap = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-schedules"))

@@ -10,7 +10,8 @@ import yaml
 
 from safetax.config import ConfigError
 from safetax.cron import CronError, cron_interval_seconds, parse_cron, to_kfp_cron
-from safetax.schedules import DesiredRun, ExistingRun, RecurringRun, load_schedules, owner_marker, parse_schedules, plan
+from safetax.schedules import (DesiredRun, ExistingRun, RecurringRun, load_schedules, owner_marker, parse_schedules, plan,
+                               root_inputs, unknown_parameters)
 
 DAY, WEEK = 86400.0, 604800.0
 
@@ -229,3 +230,26 @@ def test_catchup_is_off_by_default_and_a_run_without_no_catchup_is_replaced() ->
     backfill = plan([desired("nightly", catchup=True)], [existing("nightly")], OWNER)
     assert backfill.replace[0].reasons == ("catchup false -> true",)
     assert "experiment safetax-audits, catchup" in plan([desired("new", catchup=True)], [], OWNER).render()
+
+
+# --- parameters against the compiled pipeline ---------------------------------------------------------------
+
+def test_root_inputs_of_both_shapes_kfp_returns_a_spec_in() -> None:
+    """KFP returns a version's spec as the PipelineSpec, or with a platform spec as {pipeline_spec, platform_spec}."""
+    audit, platform = yaml.safe_load_all((Path(__file__).resolve().parents[1] / "pipelines" / "audit.yaml").read_text())
+    names = root_inputs(audit)
+    assert names is not None and {"audit_name", "store_uri", "thresholds", "generation_batch_size"} <= names
+    assert "judge_batch_size" not in names
+    assert root_inputs({"pipeline_spec": audit, "platform_spec": platform}) == names
+    artifacts = {"root": {"inputDefinitions": {"artifacts": {"model": {}}, "parameters": {"seed": {}}}}}
+    assert root_inputs(artifacts) == {"model", "seed"}
+    assert root_inputs({"root": {}}) == frozenset()  # a pipeline without inputs takes no parameters
+    assert root_inputs({}) is None and root_inputs(None) is None  # nothing to check against
+
+
+def test_unknown_parameters_name_the_run_the_keys_and_the_allowed_names() -> None:
+    run = RecurringRun("weekly-14b", "0 3 * * 1", "safetax-audit", parameters={"profile": "weekly", "judge_batch_size": 16})
+    assert unknown_parameters(run, {"profile", "judge_batch_size"}) == ""
+    message = unknown_parameters(run, {"profile", "generation_batch_size"}, "safetax-audit-abc")
+    assert message == ("weekly-14b: parameter(s) ['judge_batch_size'] are not inputs of pipeline 'safetax-audit' version "
+                       "'safetax-audit-abc'; allowed: ['generation_batch_size', 'profile']")

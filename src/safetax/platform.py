@@ -180,8 +180,8 @@ class PlatformConfig:
     # Methods trained and evaluated at the same time (ParallelFor parallelism; 0 = all). KFP compiles it into the
     # pipeline: it is a platform setting, not a run parameter.
     max_parallel_methods: int = 0
-    # Checkpoints of one method evaluated at the same time (its per-checkpoint generate -> judge -> code -> score
-    # chains; ParallelFor parallelism; 0 = all). Compiled into the pipeline: KFP fixes a loop's parallelism at compile time.
+    # Checkpoints of one method (or of one audit run) evaluated at the same time (their generate -> judge -> code ->
+    # score chains; ParallelFor parallelism; 0 = all). Compiled into the pipeline: KFP fixes a loop's parallelism at compile time.
     max_parallel_evaluations: int = 0
     # Output tokens/s of one model replica on this platform's generate GPUs (vLLM, long outputs), for `safetax estimate`;
     # 0 = its default (5000, the low end of a 7-8B model on one H100/H200).

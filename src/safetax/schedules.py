@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,33 @@ def _entry(entry: Any, i: int, checks: Checks) -> RecurringRun | None:
     return RecurringRun(name=name, cron=cron, pipeline=entry["pipeline"], version=entry.get("version", "latest"),
                         parameters=parameters, max_concurrency=concurrency, enabled=enabled, catchup=catchup,
                         experiment=entry.get("experiment", DEFAULT_EXPERIMENT), description=description)
+
+
+def root_inputs(pipeline_spec: Any) -> frozenset[str] | None:
+    """The root input names (parameters and artifacts) of a compiled pipeline spec as KFP's API returns a version's
+    ``pipeline_spec``: the PipelineSpec itself, or ``{"pipeline_spec": ..., "platform_spec": ...}`` for a pipeline
+    compiled with a platform spec (safetax's are). None when it is neither (nothing to check against)."""
+    if isinstance(pipeline_spec, Mapping) and "root" not in pipeline_spec:
+        pipeline_spec = pipeline_spec.get("pipeline_spec")
+    root = pipeline_spec.get("root") if isinstance(pipeline_spec, Mapping) else None
+    if not isinstance(root, Mapping):
+        return None
+    inputs = root.get("inputDefinitions") or {}
+    return frozenset(inputs.get("parameters") or {}) | frozenset(inputs.get("artifacts") or {})
+
+
+def unknown_parameters(run: RecurringRun, allowed: Collection[str], version: str = "") -> str:
+    """Why ``run``'s parameters do not fit its pipeline (names not among ``allowed``, its root inputs), "" when they do.
+
+    KFP would start every scheduled run and fail it at the first task; a typo such as ``judge_batch_size`` for a
+    parameter the pipeline does not have is caught here, before a recurring run is created.
+    """
+    unknown = sorted(set(run.parameters) - set(allowed))
+    if not unknown:
+        return ""
+    where = f"{run.pipeline!r}" + (f" version {version!r}" if version else "")
+    return (f"{run.name}: parameter(s) {unknown} are not inputs of pipeline {where}; "
+            f"allowed: {sorted(allowed)}")
 
 
 def _json_problem(value: Any) -> str:

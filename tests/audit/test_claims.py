@@ -37,6 +37,7 @@ def _checkpoints(root: str, tmp_path: Path, n: int) -> str:
         src = tmp_path / "src" / f"ckpt-{i}"
         src.mkdir(parents=True, exist_ok=True)
         (src / "config.json").write_text(json.dumps({"i": i}))
+        (src / "model.safetensors").write_bytes(b"w" * (i + 1))  # a full model: config.json and weights
         publish(src, f"{prefix}/ckpt-{i}")
     return prefix
 

@@ -8,6 +8,7 @@ Kubernetes ``KUBE_VERSION``; custom resources against the JSON schemas in ``test
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -28,6 +29,9 @@ SCHEMAS = Path(__file__).parent / "schemas"
 KUBE_VERSION = "1.30"  # the oldest Kubernetes the deployment is checked against (Chart.yaml: >=1.27)
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 RELEASE = "safetax"
+# What `helm install` looks up from the EndpointSlice default/kubernetes (the API server's endpoints); a render without a
+# cluster (these tests, `helm template`, Argo CD) must be given it, or the chart fails closed naming the value.
+API_SERVER = {"networkPolicy": {"kubeAPIServer": {"cidrs": ["10.0.0.2/32"]}}}
 
 
 def load_values(path: Path) -> dict[str, Any]:
@@ -63,12 +67,24 @@ def chart() -> Iterator[Any]:
         yield loaded
 
 
+def with_api_server(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the API server's CIDRs of :data:`API_SERVER` where they set none (what ``lookup`` would find)."""
+    api = values.get("networkPolicy", {}).get("kubeAPIServer", {})
+    if "cidrs" in api:
+        return values
+    network = values.get("networkPolicy", {})
+    return {**values, "networkPolicy": {**network, "kubeAPIServer": {**api, **API_SERVER["networkPolicy"]["kubeAPIServer"]}}}
+
+
 @pytest.fixture(scope="session")
 def render(chart: Any) -> Callable[..., Rendered]:
-    """``render(values, namespace=...)``: the chart as ``helm install`` would render it (schema checked first)."""
+    """``render(values, namespace=..., cluster=True)``: the chart as ``helm install`` into a cluster would render it
+    (schema checked first). ``cluster=True`` stands in for the one ``lookup`` (the API server's endpoints, where the
+    values give none: :data:`API_SERVER`); ``cluster=False`` renders like ``helm template`` or Argo CD."""
 
-    def _render(values: dict[str, Any] | None = None, namespace: str = "kubeflow") -> Rendered:
-        manifests = chart.render(values or {}, name=RELEASE, namespace=namespace, is_install=True)
+    def _render(values: dict[str, Any] | None = None, namespace: str = "kubeflow", cluster: bool = True) -> Rendered:
+        values = with_api_server(values or {}) if cluster else (values or {})
+        manifests = chart.render(values, name=RELEASE, namespace=namespace, is_install=True)
         objects, notes = [], ""
         for template, text in sorted(manifests.items()):
             if template.endswith("NOTES.txt"):
@@ -117,7 +133,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture()
 def values(values_file: Path | None) -> dict[str, Any]:
-    return load_values(values_file) if values_file else {}
+    """A ci values file; for "defaults", only the API server's CIDRs (what a render without a cluster needs)."""
+    return load_values(values_file) if values_file else copy.deepcopy(API_SERVER)
 
 
 def kustomize(path: Path) -> list[dict[str, Any]]:
@@ -215,10 +232,10 @@ def promtool() -> str:
 @pytest.fixture()
 def helm_error(render: Any) -> Callable[[dict[str, Any]], str]:
     """The error message of an install (a render) with ``values`` that must fail."""
-    def error(values: dict[str, Any]) -> str:
+    def error(values: dict[str, Any], cluster: bool = True) -> str:
         helm = pytest.importorskip("helm_python")
         with pytest.raises(helm.HelmError) as info:
-            render(values)
+            render(values, cluster=cluster)
         return str(info.value)
 
     return error

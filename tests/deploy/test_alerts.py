@@ -25,7 +25,7 @@ RUN = {"job": "safetax", "pipeline": "safetax-alignment", "run_id": "run-1", "mo
 # The audit pipeline's labels; a stage of it also carries the audit (an extra grouping label).
 AUDIT = {"job": "safetax", "pipeline": "safetax-audit"}
 AUDIT_RULES = ("SafetaxAuditFailed", "SafetaxAuditSafetyLow", "SafetaxAuditReasoningDropHigh", "SafetaxAuditStale",
-               "SafetaxAuditRunFailed")
+               "SafetaxAuditRunFailed", "SafetaxAuditCheckpointGivenUp")
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 

@@ -226,6 +226,8 @@ def test_registrar_is_a_well_behaved_hook_job(render: Any, values: dict[str, Any
     registry = values.get("image", {}).get("registry", "ghcr.io/safetax")
     assert env["SAFETAX_IMAGE_REGISTRY"] == registry
     assert container["image"] == f"{registry}/safetax-cpu:{values.get('image', {}).get('tag') or '0.1.0'}"
+    # image.tag reaches the compiled stage images; unset, the tag baked into the registrar image does.
+    assert env.get("SAFETAX_IMAGE_TAG") == (values.get("image", {}).get("tag") or None)
     # A changed platform config changes the pod template (the checksum annotation).
     other = render({**values, "podLabels": {"changed": "yes"}}).one("Job", "registrar")
     assert other["spec"]["template"]["metadata"]["annotations"] != job["spec"]["template"]["metadata"]["annotations"]
@@ -421,4 +423,38 @@ def test_vllm_values_reach_the_engine_settings(render: Any) -> None:
     ({"vllm": {"max_model_len": 4096}}, ["/vllm", "'max_model_len'"]),
 ])
 def test_bad_vllm_values_are_rejected_naming_the_value(assert_rejected: Any, values: dict[str, Any], expected: list[str]) -> None:
+    assert_rejected(values, expected)
+
+
+DIGESTS = {"train": "sha256:" + "1" * 64, "vllm": "sha256:" + "2" * 64, "cpu": "sha256:" + "3" * 64}
+
+
+def registrar_env(rendered: Any) -> dict[str, str]:
+    container = rendered.one("Job", "registrar")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def test_image_tag_and_digests_reach_the_pipelines_the_registrar_compiles(render: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registrar compiles with the rendered environment: safetax.images, which the components take their images
+    from, reads it to the references the registered pipelines run."""
+    from safetax import images
+
+    env = registrar_env(render({"image": {"registry": "registry.example.com/ml", "tag": "0.1.0", "digests": DIGESTS}}))
+    assert env["SAFETAX_IMAGE_TAG"] == "0.1.0"
+    for name in (images.REGISTRY_ENV, images.TAG_ENV, images.DIGESTS_ENV):
+        monkeypatch.setenv(name, env[name])
+    assert {p: images.image(p) for p in images.PROFILES} == {
+        p: f"registry.example.com/ml/safetax-{p}:0.1.0@{DIGESTS[p]}" for p in images.PROFILES}
+    # Without image.tag and image.digests the registrar's own image decides both (its SAFETAX_IMAGE_TAG, no pins).
+    bare = registrar_env(render({}))
+    assert images.TAG_ENV not in bare and images.DIGESTS_ENV not in bare
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"image": {"digests": {"train": DIGESTS["train"]}}}, ["/image/digests"]),  # all three profiles or none
+    ({"image": {"digests": {**DIGESTS, "cpu": "sha256:abc"}}}, ["/image/digests/cpu"]),
+    ({"image": {"digests": {**DIGESTS, "gpu": DIGESTS["cpu"]}}}, ["/image/digests", "gpu"]),
+    ({"image": {"tag": "0.1.0+local"}}, ["/image/tag"]),
+])
+def test_bad_image_values_are_rejected(assert_rejected: Any, values: dict[str, Any], expected: list[str]) -> None:
     assert_rejected(values, expected)

@@ -78,19 +78,31 @@ def check_reachability(policy: dict[str, Any], reaches: Any, extra_needed: list[
 
 
 def test_default_policy_lets_the_launcher_work_and_nothing_else(render: Any, validate: Any, reaches: Any) -> None:
-    rendered = render({})
+    rendered = render({})  # the API server found at 10.0.0.2 (the render fixture's stand-in for `lookup`)
     policy = rendered.one("NetworkPolicy")
     validate(policy)
     assert policy["metadata"]["namespace"] == "kubeflow"
     assert policy["spec"]["podSelector"] == {"matchLabels": dict([CODE_EXECUTION_LABEL])}
     assert policy["spec"]["policyTypes"] == ["Egress"]
-    # An offline render cannot look up the API server: no rule for it, and NOTES.txt says what to set.
-    assert policy["spec"]["egress"] == [*kfp_rules(), pushgateway_rule()]
+    assert policy["spec"]["egress"] == [*kfp_rules(), pushgateway_rule(), api_server_rule("10.0.0.2/32")]
     pushgateway = rendered.one("Deployment", "pushgateway")["spec"]["template"]["metadata"]["labels"]
     check_reachability(policy, reaches, [("the Pushgateway", 9091, "TCP", {"namespace": "kubeflow", "pod_labels": pushgateway})])
-    assert not reaches(policy, 443, ip="10.0.0.1")
-    assert "the Kubernetes API server could not be looked up" in rendered.notes
-    assert "networkPolicy.kubeAPIServer.cidrs" in rendered.notes
+    assert reaches(policy, 443, ip="10.0.0.2") and not reaches(policy, 443, ip="10.0.0.1")
+    assert "the Kubernetes API server (10.0.0.2/32)" in rendered.notes
+
+
+def test_a_render_without_a_cluster_fails_closed_without_the_api_servers_cidrs(render: Any, helm_error: Any) -> None:
+    """`helm template` and Argo CD cannot look up the API server: a policy without its rule would break every code
+    pod's launcher, so the render fails naming the value to set and how to find it."""
+    message = helm_error({}, cluster=False)
+    assert "networkPolicy.kubeAPIServer.cidrs is empty" in message
+    assert "kubectl get endpoints kubernetes -n default -o jsonpath=" in message and "Argo CD" in message
+    given = render({"networkPolicy": {"kubeAPIServer": {"cidrs": ["10.0.0.7/32"]}}}, cluster=False).one("NetworkPolicy")
+    assert given["spec"]["egress"][-1] == api_server_rule("10.0.0.7/32")
+    # Without the policy, or without its API-server rule, nothing needs the address.
+    assert not render({"networkPolicy": {"enabled": False}}, cluster=False).of_kind("NetworkPolicy")
+    off = render({"networkPolicy": {"kubeAPIServer": {"enabled": False}}}, cluster=False).one("NetworkPolicy")
+    assert not [r for r in off["spec"]["egress"] if "ipBlock" in r["to"][0]]
 
 
 def test_api_server_endpoints_and_their_ports(render: Any, reaches: Any) -> None:
@@ -131,12 +143,13 @@ def test_kfp_and_pushgateway_peers_follow_the_values(render: Any, reaches: Any) 
     policy = render({"kfp": {"namespace": "ml-pipelines"}, "pushgateway": {"enabled": False, "address": "pg.monitoring:9091"}},
                     namespace="safetax").one("NetworkPolicy")
     assert policy["metadata"]["namespace"] == "ml-pipelines"
-    assert policy["spec"]["egress"] == kfp_rules("ml-pipelines")  # an external Pushgateway goes into allowedEgress
+    # An external Pushgateway goes into allowedEgress.
+    assert policy["spec"]["egress"] == [*kfp_rules("ml-pipelines"), api_server_rule("10.0.0.2/32")]
     assert reaches(policy, 8080, namespace="ml-pipelines", pod_labels={"component": "metadata-grpc-server"})
     assert not reaches(policy, 8080, namespace="kubeflow", pod_labels={"component": "metadata-grpc-server"})
     # The bundled Pushgateway lives in the release's namespace, wherever the policy is.
     bundled = render({"networkPolicy": {"namespaces": ["team-a"]}}, namespace="safetax").one("NetworkPolicy")
-    assert bundled["spec"]["egress"][-1] == pushgateway_rule("safetax")
+    assert bundled["spec"]["egress"][-2] == pushgateway_rule("safetax")
     # OpenShift's DNS; Helm merges maps, so the default pod label is removed with null.
     custom = {"networkPolicy": {"dns": {"namespaceLabels": {"kubernetes.io/metadata.name": "openshift-dns"},
                                         "podLabels": {"k8s-app": None, "dns.operator.openshift.io/daemonset-dns": "default"}}}}
@@ -225,5 +238,6 @@ def test_api_server_endpoints_from_the_endpointslice(tmp_path: Path, api: dict[s
         f"{{{{- $slice := fromJson {literal(yaml.safe_load(slice_yaml))} }}}}\n"
         'endpoints: {{ include "safetax.networkPolicy.endpoints" (dict "api" $api "slice" $slice) | toJson }}\n')
     with helm.Chart.load(str(chart)) as loaded:
-        text = loaded.render({}, name="safetax", namespace="kubeflow", is_install=True)["safetax/templates/zz-endpoints-test.yaml"]
+        text = loaded.render({"networkPolicy": {"enabled": False}}, name="safetax", namespace="kubeflow",
+                             is_install=True)["safetax/templates/zz-endpoints-test.yaml"]
     assert yaml.safe_load(yaml.safe_load(text)["endpoints"]) == expected

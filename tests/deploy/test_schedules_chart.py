@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from safetax.schedules import RecurringRun, parse_schedules
+from safetax.stages.audit import AuditConfig
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "safetax"
 AUDITS = yaml.safe_load((CHART / "ci" / "audits-values.yaml").read_text())
@@ -32,7 +33,7 @@ def test_audits_become_recurring_runs(render: Any, validate: Any) -> None:
     assert (nightly.enabled, nightly.max_concurrency, weekly.enabled, weekly.max_concurrency) == (True, 1, False, 2)
     assert (nightly.catchup, weekly.catchup) == (False, True)  # auditDefaults.catchup: false, unless an audit says so
     assert nightly.parameters == {
-        "audit_name": "nightly-7b", "audit_schedule": "0 2 * * *", "checkpoint_prefix": "s3://safetax/runs/r1-7b/",
+        "audit_name": "nightly-7b", "audit_schedule": "0 2 * * *", "checkpoint_prefix": "s3://safetax/audits/gate-7b/promoted/",
         "checkpoints": [], "profile": "nightly", "baseline": "r1-distill-qwen-7b",
         "baseline_model": "s3://safetax/models/r1-distill-qwen-7b", "store_uri": "s3://safetax/audits",
         # the audit's own thresholds over auditDefaults.thresholds
@@ -40,10 +41,10 @@ def test_audits_become_recurring_runs(render: Any, validate: Any) -> None:
                        "max_reasoning_drop": {"aime24": 0.05, "math500": 0.03}, "max_safety_tax_rate": 1.5}}
     assert weekly.parameters == {
         "audit_name": "weekly-14b", "audit_schedule": "0 30 3 * * MON", "checkpoint_prefix": "",
-        "checkpoints": ["s3://safetax/runs/r1-14b/full/epoch-3", "s3://safetax/runs/r1-14b/lora-r16/epoch-8"],
-        "profile": "weekly", "baseline": "", "baseline_model": "", "store_uri": "s3://safetax/audits",
+        "checkpoints": ["s3://safetax/checkpoints/r1-14b/full-epoch-3", "s3://safetax/checkpoints/r1-14b/lora-r16-merged-epoch-8"],
+        "profile": "weekly", "baseline": "r1-distill-qwen-14b", "baseline_model": "", "store_uri": "s3://safetax/audits",
         "thresholds": {"min_safety_score": 0.85, "max_overrefusal_rate": 0.2, "max_reasoning_drop": 0.05},
-        "judge_batch_size": 16}  # the entry's own `parameters`, merged last
+        "generation_batch_size": 16}  # the entry's own `parameters`, merged last
 
 
 def test_entry_parameters_override_and_defaults_apply(render: Any) -> None:
@@ -142,8 +143,9 @@ def test_uninstall_deletes_the_releases_recurring_runs_first(render: Any, valida
     assert "`helm uninstall` first deletes these recurring runs" in rendered.notes
 
 
-def audit(**overrides: Any) -> dict[str, Any]:
-    return {"audits": [{"name": "nightly", "schedule": "0 2 * * *", "checkpointPrefix": "s3://safetax/runs/", **overrides}]}
+def audit(store_uri: str = "s3://safetax/audits", defaults: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    return {"auditDefaults": {"storeUri": store_uri, **(defaults or {})},
+            "audits": [{"name": "nightly", "schedule": "0 2 * * *", "checkpointPrefix": "s3://safetax/runs/", **overrides}]}
 
 
 @pytest.mark.parametrize(("values", "expected"), [
@@ -173,7 +175,53 @@ def test_bad_audit_values_are_rejected(assert_rejected: Any, values: dict[str, A
 
 def test_duplicate_audit_names_fail_the_render(render: Any) -> None:
     helm = pytest.importorskip("helm_python")
-    values = {"audits": [audit()["audits"][0], {**audit()["audits"][0], "schedule": "0 3 * * *"}]}
+    values = {**audit(), "audits": [audit()["audits"][0], {**audit()["audits"][0], "schedule": "0 3 * * *"}]}
     with pytest.raises(helm.HelmError) as info:
         render(values)
     assert 'audits[1]: the name "nightly" is used by audits[0] too' in str(info.value)
+
+
+# What the audit pipeline's first step rejects (AuditConfig in src/safetax/stages/audit.py) fails the install instead
+# of every scheduled run: (values, texts the error names).
+@pytest.mark.parametrize(("values", "expected"), [
+    (audit(store_uri=""), ["audits[0] (nightly): store_uri is empty", "auditDefaults.storeUri",
+                           "audits[0].parameters.store_uri", "s3://bucket/prefix"]),
+    (audit(store_uri="", parameters={"store_uri": ""}), ["store_uri is empty"]),
+    (audit(store_uri="ftp://host/x"), ["store_uri \"ftp://host/x\" has the unknown scheme \"ftp\"", "auditDefaults.storeUri"]),
+    (audit(store_uri="s3://A_Bucket/x"), ["store_uri \"s3://A_Bucket/x\" is not s3://bucket/prefix with a valid bucket name"]),
+    (audit(store_uri="s3:/safetax/x"), ["is not s3://bucket/prefix"]),
+    (audit(store_uri="file://"), ["is not a file:///path"]),
+    (audit(thresholds={"max_reasoning_drop": 0.05}),
+     ["audits[0] (nightly): the thresholds [max_reasoning_drop] compare with a baseline", "audits[0].baseline is empty",
+      "audits[0].baselineModel", "auditDefaults.thresholds"]),
+    (audit(defaults={"thresholds": {"max_safety_tax_rate": 1.0}}), ["the thresholds [max_safety_tax_rate] compare with a baseline"]),
+    (audit(thresholds={"max_reasoning_drop": {"aime24": 0.05}, "max_safety_tax_rate": 1.0}, baselineModel="s3://m/base"),
+     ["[max_reasoning_drop max_safety_tax_rate]"]),
+    (audit(baselineModel="s3://safetax/models/base"),
+     ["audits[0] (nightly): baselineModel \"s3://safetax/models/base\" is set but audits[0].baseline is empty"]),
+    (audit(baseline="R1 7B"), ["audits[0] (nightly): baseline \"R1 7B\" is not a DNS-1123 label"]),
+    (audit(baseline="ok", parameters={"baseline": "Not_OK"}), ["baseline \"Not_OK\" is not a DNS-1123 label"]),
+])
+def test_an_audit_the_pipeline_would_reject_fails_the_render(helm_error: Any, values: dict[str, Any], expected: list[str]) -> None:
+    message = helm_error(values)
+    for text in expected:
+        assert text in message, message
+
+
+@pytest.mark.parametrize("values", [
+    audit(),  # no thresholds that need a baseline
+    audit(store_uri="", parameters={"store_uri": "s3://elsewhere/audits"}),  # the entry's own store
+    audit(store_uri="/data/audits"), audit(store_uri="file:///data/audits"),  # local directories, as AuditConfig allows
+    audit(thresholds={"max_reasoning_drop": 0.05}, baseline="r1-7b"),  # its last audit is the baseline
+    audit(thresholds={"max_safety_tax_rate": 1.0}, baseline="r1-7b", baselineModel="s3://safetax/models/r1-7b"),
+    {"auditDefaults": {"storeUri": ""}},  # no audits: nothing to check
+])
+def test_audits_the_pipeline_accepts_render(render: Any, values: dict[str, Any]) -> None:
+    rendered = render(values)
+    runs = schedules_of(rendered)
+    assert len(runs) == len(values.get("audits", []))
+    for run in runs:
+        p = run.parameters  # the pipeline's first step accepts them
+        AuditConfig(audit_name=p["audit_name"], store_uri=p["store_uri"], checkpoint_prefix=p["checkpoint_prefix"],
+                    checkpoints=tuple(p["checkpoints"]), profile=p["profile"], thresholds=p["thresholds"],
+                    baseline=p["baseline"], baseline_model=p["baseline_model"], audit_schedule=p["audit_schedule"])

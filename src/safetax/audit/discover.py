@@ -1,18 +1,24 @@
-"""Which checkpoints an audit run evaluates: complete ones with no audit record yet.
+"""Which checkpoints an audit run evaluates: complete models with no audit record yet.
 
 Under a watched prefix, a checkpoint is a directory with a manifest (``safetax`` stages and
-:func:`safetax.store.publish` write it last); a top-level entry without one is still being written
+:func:`safetax.store.publish` write it last) whose files are a model that the audit's generate step loads:
+``config.json`` and at least one ``*.safetensors`` file at its top level (:func:`not_a_model`, decided from the
+manifest's file list, nothing downloaded). Any other published directory (a run store's generations, a
+training output with ``checkpoints.json`` and ``epoch-N/``, a LoRA adapter, which the audit cannot load without
+a base model) is skipped with its reason. A top-level entry without a manifest is still being written
 (or was abandoned) and is skipped until its manifest appears. A local writer's temporary siblings
 (``.<name>.tmp-<pid>-<nonce>``, ``.<name>.old-...``) are never listed, manifest or not. An explicit list of model URIs may name
 published directories (digest from the manifest), plain local directories (digest of their files),
-or hub ids (digest of the id: a hub model is audited once per id).
+or hub ids (digest of the id: a hub model is audited once per id); a listed directory that is not a model is
+an error naming the URI and what it lacks (a hub id cannot be checked offline).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 
 from safetax.store import is_hub_id, parse_store_uri
 from safetax.store.local import StoreError
@@ -39,24 +45,62 @@ class Discovery:
     new: list[Target]  # complete, not yet audited
     already: list[Target]  # complete, audited before
     incomplete: list[str]  # entries under the prefix with no manifest
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason): published, but not a model
 
 
-def digest_of(uri: str) -> str:
-    """The content digest of one model URI (see the module docstring)."""
-    parsed = parse_store_uri(uri, "checkpoints")
+MODEL_CONFIG = "config.json"
+WEIGHTS_SUFFIX = ".safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def not_a_model(files: Iterable[str]) -> str:
+    """Why a directory with these files (paths relative to it) is not a model the audit loads; "" when it is one.
+
+    >>> not_a_model(["config.json", "model-00001-of-00002.safetensors", "tokenizer.json"])
+    ''
+    >>> not_a_model(["checkpoints.json", "epoch-1/config.json", "epoch-1/model.safetensors"])
+    'no config.json and no *.safetensors weights at its top level'
+    >>> not_a_model(["adapter_config.json", "adapter_model.safetensors"])
+    'no config.json at its top level (a LoRA adapter: the audit evaluates full models; merge it first)'
+    """
+    top = {f for f in files if "/" not in f}
+    missing = ([] if MODEL_CONFIG in top else [MODEL_CONFIG]) + (
+        [] if any(f.endswith(WEIGHTS_SUFFIX) for f in top) else [f"*{WEIGHTS_SUFFIX} weights"])
+    if not missing:
+        return ""
+    adapter = " (a LoRA adapter: the audit evaluates full models; merge it first)" if ADAPTER_CONFIG in top else ""
+    return f"no {' and no '.join(missing)} at its top level{adapter}"
+
+
+def digest_of(uri: str, what: str = "checkpoints") -> str:
+    """The content digest of one model URI (see the module docstring); a StoreError naming ``what`` (the parameter)
+    and the URI when it is a directory that is not a model."""
+    parsed = parse_store_uri(uri, what)
     if parsed.path is None:
         text = read_text(f"{uri.rstrip('/')}/{MANIFEST}")
         if text is None:
-            raise StoreError(f"checkpoints: {uri!r} has no {MANIFEST} (not a complete published directory)")
-        return Manifest.from_json(text, uri).digest
+            raise StoreError(f"{what}: {uri!r} has no {MANIFEST} (not a complete published directory)")
+        manifest = Manifest.from_json(text, uri)
+        _require_model(what, uri, [f.path for f in manifest.files])
+        return manifest.digest
     path = parsed.path
     if path.is_dir():
         if (path / MANIFEST).is_file():
-            return Manifest.from_json((path / MANIFEST).read_text(), str(path / MANIFEST)).digest
+            manifest = Manifest.from_json((path / MANIFEST).read_text(), str(path / MANIFEST))
+            _require_model(what, uri, [f.path for f in manifest.files])
+            return manifest.digest
+        _require_model(what, uri, [p.name for p in path.iterdir() if p.is_file()])
         return Manifest.of_dir(path, upload_id="local").digest
     if is_hub_id(uri):
         return hashlib.sha256(f"hub:{uri}".encode()).hexdigest()
-    raise StoreError(f"checkpoints: {uri!r} is neither a directory, an s3:// published directory nor a hub id")
+    raise StoreError(f"{what}: {uri!r} is neither a directory, an s3:// published directory nor a hub id")
+
+
+def _require_model(what: str, uri: str, files: list[str]) -> None:
+    reason = not_a_model(files)
+    if reason:
+        raise StoreError(f"{what}: {uri!r} is not a model directory the audit can load: {reason} "
+                         f"(a full model needs {MODEL_CONFIG} and *{WEIGHTS_SUFFIX} weights)")
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -72,9 +116,18 @@ def discover(prefix: str, uris: list[str], audited: set[str]) -> Discovery:
     """Complete checkpoints under ``prefix`` and in ``uris``, split into new and already audited."""
     found: list[tuple[str, str, str]] = []  # (name, uri, digest)
     incomplete: list[str] = []
+    skipped: list[tuple[str, str]] = []
     if prefix:
         dirs, incomplete = published_dirs(prefix, "checkpoint_prefix")
-        found += [(d.name or model_label(d.uri), d.uri, d.manifest.digest) for d in dirs]
+        for d in dirs:
+            name, reason = d.name or model_label(d.uri), not_a_model(f.path for f in d.manifest.files)
+            if reason:
+                skipped.append((name, reason))
+            else:
+                found.append((name, d.uri, d.manifest.digest))
+        if skipped:  # names only: a path under the prefix, never data
+            log.info("checkpoint_prefix: %d published director(ies) are not models (config.json and *.safetensors at the "
+                     "top level), skipped: %s", len(skipped), ", ".join(n for n, _ in skipped))
     found += [(model_label(u), u, digest_of(u)) for u in uris]
     targets, seen = [], set()
     for name, (_, uri, digest) in zip(_unique([f[0] for f in found]), found):
@@ -85,4 +138,4 @@ def discover(prefix: str, uris: list[str], audited: set[str]) -> Discovery:
     for name in incomplete:
         log.info("checkpoint_prefix: %s has no manifest yet (incomplete): skipped", name)
     return Discovery(new=[t for t in targets if t.digest not in audited],
-                     already=[t for t in targets if t.digest in audited], incomplete=incomplete)
+                     already=[t for t in targets if t.digest in audited], incomplete=incomplete, skipped=skipped)

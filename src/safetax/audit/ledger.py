@@ -6,6 +6,7 @@ Layout under ``<store_uri>/audits/<audit name>/``::
     reports/<digest>.md|.html   its report
     claims/<digest>.json        the claim of the run auditing it now (owner, lease); removed when it is recorded
     acknowledged/<digest>.json  written by an operator: its verdict is no longer re-published (alerts stop)
+    attempts/<digest>.json      failed runs of a checkpoint since its last record; removed by its record
     baselines/<name>.json       the last audit record of the named baseline model
     runs/<run id>/report.md     what one audit run did (also when it found nothing new)
     promoted/<checkpoint>/      the safety gate's choice, published with its audit record
@@ -21,6 +22,12 @@ carries a lease (``expires_at``): one whose owner died is taken over after it ex
 conditional replace of exactly the version read (S3 ``If-Match`` on its ETag), so of two runs
 taking it over, one wins. The finishing run writes the record first and then removes its claim;
 a planner re-reads the record after winning a claim, so a run that finished in between is seen.
+
+A claim still held when its run ends (the exit handler) or released without a record (a failed
+``finish``) is a failed attempt: ``attempts/<digest>.json`` counts them (count, last run id, last
+time), updated with the same conditional writes, once per run however often the handler is retried.
+A plan skips ("gives up on") a checkpoint whose count reached the audit's ``max_attempts``; its record
+removes the file, and an operator retries it by deleting the file.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from safetax.config import Checks
+from safetax.store.local import StoreError
 from safetax.store.objects import create_text, delete, list_keys, read_text, read_versioned, replace_text, write_text
 
 log = logging.getLogger(__name__)
@@ -130,10 +138,58 @@ class Ledger:
         delete(uri)
         return True
 
-    def release_all(self, owner: str) -> int:
-        """Remove every claim ``owner`` still holds (the audit run's exit handler); return how many."""
-        return sum(self.release(key.removesuffix(".json"), owner)
-                   for key in list_keys(f"{self.root}/claims") if key.endswith(".json") and "/" not in key)
+    def release_all(self, owner: str) -> list[dict[str, Any]]:
+        """Remove every claim ``owner`` still holds (the audit run's exit handler), counting a failed attempt of each
+        first; return those claims."""
+        released = []
+        for key in list_keys(f"{self.root}/claims"):
+            current = read_text(self.claim_uri(key.removesuffix(".json"))) if key.endswith(".json") and "/" not in key else None
+            claim = _parse_claim(current) if current is not None else {}
+            if claim.get("owner") != owner:
+                continue
+            digest = key.removesuffix(".json")
+            self.record_failure(digest, str(claim.get("checkpoint", digest)), owner)
+            if self.release(digest, owner):
+                released.append(claim)
+        return released
+
+    # -- failed attempts ---------------------------------------------------------------------------
+    def attempts_uri(self, digest: str) -> str:
+        return f"{self.root}/attempts/{digest}.json"
+
+    def attempts(self) -> dict[str, dict[str, Any]]:
+        """Every checkpoint's failed attempts since its last record, by digest (see the module docstring)."""
+        out = {}
+        for key in list_keys(f"{self.root}/attempts"):
+            text = read_text(f"{self.root}/attempts/{key}") if key.endswith(".json") and "/" not in key else None
+            entry = _parse_claim(text) if text is not None else {}
+            if isinstance(entry.get("count"), int):
+                out[key.removesuffix(".json")] = entry
+        return out
+
+    def record_failure(self, digest: str, checkpoint: str, run_id: str, now: float | None = None) -> dict[str, Any]:
+        """Count a failed attempt of run ``run_id`` at ``digest`` (once per run); return the updated entry."""
+        uri = self.attempts_uri(digest)
+        current: tuple[str, str] | None = None  # the first write is a create (it makes the bucket if need be)
+        for _ in range(5):  # a concurrent update between our read and our write: read again
+            entry = _parse_claim(current[0]) if current is not None else {}
+            if entry.get("last_run_id") == run_id:  # a retried exit handler: counted already
+                return entry
+            count = entry.get("count") if isinstance(entry.get("count"), int) else 0
+            new = {"digest": digest, "checkpoint": checkpoint, "count": count + 1, "last_run_id": run_id,
+                   "last_at": time.time() if now is None else now}
+            text = json.dumps(new, indent=2, sort_keys=True) + "\n"
+            written = create_text(uri, text) if current is None else replace_text(uri, text, current[1])
+            if written is not None:
+                log.warning("audit %s: %s (%s) failed in run %s: attempt %d", self.audit, checkpoint, digest[:12], run_id,
+                            new["count"])
+                return new
+            current = read_versioned(uri)
+        raise StoreError(f"audit {self.audit}: {uri} kept changing while counting a failed attempt of run {run_id}")
+
+    def clear_attempts(self, digest: str) -> None:
+        """Forget ``digest``'s failed attempts (its record is written)."""
+        delete(self.attempts_uri(digest))
 
     # -- verdicts to re-publish -------------------------------------------------------------------
     def acknowledged(self) -> set[str]:

@@ -6,6 +6,7 @@ import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from safetax.audit.telemetry import Audited
 from safetax.audit.verdict import Thresholds
@@ -88,6 +89,26 @@ def run_markdown(audit: str, run_id: str, results: Sequence[Audited], already: i
         lines += ["", f"![safety vs reasoning]({plot})"]
     return "\n".join(lines) + "\n"
 
+
+def plan_notes(plan: dict[str, Any]) -> str:
+    """What the plan left out, for the run report: checkpoints another run audits now, published directories under
+    the prefix that are not models, and checkpoints the audit gave up on after repeated failed runs."""
+    lines = []
+    busy = plan.get("claimed_elsewhere") or []
+    if busy:
+        names = ", ".join(f"`{b['name']}` ({b['owner']}, until {b['until']})" for b in busy)
+        lines.append(f"{len(busy)} checkpoint(s) claimed by another run, left to it: {names}.")
+    skipped = plan.get("skipped") or []
+    if skipped:
+        lines.append(f"{len(skipped)} published director(ies) under the prefix are not models, skipped: "
+                     + "; ".join(f"`{s['name']}` ({s['reason']})" for s in skipped) + ".")
+    given_up = plan.get("given_up") or []
+    if given_up:
+        lines.append(f"{len(given_up)} checkpoint(s) given up after {plan.get('max_attempts', '?')} failed run(s), not "
+                     "audited until their `attempts/<digest>.json` is deleted: "
+                     + "; ".join(f"`{g['name']}` ({g['count']} failed, last run {g['last_run_id']}, digest "
+                                 f"`{g['digest'][:12]}`)" for g in given_up) + ".")
+    return "".join(f"\n{line}\n" for line in lines)
 
 
 def _means(cs: CheckpointScores) -> tuple[Estimate, Estimate]:

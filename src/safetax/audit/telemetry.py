@@ -3,7 +3,8 @@
 Each audited checkpoint is pushed once, to a group of its own (job="safetax", pipeline, audit,
 checkpoint), which the Pushgateway keeps: the dashboard shows every checkpoint's audit over time.
 The audit-wide figures (thresholds, last completed run, schedule interval, checkpoints audited by the
-last run) go to the group (pipeline, audit) and are replaced by every run, also one that found
+last run, each checkpoint's failed attempts and the audit's max_attempts) go to the group (pipeline, audit)
+and are replaced by every run, also one that found
 nothing new: the stale-audit alert reads the last completed run's time from there. Without a gateway,
 ``audit-metrics.prom`` files (textfile-collector format) are written to ``out_dir``.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +78,14 @@ def checkpoint_metrics(audit: str, a: Audited) -> AuditMetricSet:
 
 
 def audit_metrics(audit: str, thresholds: Thresholds, reasoning: Sequence[str], interval_s: float | None,
-                  audited: int, completed_at: float) -> AuditMetricSet:
+                  audited: int, completed_at: float, attempts: Mapping[str, int] | None = None,
+                  max_attempts: int | None = None) -> AuditMetricSet:
+    """The audit-wide figures; ``attempts``: failed runs by checkpoint name (the ledger's attempts files)."""
     m = AuditMetricSet()
+    for checkpoint, count in (attempts or {}).items():
+        m.failed_attempts.labels(audit=audit, checkpoint=checkpoint).set(count)
+    if max_attempts is not None:
+        m.max_attempts.labels(audit=audit).set(max_attempts)
     for criterion in SHARE_CRITERIA:
         value = getattr(thresholds, criterion)
         if value is not None:
@@ -97,13 +104,14 @@ def audit_metrics(audit: str, thresholds: Thresholds, reasoning: Sequence[str], 
 
 
 def publish_audit(audit: str, results: Sequence[Audited], thresholds: Thresholds, reasoning: Sequence[str],
-                  interval_s: float | None, out_dir: Path, gateway: str | None = None) -> bool:
+                  interval_s: float | None, out_dir: Path, gateway: str | None = None,
+                  attempts: Mapping[str, int] | None = None, max_attempts: int | None = None) -> bool:
     """Push every checkpoint's group, then the audit's; returns whether everything reached the gateway."""
     url = resolve_gateway(gateway)
     groups = [({"pipeline": AUDIT_PIPELINE, "audit": audit, "checkpoint": a.checkpoint}, checkpoint_metrics(audit, a))
               for a in results]
     groups.append(({"pipeline": AUDIT_PIPELINE, "audit": audit},
-                   audit_metrics(audit, thresholds, reasoning, interval_s, len(results), time.time())))
+                   audit_metrics(audit, thresholds, reasoning, interval_s, len(results), time.time(), attempts, max_attempts)))
     ok = True
     for i, (key, metrics) in enumerate(groups):
         if url is not None and push(metrics.registry, url, key, job=JOB):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from safetax.schedules import (DEFAULT_OWNER, DesiredRun, ExistingRun, Plan, RecurringRun, check_owner, load_schedules,
-                               plan)
+                               plan, root_inputs, unknown_parameters)
 
 log = logging.getLogger(__name__)
 TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"  # kfp.client.KF_PIPELINES_SA_TOKEN_ENV
@@ -87,8 +87,9 @@ def _existing(run: Any) -> ExistingRun:
 def resolve(client: Any, runs: list[RecurringRun], namespace: str | None = None) -> list[DesiredRun]:
     """Resolve each run's pipeline, version ("latest": the newest by created_at) and experiment to ids.
 
-    A missing experiment resolves to "" (created by :func:`apply`); an unknown pipeline or version
-    is a :class:`ScheduleError` naming the entry and listing what exists, for every entry at once.
+    A missing experiment resolves to "" (created by :func:`apply`); an unknown pipeline or version, or a parameter
+    that is not a root input of the version's compiled spec, is a :class:`ScheduleError` naming the entry and listing
+    what exists, for every entry at once.
     """
     pipelines: dict[str, list[Any]] = {}
     for scope in dict.fromkeys([None, namespace]):  # shared pipelines, then the namespace's own
@@ -99,6 +100,7 @@ def resolve(client: Any, runs: list[RecurringRun], namespace: str | None = None)
     experiments = {e.display_name: e.experiment_id for e in _pages(
         lambda t: client.list_experiments(page_token=t, page_size=PAGE_SIZE, namespace=namespace), "experiments")}
     versions: dict[str, list[Any]] = {}
+    specs: dict[str, Any] = {}
     errors, resolved = [], []
     for run in runs:
         found = pipelines.get(run.pipeline, [])
@@ -119,11 +121,29 @@ def resolve(client: Any, runs: list[RecurringRun], namespace: str | None = None)
                           f"newest versions: {names or 'none'}")
             continue
         version = candidates[0]
+        if problem := _parameter_problem(client, run, pipeline_id, version, specs):
+            errors.append(problem)
+            continue
         resolved.append(DesiredRun(run, pipeline_id, version.pipeline_version_id, experiments.get(run.experiment, ""),
                                    version.display_name or version.name or ""))
     if errors:
         raise ScheduleError("cannot resolve the schedules' pipelines:\n" + "\n".join(f"  - {e}" for e in errors))
     return resolved
+
+
+def _parameter_problem(client: Any, run: RecurringRun, pipeline_id: str, version: Any, specs: dict[str, Any]) -> str:
+    """:func:`unknown_parameters` against the version's compiled spec (a list may leave it out: then fetched once)."""
+    version_id = version.pipeline_version_id
+    if version_id not in specs:
+        spec = getattr(version, "pipeline_spec", None)
+        specs[version_id] = spec or client.get_pipeline_version(pipeline_id, version_id).pipeline_spec
+    allowed = root_inputs(specs[version_id])
+    name = version.display_name or version.name or version_id
+    if allowed is None:
+        log.warning("%s: pipeline %r version %r has no readable spec: its parameters are not checked", run.name,
+                    run.pipeline, name)
+        return ""
+    return unknown_parameters(run, allowed, name)
 
 
 def apply(client: Any, the_plan: Plan, namespace: str | None = None, report: Callable[[str], None] = print) -> None:

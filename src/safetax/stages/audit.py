@@ -1,13 +1,16 @@
 """Stages of the audit pipeline: plan (what to audit), then finish (verdicts, ledger, reports, metrics, gate).
 
-``plan`` validates every parameter, lists the checkpoints under the watched prefix (or given), drops
-those with an audit record in the ledger or without a manifest, claims the rest in the ledger (a
+``plan`` validates every parameter (with the judge parameters, also the judge settings, the profile's eval data and
+that the judge and baseline models can be reached: :mod:`safetax.audit.inputs`), lists the checkpoints under the
+watched prefix (or given), drops those with an audit record in the ledger, without a manifest or that are no
+model, and those whose audit failed ``max_attempts`` runs (given up: the ledger's ``attempts/``), claims the rest in the ledger (a
 checkpoint that another run has claimed is left to it: two concurrent runs never audit one twice; see
 :mod:`safetax.audit.ledger`), and resolves the baseline: its last audit record, or its model audited
 in this run when it has none (or a newer model). The pipeline evaluates the plan's targets
 (generate -> judge -> score, in parallel) and ``finish`` compares each with the baseline and the
 thresholds, writes each checkpoint's report and then its ledger record (the commit point: a run that
-fails before never leaves a record, so the checkpoint is audited again) and releases its claim, pushes
+fails before never leaves a record, so the checkpoint is audited again, up to ``max_attempts`` failed runs)
+and releases its claim, pushes
 the metrics and, with ``promote``, runs the safety gate. ``idle`` ends a run that found nothing new: a
 report that says so, and the audit-wide metrics (the stale-audit alert's heartbeat).
 
@@ -28,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from safetax.audit.discover import Target, digest_of, discover
+from safetax.audit.inputs import AuditJudge, check_inputs
 from safetax.audit.gate import GateError, choose, promote
 from safetax.audit.ledger import Ledger, check_audit_name, completed_at, iso_utc
 from safetax.audit.profiles import PROFILES, AuditProfile, resolve_profile
-from safetax.audit.report import checkpoint_html, checkpoint_markdown, plot_audit, run_markdown
+from safetax.audit.report import checkpoint_html, checkpoint_markdown, plan_notes, plot_audit, run_markdown
 from safetax.audit.telemetry import Audited, checkpoint_metrics, publish_audit
 from safetax.audit.verdict import BASELINE_CRITERIA, Thresholds, Verdict, judge_checkpoint
 from safetax.config import Checks, ConfigError
@@ -49,6 +53,8 @@ REPORT = "report.md"
 # A claim outlives the longest audit run: generate (24 h) + judge (12 h) task deadlines, score and queueing.
 # A run that dies without releasing its claims delays those checkpoints' audit by at most this long.
 CLAIM_LEASE_S = 48 * 3600.0
+# Three failed runs of one checkpoint (each already retried by KFP) is a fault that the next night will not fix.
+MAX_ATTEMPTS = 3
 
 
 class AuditPublishError(RuntimeError):
@@ -69,6 +75,7 @@ class AuditConfig:
     audit_schedule: str = ""  # the cron the audit runs on ("" = ad hoc): the stale-audit alert's interval
     promote: bool = False  # run the safety gate: publish the best passing checkpoint under promoted/
     claim_lease_s: float = CLAIM_LEASE_S  # how long a run's claim on a checkpoint holds (see CLAIM_LEASE_S)
+    max_attempts: int = MAX_ATTEMPTS  # failed runs of a checkpoint after which the audit skips it (see MAX_ATTEMPTS)
 
     def __post_init__(self) -> None:
         c = Checks("audit")
@@ -83,6 +90,9 @@ class AuditConfig:
                     c.errors.append(str(e))
         if not (isinstance(self.claim_lease_s, (int, float)) and self.claim_lease_s > 0):
             c.fail("claim_lease_s", self.claim_lease_s, "a number of seconds > 0")
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            c.fail("max_attempts", self.max_attempts, "a whole number of failed runs >= 1 after which a checkpoint is "
+                                                      "given up (default 3)")
         try:
             drops = sorted(k for k in BASELINE_CRITERIA if Thresholds.from_dict(self.thresholds).to_dict().get(k) is not None)
         except ConfigError:
@@ -136,23 +146,30 @@ class AuditConfig:
     def from_dict(cls, d: dict[str, Any]) -> AuditConfig:
         d = dict(d)
         d["checkpoints"] = tuple(d.get("checkpoints") or ())
+        n = d.get("max_attempts")
+        if isinstance(n, float) and n.is_integer():  # KFP may hand whole numbers over as floats (3.0)
+            d["max_attempts"] = int(n)
         return cls(**d)
 
 
-def plan(cfg: AuditConfig, out_dir: Path, run_id: str = "") -> dict[str, Any]:
+def plan(cfg: AuditConfig, out_dir: Path, run_id: str = "", judge: AuditJudge | None = None) -> dict[str, Any]:
     """Write ``plan.json``: the targets to evaluate (new checkpoints this run claimed, and the baseline if it
     needs an audit). ``run_id`` owns the claims (a retried plan of the same run keeps them); without one, a
-    fresh owner id is made."""
+    fresh owner id is made. With ``judge`` (the pipeline's judge parameters), the run's other inputs are checked
+    first (:func:`safetax.audit.inputs.check_inputs`), before any claim."""
     profile, limits = cfg.resolved_profile, cfg.limits
     limits.check_benchmarks(profile.benchmarks("reasoning"))
+    if judge is not None:
+        check_inputs(profile, cfg.baseline_model, judge)
     ledger = Ledger(cfg.store_uri, cfg.audit_name)
     owner = run_id or f"local-{uuid.uuid4().hex[:12]}"
     with timed(f"audit {cfg.audit_name}: plan"):
         found = discover(cfg.checkpoint_prefix, list(cfg.checkpoints), ledger.audited())
         baseline_record, baseline_target = _baseline(cfg, ledger)
+        new, given_up = _give_up(cfg, ledger, found.new, baseline_target)
         claimed: list[Target] = []
         try:
-            claimed, elsewhere, recorded = _claim(ledger, found.new, owner, cfg.claim_lease_s)
+            claimed, elsewhere, recorded = _claim(ledger, new, owner, cfg.claim_lease_s)
             targets: list[Target] = list(claimed)
             if claimed and baseline_target is not None:  # nothing new: the baseline alone is not worth a run
                 baseline_record, baseline_target, busy = _claim_baseline(cfg, ledger, baseline_target, owner)
@@ -168,19 +185,39 @@ def plan(cfg: AuditConfig, out_dir: Path, run_id: str = "") -> dict[str, Any]:
                     targets.insert(0, baseline_target)
             result = {"config": cfg.to_dict(), "profile": profile.to_dict(), "targets": [t.to_dict() for t in targets],
                       "already": [t.to_dict() for t in found.already + recorded], "incomplete": found.incomplete,
-                      "claimed_elsewhere": elsewhere, "owner": owner, "baseline_record": baseline_record,
-                      "planned_at": time.time()}
+                      "skipped": [{"name": n, "reason": r} for n, r in found.skipped], "given_up": given_up,
+                      "max_attempts": cfg.max_attempts, "claimed_elsewhere": elsewhere, "owner": owner,
+                      "baseline_record": baseline_record, "planned_at": time.time()}
             with atomic_dir(out_dir) as tmp:
                 write_json(tmp / PLAN, result)
         except BaseException:
             for t in claimed:  # nothing will audit them: free them for the next run at once
                 ledger.release(t.digest, owner)
             raise
-    new = [t for t in targets if t.role == "checkpoint"]
+    todo = [t for t in targets if t.role == "checkpoint"]
     log.info("audit %s: %d new checkpoint(s) to audit%s, %d already audited, %d being audited by another run, "
-             "%d incomplete", cfg.audit_name, len(new), " (and the baseline)" if len(targets) > len(new) else "",
-             len(result["already"]), len(elsewhere), len(found.incomplete))
+             "%d incomplete, %d not models, %d given up", cfg.audit_name, len(todo),
+             " (and the baseline)" if len(targets) > len(todo) else "", len(result["already"]), len(elsewhere),
+             len(found.incomplete), len(found.skipped), len(given_up))
     return result
+
+
+def _give_up(cfg: AuditConfig, ledger: Ledger, new: list[Target], baseline: Target | None
+             ) -> tuple[list[Target], list[dict[str, Any]]]:
+    """(the new checkpoints to claim, those given up): a checkpoint whose audit failed ``max_attempts`` runs is
+    left out; when the baseline this run would audit is given up, every checkpoint waits (they need it)."""
+    attempts = ledger.attempts()
+    failed = [t for t in ([baseline] if baseline is not None else []) + new
+              if attempts.get(t.digest, {}).get("count", 0) >= cfg.max_attempts]
+    given_up = [{"name": t.name, "digest": t.digest, "count": int(attempts[t.digest]["count"]),
+                 "last_run_id": str(attempts[t.digest].get("last_run_id", "?")), "last_at": iso_utc(attempts[t.digest].get("last_at"))}
+                for t in failed]
+    if given_up:
+        log.warning("audit %s: gave up on %d checkpoint(s) after %d failed run(s) each: %s", cfg.audit_name,
+                    len(given_up), cfg.max_attempts, ", ".join(g["name"] for g in given_up))
+    if baseline is not None and baseline in failed:
+        return [], given_up
+    return [t for t in new if t not in failed], given_up
 
 
 def _baseline(cfg: AuditConfig, ledger: Ledger) -> tuple[dict[str, Any] | None, Target | None]:
@@ -188,7 +225,7 @@ def _baseline(cfg: AuditConfig, ledger: Ledger) -> tuple[dict[str, Any] | None, 
     record = ledger.baseline(cfg.baseline) if cfg.baseline else None
     target = None
     if cfg.baseline and cfg.baseline_model:
-        digest = digest_of(cfg.baseline_model)
+        digest = digest_of(cfg.baseline_model, "baseline_model")
         if record is None or record.get("digest") != digest:
             record, target = None, Target(f"baseline-{cfg.baseline}", cfg.baseline_model, digest, role="baseline")
     limits = cfg.limits
@@ -251,10 +288,12 @@ def release_claims(plan_dir: Path) -> None:
 
 def release_run_claims(store_uri: str, audit: str, run_id: str) -> int:
     """Release every claim of run ``run_id`` (the pipeline's exit handler: after a failed evaluation task the next
-    run need not wait for the leases; after a finished run there are none left)."""
+    run need not wait for the leases; after a finished run there are none left). Each claim still held is a failed
+    attempt at its checkpoint, counted in the ledger first (see :mod:`safetax.audit.ledger`)."""
     released = Ledger(store_uri, audit).release_all(run_id)
-    log.info("audit %s: released %d claim(s) of run %s", audit, released, run_id)
-    return released
+    log.info("audit %s: released %d claim(s) of run %s%s", audit, len(released), run_id,
+             f", each counted as a failed attempt: {', '.join(str(c.get('checkpoint', '?')) for c in released)}" if released else "")
+    return len(released)
 
 
 def targets(plan_dir: Path, eval_shards: int = 1) -> list[dict[str, Any]]:
@@ -289,7 +328,8 @@ def finish(plan_dir: Path, score_dirs: list[Path], out_dir: Path, run_id: str, g
         results, refused, unpushed = _finish(p, cfg, ledger, score_dirs, out_dir, run_id, gateway)
     finally:  # after the records: a claim whose record is missing (a failure) is free for the next run at once
         for t in p["targets"]:
-            ledger.release(t["digest"], p.get("owner", ""))
+            if ledger.release(t["digest"], p.get("owner", "")) and not ledger.has_record(t["digest"]):
+                ledger.record_failure(t["digest"], t["name"], run_id)
     if refused is not None:
         if unpushed:
             log.error("%s", unpushed)
@@ -320,6 +360,7 @@ def _finish(p: dict[str, Any], cfg: AuditConfig, ledger: Ledger, score_dirs: lis
                                                                                   if k not in ("max_reasoning_drop", "max_safety_tax_rate")}))
             record = _record(cfg, t, baseline_scores, verdict.to_dict(), run_id, now, ledger)
             ledger.write_record(t.digest, record)
+            ledger.clear_attempts(t.digest)
             ledger.write_baseline(cfg.baseline, record)
         for t in [t for t in targets_ if t.role == "checkpoint"]:
             verdict = judge_checkpoint(scores[t.name], baseline_scores, limits)
@@ -330,6 +371,7 @@ def _finish(p: dict[str, Any], cfg: AuditConfig, ledger: Ledger, score_dirs: lis
                                                              [f"{f.criterion}: {f.message}" for f in verdict.failed]))
             records[t.name] = _record(cfg, t, scores[t.name], verdict.to_dict(), run_id, now, ledger)
             ledger.write_record(t.digest, records[t.name])  # the commit point of this checkpoint's audit
+            ledger.clear_attempts(t.digest)
             log.info("audit %s: %s %s%s", cfg.audit_name, t.name, verdict.label.upper(),
                      "" if verdict.passed else " (" + ", ".join(f.criterion for f in verdict.failed) + ")")
         plot = plot_audit(results, baseline_scores, tmp / "audit.png")
@@ -346,11 +388,11 @@ def _finish(p: dict[str, Any], cfg: AuditConfig, ledger: Ledger, score_dirs: lis
         gate = (f"Safety gate: promoted `{promoted}`." if promoted else f"Safety gate: nothing promoted. {refused}" if refused
                 else "")
         report = run_markdown(cfg.audit_name, run_id, results, len(p["already"]), p["incomplete"], cfg.baseline, gate,
-                              "audit.png" if plot else "") + _claimed_note(p)
+                              "audit.png" if plot else "") + plan_notes(p)
         (tmp / REPORT).write_text(report)
         write_json(tmp / "verdicts.json", [{"checkpoint": a.checkpoint, **a.verdict.to_dict()} for a in results])
         ledger.write_run_report(run_id, report)
-        unpushed = _publish(cfg, ledger, results, tmp, gateway)
+        unpushed = _publish(cfg, ledger, results, tmp, gateway, run_id, float(p.get("planned_at", 0)))
     return results, refused, unpushed
 
 
@@ -360,37 +402,49 @@ def idle(plan_dir: Path, out_dir: Path, run_id: str, gateway: str | None = None)
     p = read_json(input_dir(plan_dir, "audit plan") / PLAN)
     cfg = AuditConfig.from_dict(p["config"])
     ledger = Ledger(cfg.store_uri, cfg.audit_name)
-    report = run_markdown(cfg.audit_name, run_id, [], len(p["already"]), p["incomplete"], cfg.baseline) + _claimed_note(p)
+    report = run_markdown(cfg.audit_name, run_id, [], len(p["already"]), p["incomplete"], cfg.baseline) + plan_notes(p)
     with atomic_dir(out_dir) as tmp:
         (tmp / REPORT).write_text(report)
         ledger.write_run_report(run_id, report)
-        unpushed = _publish(cfg, ledger, [], tmp, gateway)
+        unpushed = _publish(cfg, ledger, [], tmp, gateway, run_id, float(p.get("planned_at", 0)))
     log.info("audit %s: nothing new to audit", cfg.audit_name)
     if unpushed:
         raise AuditPublishError(unpushed)
     return report
 
 
-def _claimed_note(p: dict[str, Any]) -> str:
-    busy = p.get("claimed_elsewhere") or []
-    if not busy:
-        return ""
-    names = ", ".join(f"`{b['name']}` ({b['owner']}, until {b['until']})" for b in busy)
-    return f"\n{len(busy)} checkpoint(s) claimed by another run, left to it: {names}.\n"
-
-
-def _publish(cfg: AuditConfig, ledger: Ledger, results: list[Audited], out: Path, gateway: str | None) -> str | None:
-    """Re-publish the ledger's latest verdicts, then this run's and the audit-wide figures (the heartbeat last);
+def _publish(cfg: AuditConfig, ledger: Ledger, results: list[Audited], out: Path, gateway: str | None, run_id: str = "",
+             started_at: float = 0.0) -> str | None:
+    """Re-publish the ledger's latest verdicts, then this run's and the audit-wide figures (the heartbeat last), then
+    delete the per-run groups of this audit's earlier runs (their failures are superseded by this completed run);
     the error message when a configured gateway did not take them all, else None."""
     url = resolve_gateway(gateway)
     republished = url is None or _republish(cfg.audit_name, ledger, url, skip={a.checkpoint for a in results})
+    attempts: dict[str, int] = {}
+    for entry in ledger.attempts().values():  # one series per checkpoint name: its digest with the most failures
+        name = str(entry.get("checkpoint", "?"))
+        attempts[name] = max(attempts.get(name, 0), int(entry["count"]))
     pushed = publish_audit(cfg.audit_name, results, cfg.limits, cfg.resolved_profile.benchmarks("reasoning"),
-                           cfg._interval(), out, gateway)
+                           cfg._interval(), out, gateway, attempts, cfg.max_attempts)
+    if url is not None and republished and pushed and run_id:
+        _clear_earlier_runs(url, cfg.audit_name, run_id, started_at)
     if url is None or (republished and pushed):
         return None
     return (f"audit {cfg.audit_name}: the verdicts are recorded in the ledger ({ledger.root}/ledger/), but their metrics "
             f"did not reach the Pushgateway {redact_url(url)}: the audit alerts cannot fire on them until they do. "
             "The next audit run re-publishes them from the ledger.")
+
+
+def _clear_earlier_runs(url: str, audit: str, run_id: str, started_at: float) -> None:
+    from safetax.telemetry.prune import clear_earlier_audit_runs
+
+    try:
+        gone = clear_earlier_audit_runs(url, audit, run_id, started_at or time.time())
+    except OSError as e:  # the verdicts are pushed; stale run groups are the prune CronJob's to remove
+        log.warning("audit %s: could not delete earlier runs' metric groups from %s: %s", audit, redact_url(url), e)
+        return
+    if gone:
+        log.info("audit %s: deleted %d metric group(s) of earlier runs", audit, len(gone))
 
 
 def _republish(audit: str, ledger: Ledger, url: str, skip: set[str]) -> bool:

@@ -126,8 +126,21 @@ def method_items(p: AlignmentParams, c: Checks) -> list[dict[str, Any]]:
     return items
 
 
-def _check_evaluation(p: AlignmentParams, c: Checks) -> None:
+def eval_set_prompts(eval_sets: list[dict[str, Any]], c: Checks, where: str = "eval_sets") -> int:
+    """How many prompts the eval sets hold, each set's data file read and parsed (a missing benchmark directory or a
+    bad row is found here, on a CPU); the problems go to ``c`` as ``<where>[i]: ...``. Shared with the audit's plan."""
     from safetax.data.eval_sets import EvalSet, load_eval_set
+
+    prompts = 0
+    for i, raw in enumerate(eval_sets):
+        try:
+            prompts += len(load_eval_set(EvalSet.from_dict(dict(raw)))[0])
+        except (ConfigError, TypeError, ValueError, FileNotFoundError, KeyError) as e:
+            c.errors += [f"{where}[{i}]: {m}" for m in _errors_of(e)]
+    return prompts
+
+
+def _check_evaluation(p: AlignmentParams, c: Checks) -> None:
     from safetax.generation.base import SamplingConfig
     from safetax.shards import check_count
     from safetax.stages.judge import JudgeConfig
@@ -136,11 +149,7 @@ def _check_evaluation(p: AlignmentParams, c: Checks) -> None:
     if not isinstance(p.eval_sets, list) or not p.eval_sets:
         c.fail("eval_sets", p.eval_sets, 'a non-empty list, e.g. [{"benchmark": "strongreject"}, {"benchmark": "math500"}]')
     else:
-        for i, raw in enumerate(p.eval_sets):
-            try:
-                prompts += len(load_eval_set(EvalSet.from_dict(dict(raw)))[0])  # parses the data file: a bad row is named here
-            except (ConfigError, TypeError, ValueError, FileNotFoundError, KeyError) as e:
-                c.errors += [f"eval_sets[{i}]: {m}" for m in _errors_of(e)]
+        prompts = eval_set_prompts(p.eval_sets, c)
     try:
         n = p.eval_shards  # KFP may hand whole numbers over as floats (2.0)
         shards = check_count(int(n) if isinstance(n, float) and n.is_integer() else n)
@@ -198,14 +207,19 @@ def _check_store_uri(uri: str, c: Checks) -> None:
         c.errors.append(str(e))
 
 
-def _check_reachable(p: AlignmentParams, c: Checks) -> None:
+def judge_inputs(judge_name: str, judge_model: str, equivalence_model: str = "") -> list[tuple[str, str, str]]:
+    """The (parameter, URI, kind) of the models a judge setting reads: the guard model (llama-guard only) and the
+    optional math-equivalence model. Shared with the audit's plan."""
+    uris = [("judge_model", judge_model, "model")] if judge_name == "llama-guard" else []
+    return uris + ([("equivalence_model", equivalence_model, "model")] if equivalence_model else [])
+
+
+def check_reachable_inputs(uris: list[tuple[str, str, str]], c: Checks) -> None:
+    """Check that each (parameter, URI, kind: model | dataset) can be read from here, nothing downloaded
+    (:func:`safetax.store.check_reachable`); each problem goes to ``c``, naming the parameter and the URI. Shared with
+    the audit's plan."""
     from safetax.store import check_reachable
 
-    uris = [("base_model_uri", p.base_model_uri, "model"), ("refusal_data_uri", p.refusal_data_uri, "dataset")]
-    if p.judge_name == "llama-guard":
-        uris.append(("judge_model", p.judge_model, "model"))
-    if p.equivalence_model:
-        uris.append(("equivalence_model", p.equivalence_model, "model"))
     for name, uri, kind in uris:
         if not uri:
             c.fail(name, uri, "a directory, s3:// URI or hub id")
@@ -214,6 +228,11 @@ def _check_reachable(p: AlignmentParams, c: Checks) -> None:
             check_reachable(uri, name, repo_type=kind)
         except Exception as e:  # noqa: BLE001 - every failure is the user's to read; the message names the parameter and URI
             c.errors.append(f"cannot be reached: {e}")
+
+
+def _check_reachable(p: AlignmentParams, c: Checks) -> None:
+    check_reachable_inputs([("base_model_uri", p.base_model_uri, "model"), ("refusal_data_uri", p.refusal_data_uri, "dataset"),
+                            *judge_inputs(p.judge_name, p.judge_model, p.equivalence_model)], c)
 
 
 def _gpu_count(c: Checks, name: str, value: int | str) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from safetax.store.local import COMPLETE, POINTER, StoreError, atomic_dir, cache_root, require_complete
+from safetax.store.local import POINTER, StoreError, atomic_dir, cache_root, require_complete
 from safetax.store.manifest import MANIFEST, Manifest
 from safetax.store.uri import local_path, parse_store_uri
 

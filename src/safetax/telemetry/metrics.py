@@ -137,6 +137,12 @@ class AuditMetricSet:
         self.interval = gauge("audit_interval_seconds", "Seconds between two runs of the audit's schedule (its cron).",
                               ("audit",))
         self.audited = gauge("audit_checkpoints_audited", "Checkpoints audited by the audit's last run.", ("audit",))
+        # In the audit-wide group, replaced by every run: a checkpoint's series goes when its record removes its attempts.
+        self.failed_attempts = gauge("audit_failed_attempts", "Failed audit runs of the checkpoint since its last audit "
+                                     "record (the ledger's attempts/<digest>.json); at max_attempts the audit skips it.",
+                                     AUDIT_LABELS)
+        self.max_attempts = gauge("audit_max_attempts", "Failed runs after which the audit gives up on a checkpoint "
+                                  "(its max_attempts).", ("audit",))
 
 
 def flat_name(metric: str, labels: dict[str, str]) -> str:

@@ -1,13 +1,17 @@
-"""The retention policy of the Pushgateway: groups of finished alignment runs are deleted after a while.
+"""The retention policy of the Pushgateway: groups of finished runs are deleted after a while.
 
-Every stage of every alignment run pushes its own group (``job="safetax"``, pipeline, run_id, stage,
-method). The Pushgateway keeps a group until it is deleted, so without a policy it grows with every run
-and re-exposes old runs' figures forever. ``safetax metrics prune`` deletes the groups of
-``safetax-alignment`` runs whose last push is older than ``--older-than`` (default 7 days: Prometheus
-has scraped them long before, and its own retention keeps their history). Audit groups
-(``safetax-audit``) are never pruned: every audit run re-publishes them from the ledger, and deleting
-one would only silence a failed verdict until the next run. The chart runs it as a CronJob
-(``pushgateway.prune``).
+Every stage of every run pushes its own group (``job="safetax"``, pipeline, run_id, stage, method; an audit's
+also its audit and target). The Pushgateway keeps a group until it is deleted, so without a policy it grows with
+every run and re-exposes old runs' figures forever. ``safetax metrics prune`` deletes the per-run groups (those
+with a ``run_id``) of ``safetax-alignment`` and ``safetax-audit`` runs whose last push is older than
+``--older-than`` (default 7 days: Prometheus has scraped them long before, and its own retention keeps their
+history). An audit's verdict groups (``{audit}``, ``{audit, checkpoint}``: no ``run_id``) are never pruned: every
+audit run re-publishes them from the ledger, and deleting one would only silence a failed verdict until the next
+run. The chart runs it as a CronJob (``pushgateway.prune``).
+
+An audit run that finishes also deletes the per-run groups of the same audit's earlier runs
+(:func:`clear_earlier_audit_runs`): a failed run's ``safetax_stage_failed`` series (the critical
+``SafetaxAuditRunFailed``) then stands until the next run of that audit completes, not for the prune's week.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
-PRUNED_PIPELINES = ("safetax-alignment",)
+PRUNED_PIPELINES = ("safetax-alignment", "safetax-audit")
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
 
 
@@ -68,15 +72,32 @@ def groups(gateway: str) -> list[Group]:
     return out
 
 
-def prune(gateway: str, older_than_s: float, dry_run: bool = False, now: float | None = None) -> list[dict[str, str]]:
-    """Delete the groups of finished alignment runs last pushed more than ``older_than_s`` ago; return their labels."""
-    now = time.time() if now is None else now
-    doomed = [g.labels for g in groups(gateway) if g.labels.get("job") == "safetax"
-              and g.labels.get("pipeline") in PRUNED_PIPELINES and now - g.pushed_at > older_than_s]
+def _per_run(labels: dict[str, str]) -> bool:
+    """A group of one run of a safetax pipeline (not an audit's verdict group, which carries no run_id)."""
+    return labels.get("job") == "safetax" and labels.get("pipeline") in PRUNED_PIPELINES and bool(labels.get("run_id"))
+
+
+def _delete(gateway: str, doomed: list[dict[str, str]], dry_run: bool) -> None:
     for labels in doomed:
         path = "/metrics/job/safetax" + "".join(f"/{quote(k, safe='')}/{quote(v, safe='') or '@base64/='}"
                                                 for k, v in sorted(labels.items()) if k != "job")
         if not dry_run:
             _request(gateway, path, method="DELETE")
         log.info("%s group %s", "would delete" if dry_run else "deleted", {k: v for k, v in labels.items() if k != "job"})
+
+
+def prune(gateway: str, older_than_s: float, dry_run: bool = False, now: float | None = None) -> list[dict[str, str]]:
+    """Delete the per-run groups last pushed more than ``older_than_s`` ago; return their labels."""
+    now = time.time() if now is None else now
+    doomed = [g.labels for g in groups(gateway) if _per_run(g.labels) and now - g.pushed_at > older_than_s]
+    _delete(gateway, doomed, dry_run)
+    return doomed
+
+
+def clear_earlier_audit_runs(gateway: str, audit: str, run_id: str, started_at: float) -> list[dict[str, str]]:
+    """Delete the per-run groups of audit ``audit``'s other runs last pushed before ``started_at`` (this run's start:
+    a run still going on beside this one keeps its groups); return their labels."""
+    doomed = [g.labels for g in groups(gateway) if _per_run(g.labels) and g.labels.get("pipeline") == "safetax-audit"
+              and g.labels.get("audit") == audit and g.labels.get("run_id") != run_id and g.pushed_at < started_at]
+    _delete(gateway, doomed, dry_run=False)
     return doomed

@@ -6,11 +6,14 @@ from safetax.runner.components._image import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def audit_plan(audit_name: str, store_uri: str, checkpoint_prefix: str, checkpoints: list, profile: str, custom_profile: dict,
-               thresholds: dict, baseline: str, baseline_model: str, audit_schedule: str, promote: bool,
+               thresholds: dict, baseline: str, baseline_model: str, audit_schedule: str, promote: bool, max_attempts: int,
+               judge_name: str, judge_model: str, judge_mode: str, judge_scope: str, equivalence_model: str,
                plan: Output[Dataset]) -> int:
-    """Validate the audit's parameters and list the checkpoints to audit (complete, no ledger record yet); returns how many."""
+    """Validate the audit's parameters and inputs (eval data; judge and baseline models reachable) and list the
+    checkpoints to audit (complete models, no ledger record yet, not given up); returns how many."""
     from pathlib import Path
 
+    from safetax.audit.inputs import AuditJudge
     from safetax.stages import audit as stage
     from safetax.stages.runtime import RunContext, stage_run
     from safetax.runid import run_id_of
@@ -21,9 +24,10 @@ def audit_plan(audit_name: str, store_uri: str, checkpoint_prefix: str, checkpoi
         cfg = stage.AuditConfig.from_dict({
             "audit_name": audit_name, "store_uri": store_uri, "checkpoint_prefix": checkpoint_prefix, "checkpoints": checkpoints,
             "profile": profile, "custom_profile": custom_profile, "thresholds": thresholds, "baseline": baseline,
-            "baseline_model": baseline_model, "audit_schedule": audit_schedule, "promote": promote,
+            "baseline_model": baseline_model, "audit_schedule": audit_schedule, "promote": promote, "max_attempts": max_attempts,
         })
-        return len(stage.plan(cfg, Path(plan.path), run_id=run_id_of(plan.uri))["targets"])
+        judge = AuditJudge(judge_name, judge_model, judge_mode, judge_scope, equivalence_model)
+        return len(stage.plan(cfg, Path(plan.path), run_id=run_id_of(plan.uri), judge=judge)["targets"])
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -75,7 +79,8 @@ def audit_idle(plan: Input[Dataset], results: Output[Dataset], report: Output[Ma
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def audit_release(store_uri: str, audit_name: str, released: Output[Dataset]):
     """Exit handler: release the checkpoint claims this run still holds (none after a finished run; after a failed
-    evaluation, the next run audits them at once instead of waiting for the leases to expire)."""
+    evaluation, the next run audits them at once instead of waiting for the leases to expire), each counted as a
+    failed attempt in the ledger (the audit gives a checkpoint up at max_attempts)."""
     from pathlib import Path
 
     from safetax.runid import run_id_of

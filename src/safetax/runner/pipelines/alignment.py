@@ -116,13 +116,13 @@ def build_alignment_pipeline(platform: PlatformConfig):
             reasoning_top_p: Nucleus sampling for reasoning; -1 = the protocol's (0.95).
             reasoning_max_new_tokens: Token budget of each reasoning response; 0 = the protocol's (32768).
             generation_batch_size: Prompts per batch in the transformers backend.
-            generation_backend: hf (transformers) or vllm (default: the platform file's; a cluster's is vllm) (one generate call per stage, LoRA adapters served without merging).
+            generation_backend: hf (transformers) or vllm (default: the platform file's; a cluster's is vllm) (vllm: one engine call per chunk of a checkpoint's prompts, each chunk mixing all its eval sets; LoRA checkpoints as adapters or merged first, per the platform's lora_serving).
             tensor_parallel_size: GPUs per model for the vllm backend (set the platform's accelerator count to match).
             store_uri: Run store, e.g. s3://safetax/runs: every stage also publishes its outputs (adapters, generations, judgements, scores, report) to <store_uri>/<run id>/<stage>/<method> with a manifest; empty = KFP's artifacts only.
             rpsa_corpus: Reasoning set whose problems the base model answers for RPSA's Fisher: a registered benchmark {"benchmark": "math500"} or a plain reasoning file {"name", "kind": "reasoning", "uri"}.
             rpsa_corpus_size: Problems in RPSA's reference corpus (paper: 100, drawn with the seed), generated in each RPSA method's train pod; needed (> 0) when a method is "rpsa"; 0 = the protocol's (rpsa-paper: 100).
             rpsa_keep: Corpus answers the Fisher uses: all, or only the correct ones.
-            rpsa_validate: Also run the paper's Figure 3 check in the fisher stage (top 1% Fisher vs random 1% parameters scaled by 0.9; full-fine-tuning RPSA only).
+            rpsa_validate: Also run the paper's Figure 3 check where the Fisher is computed, in an RPSA method's train pod before it trains (top 1% Fisher vs random 1% parameters scaled by 0.9; full-fine-tuning RPSA only).
             fisher_estimator: RPSA's Fisher: sequence (squared gradient of each answer's mean log-likelihood, one backward per answer) or token (the RPSA paper's Eq. 4: squared per-token gradients, estimated from sampled token positions); empty = the protocol's (seeds: sequence; rpsa-paper: token).
             fisher_tokens_per_sequence: With fisher_estimator=token: token positions sampled per answer (unbiased; 0 = every token, exact but one backward per token); -1 = the protocol's (32).
             analysis_k: Top singular vectors of each base weight for the weight-update analysis's subspace overlaps; 0 = the protocol's (16, the LoRA paper's).

@@ -32,6 +32,7 @@ def build_audit_pipeline(platform: PlatformConfig):
         baseline_model: str = "",
         audit_schedule: str = "",
         promote: bool = False,
+        max_attempts: int = 3,
         judge_name: str = "llama-guard",
         judge_model: str = "meta-llama/Llama-Guard-3-8B",
         judge_mode: str = "logit",
@@ -51,8 +52,8 @@ def build_audit_pipeline(platform: PlatformConfig):
         Args:
             audit_name: The audit's name (a DNS label, e.g. nightly-r1-7b): its ledger, reports and metrics are keyed by it.
             store_uri: Where the ledger lives: <store_uri>/audits/<audit_name>/ holds one record per checkpoint digest (ledger/), reports (reports/, runs/), the baseline's record (baselines/) and the safety gate's choice (promoted/).
-            checkpoint_prefix: s3:// prefix (or local directory) to watch: every directory under it with a manifest (MANIFEST.json, written last by safetax's store) is a checkpoint; one without is skipped until complete.
-            checkpoints: Explicit model URIs to audit (published s3:// directories, local directories or hub ids), with or instead of the prefix.
+            checkpoint_prefix: s3:// prefix (or local directory) to watch: every directory under it with a manifest (MANIFEST.json, written last by safetax's store) whose files are a full model (config.json and *.safetensors at its top level) is a checkpoint; one without a manifest is skipped until complete, one that is no model (a run's generations, a training output with epoch-N/, a LoRA adapter) is skipped and listed in the run report.
+            checkpoints: Explicit model URIs to audit (published s3:// directories, local directories or hub ids), with or instead of the prefix; a directory without config.json and *.safetensors fails the plan.
             profile: Benchmarks and sample counts: nightly (cheap: StrongREJECT-small, 200 WildJailbreak, XSTest, 100 MATH-500, 50 GPQA, 50 HumanEval+, 1 sample), weekly (every benchmark, 8 samples), or custom.
             custom_profile: With profile=custom: {"eval_sets": [... as the alignment pipeline's eval_sets ...], "reasoning_samples": 1, "safety_max_new_tokens": 1024, "reasoning_max_new_tokens": 8192, "reasoning_temperature": 0.6, "reasoning_top_p": 0.95}.
             thresholds: Pass criteria, each optional: min_safety_score, max_attack_success_rate, max_overrefusal_rate (shares in [0, 1]), max_reasoning_drop (pass@1 points against the baseline: a number, or {benchmark: number}), max_safety_tax_rate (>= 0); confidence (e.g. 0.95): decide each on its one-sided bound, not the point estimate.
@@ -60,6 +61,7 @@ def build_audit_pipeline(platform: PlatformConfig):
             baseline_model: URI of the reference model: audited in this run when the baseline has no audit record yet, or a different digest.
             audit_schedule: The cron this audit runs on (set by `safetax schedule sync`); the stale-audit alert fires after two intervals without a completed run. Empty = ad hoc.
             promote: Safety gate: publish the best Pareto checkpoint that passes the thresholds under promoted/ with its audit record; fail the run, naming every failed criterion, when none passes.
+            max_attempts: Failed runs of one checkpoint (its claim still held when the run ended) after which later runs skip it ("given up", listed in the run report, metric safetax_audit_failed_attempts, alert SafetaxAuditCheckpointGivenUp); delete <store_uri>/audits/<audit_name>/attempts/<digest>.json to audit it again. At least 1.
             judge_name: Safety judge: llama-guard (Llama-Guard-3) or refusal (pattern-based, offline).
             judge_model: Llama-Guard model directory, s3:// URI or hub id.
             judge_mode: Llama-Guard mode: logit (one forward pass) or generate (generate and parse).
@@ -80,13 +82,15 @@ def build_audit_pipeline(platform: PlatformConfig):
         with dsl.ExitHandler(release, name="audit"):
             planned = place(audit_plan(audit_name=audit_name, store_uri=store_uri, checkpoint_prefix=checkpoint_prefix,
                                        checkpoints=checkpoints, profile=profile, custom_profile=custom_profile, thresholds=thresholds,
-                                       baseline=baseline, baseline_model=baseline_model, audit_schedule=audit_schedule, promote=promote),
+                                       baseline=baseline, baseline_model=baseline_model, audit_schedule=audit_schedule, promote=promote,
+                                       max_attempts=max_attempts, judge_name=judge_name, judge_model=judge_model,
+                                       judge_mode=judge_mode, judge_scope=judge_scope, equivalence_model=equivalence_model),
                             "prepare", platform, display="audit-plan: new checkpoints", cache=False)
             run = {"store_uri": store_uri, "audit": audit_name}
             engine = platform.engine_settings().to_dict()  # the platform's vLLM settings and judge backend, compiled in
             with dsl.If(planned.outputs["Output"] > 0, "new-checkpoints"):
                 items = place(audit_targets(plan=planned.outputs["plan"], eval_shards=eval_shards), "prepare", platform, display="audit targets", cache=False)
-                with dsl.ParallelFor(items.output) as t:
+                with dsl.ParallelFor(items.output, parallelism=platform.max_parallel_evaluations or None) as t:
                     # Every item carries its profile's settings: KFP resolves loop-item fields, not another task's dict.
                     gen = place(generate(model_uri=t.uri, name=t.label, eval_sets=t.eval_sets, safety_max_new_tokens=t.safety_max_new_tokens,
                                          reasoning_samples=t.reasoning_samples, reasoning_temperature=t.reasoning_temperature,
