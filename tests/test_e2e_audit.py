@@ -64,6 +64,16 @@ def test_audit_pipeline_audits_each_new_checkpoint_once(tmp_path: Path, s3_env, 
         assert [(r["metric"]["checkpoint"], r["value"][1]) for r in verdict] == [("ckpt-a", "0")]  # the demo model is unsafe
         assert query(prom, 'safetax_audit_safety_score{audit="e2e",checkpoint="ckpt-a",benchmark="demo-harmful"}', timeout=30)
 
+        # Another audit of the same checkpoint under the same profile: every generation and verdict comes from the
+        # cache the first audit filled (<store>/cache), through the runner's tasks.
+        run_local("audit", {**params, "audit_name": "e2e-cached"}, tmp_path / "runs")
+        [key] = [o.object_name for o in store.client.list_objects(BUCKET, prefix="safety/audits/e2e-cached/ledger/", recursive=True)]
+        cached = json.loads(store.client.get_object(BUCKET, key).read())["scores"]
+        assert (cached["cost"]["generate"]["generated"], cached["cost"]["generate"]["cached"]) == (0, 16)
+        assert cached["cost"]["judge"]["generated"] == 0 and cached["cost"]["judge"]["cached"] > 0
+        first = json.loads(store.client.get_object(BUCKET, ledger()["ckpt-a"]["key"]).read())["scores"]
+        assert {k: v for k, v in cached.items() if k != "cost"} == {k: v for k, v in first.items() if k != "cost"}
+
         (tmp_path / "audit.json").write_text(json.dumps(params))  # nothing new, run as a user would: the CLI
         main(["run", "--pipeline", "audit", "--params", str(tmp_path / "audit.json"), "--out", str(tmp_path / "runs")])
         out = capsys.readouterr().out
@@ -99,4 +109,4 @@ def test_audit_pipeline_audits_each_new_checkpoint_once(tmp_path: Path, s3_env, 
         expr = _stale_expr()
         assert query(prom, expr, timeout=0) == []
         fired = query(prom, expr, timeout=10, at=float(last[0]["value"][1]) + 150)
-        assert [r["metric"]["audit"] for r in fired] == ["e2e"]
+        assert sorted(r["metric"]["audit"] for r in fired) == ["e2e", "e2e-cached"]  # the second audit ran before
