@@ -275,6 +275,7 @@ class StageCost:
     tokens: int  # tokens generated here (not those read from the cache or chunks)
     wall_s: float  # the stage function's wall time
     gpus: int  # GPUs of the pod (0 on the CPU)
+    retried_s: float = 0.0  # what earlier, killed attempts spent up to their last chunk (their pods held the GPUs too)
 
     @property
     def tokens_per_second(self) -> float:
@@ -282,8 +283,9 @@ class StageCost:
 
     @property
     def gpu_seconds(self) -> float:
-        """Wall time x GPUs of the pod (the pod holds them the whole time, busy or not)."""
-        return self.wall_s * self.gpus
+        """Wall time (this attempt's and the killed attempts' up to their last chunk) x GPUs of the pod (the pod holds
+        them the whole time, busy or not)."""
+        return (self.wall_s + self.retried_s) * self.gpus
 
     @property
     def cache_hit_rate(self) -> float:
@@ -297,13 +299,14 @@ class StageCost:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StageCost:
         return cls(str(d["stage"]), int(d["samples"]), int(d["generated"]), int(d["resumed"]), int(d["cached"]),
-                   int(d["tokens"]), float(d["wall_s"]), int(d["gpus"]))
+                   int(d["tokens"]), float(d["wall_s"]), int(d["gpus"]), float(d.get("retried_s", 0.0)))
 
     def summary(self) -> str:
         """The log line's figures (counts only)."""
         return (f"{self.samples} samples: {self.generated} generated, {self.resumed} resumed, {self.cached} from cache "
                 f"(hit rate {self.cache_hit_rate:.1%}); {self.tokens} tokens in {self.wall_s:.1f}s "
-                f"({self.tokens_per_second:.1f} tokens/s), {self.gpu_seconds:.1f} GPU-seconds")
+                f"({self.tokens_per_second:.1f} tokens/s), {self.gpu_seconds:.1f} GPU-seconds"
+                + (f" ({self.retried_s:.1f}s of earlier attempts)" if self.retried_s else ""))
 
 
 def pod_gpus() -> int:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -76,11 +78,13 @@ class Chunks(Protocol):
 
 
 class ChunkArea:
-    """The chunks of one stage run: ``<uri>/<fingerprint[:16]>/<name>.jsonl``."""
+    """The chunks of one stage run: ``<uri>/<fingerprint[:16]>/<name>.jsonl``, and beside them each attempt's seconds
+    up to its last chunk (``attempt-<id>.json``): a retry counts what a killed attempt spent (:meth:`earlier_seconds`)."""
 
     def __init__(self, uri: str, fingerprint_: str) -> None:
         self.uri = uri.rstrip("/")
         self.run = fingerprint_[:16]
+        self.attempt, self._started = uuid.uuid4().hex[:12], time.monotonic()
         stale = [k for k in list_keys(self.uri) if not k.startswith(self.run + "/")]
         for key in stale:
             delete(f"{self.uri}/{key}")
@@ -114,6 +118,19 @@ class ChunkArea:
     def write(self, name: str, rows: list[dict[str, Any]]) -> None:
         write_text(self.uri_of(name), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "application/jsonl")
         self.names.add(name)
+        seconds = time.monotonic() - self._started  # this attempt's time so far, kept in case it is killed next
+        write_text(f"{self.uri}/{self.run}/attempt-{self.attempt}.json", json.dumps({"seconds": seconds}), "application/json")
+
+    def earlier_seconds(self) -> float:
+        """Seconds that earlier attempts of this stage run spent up to their last chunk (0 without a restart)."""
+        total = 0.0
+        for key in list_keys(self.uri):
+            if key.startswith(f"{self.run}/attempt-") and key != f"{self.run}/attempt-{self.attempt}.json":
+                try:
+                    total += float(json.loads(read_text(f"{self.uri}/{key}") or "{}").get("seconds", 0.0))
+                except (ValueError, AttributeError):
+                    log.warning("resume: %s is not an attempt record: not counted", key)
+        return total
 
     def clear(self) -> None:
         """Remove every chunk (once the stage's output is written)."""

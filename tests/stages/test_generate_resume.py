@@ -79,6 +79,8 @@ def test_kill_at_90_percent_then_rerun_redoes_at_most_10_percent(tiny_model: Pat
     cost = read_cost(tmp_path / "gen")
     assert (cost.samples, cost.resumed, cost.generated) == (30, 27, 3)  # the last chunk: a prompt of each set (2 + 1 samples)
     assert cost.generated <= 0.1 * cost.samples
+    # The killed attempt's time up to its 9th chunk (8 pauses of 1 s before it) is counted; an unbroken run has none.
+    assert cost.retried_s >= 8.0 and read_cost(tmp_path / "whole").retried_s == 0.0
     assert (tmp_path / "gen" / "generations.jsonl").read_text() == (tmp_path / "whole" / "generations.jsonl").read_text()
     assert _chunks(tmp_path / "partial") == 0  # cleared once the output is written
 

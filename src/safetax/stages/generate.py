@@ -173,7 +173,7 @@ def run(cfg: GenerateConfig, out_dir: Path, train_dir: Path | None = None, merge
     finally:
         gen.server.release()  # the engine and any merged copies
     cost = StageCost("generate", len(rows), gen.counts["generated"], gen.counts["resumed"], gen.counts["cached"],
-                     gen.counts["tokens"], time.perf_counter() - start, pod_gpus())
+                     gen.counts["tokens"], time.perf_counter() - start, pod_gpus(), area.earlier_seconds())
     with atomic_dir(out_dir) as tmp:
         write_generations(tmp, rows)
         write_targets(tmp, targets)

@@ -118,7 +118,7 @@ def run(cfg: JudgeConfig, generations_dir: Path, out_dir: Path, *, cache_uri: st
                 out += got
     tokens = sum(getattr(j, "generated_tokens", 0) for j in judges.values())  # Llama Guard's generate mode; logit: none
     cost = StageCost("judge", len(out), counts["generated"], counts["resumed"], counts["cached"], tokens,
-                     time.perf_counter() - start, pod_gpus())
+                     time.perf_counter() - start, pod_gpus(), area.earlier_seconds())
     second = _second_opinions(judges.get("safety"), safety, cfg.require_think)
     with atomic_dir(out_dir) as tmp:
         write_judgements(tmp, out)
