@@ -49,7 +49,8 @@ def make_run(root: Path, shift: float = 0.0) -> Path:
 
 
 def _mark_results(run: Path) -> None:
-    """Change analytics' table so that a report that recomputed it would not show the mark."""
+    """Change analytics' stored table (as an older release's definitions would): a report recomputes its table from
+    the score records, so the mark must not show."""
     path = run / "analytics" / "results" / "results.csv"
     table = pd.read_csv(path)
     table.loc[table["checkpoint"] == "lora/epoch-1", "reasoning_mean"] = 12.345
@@ -63,7 +64,7 @@ def test_report_of_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture
     out = run / "report"
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
     md = (out / "report.md").read_text()
-    assert "| lora/epoch-1 | lora | 1 |" in md and "12.3" in md  # analytics' table as written, not recomputed
+    assert "| lora/epoch-1 | lora | 1 |" in md and "12.3" not in md  # recomputed from the scores, not the stored table
     assert "## RPSA's frozen ratio" in md and "| lora | 2 | 0.50 |" in md
     assert "| lora/epoch-2 | PASS |" in md and "Promoted `lora/epoch-2`" in md
     assert (out / "report.html").read_text().count('src="data:image/png;base64,') == 2  # trade-off and RPSA plots

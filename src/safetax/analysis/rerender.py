@@ -1,7 +1,7 @@
 """``safetax report RUN`` and ``safetax compare RUN RUN...``: reports of finished runs, from what they wrote.
 
-Nothing is trained, generated, judged or scored again: the table is the run's own ``results.csv`` (the
-analytics stage's), or, for a run that stopped before analytics, the summary of its score records.
+Nothing is trained, generated, judged or scored again: the table is summarized from the run's score records, as
+the analytics stage does (a stored ``results.csv`` of an older release may hold figures under older definitions).
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def run_table(run: RunOutputs) -> pd.DataFrame:
-    """The run's results table as the analytics stage wrote it (else summarized from its scores)."""
-    if run.results is not None:
-        return run.results
-    log.info("%s: no analytics output (results.csv); summarizing its %d score record(s)", run.source, len(run.scores))
+    """The run's results table, summarized from its score records with today's definitions (a stored results.csv
+    of an older release may hold figures under older definitions: it is not used, so runs compare like with like)."""
     return summarize(run.scores)
 
 

@@ -43,7 +43,7 @@ CATEGORY_HELP = "Safety score of one category of a safety benchmark (StrongREJEC
 HAZARD_HELP = "Share of a safety benchmark's responses judged unsafe in a Llama Guard category (hazard S1..S14), 0..1."
 # Per-checkpoint trade-off figures against the base model -> help text.
 TRADEOFF_KINDS = {
-    "safety_tax_rate": "Safety tax rate (STR): reasoning lost per unit of safety gained against the base model.",
+    "safety_tax_rate": "Safety tax rate (STR, RPSA): mean pass@1 drop per unit of mean attack-success-rate drop against the base model (negative: reasoning improved while ASR fell, or ASR rose).",
     "reasoning_drop": "Mean drop in pass@1 against the base model over the reasoning benchmarks, in points of 0..1.",
     "harmfulness_drop": "Mean drop in attack success rate against the base model, in points of 0..1.",
     "reasoning_drop_stderr": "Standard error of reasoning_drop (paired bootstrap over questions).",
