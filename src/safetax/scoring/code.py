@@ -12,6 +12,11 @@ output matches on every ``base_input`` and "plus" when it also matches on every 
 ``==``, else ``np.allclose(rtol=1e-7, atol)`` with ``atol`` forced to 1e-6 for float outputs; MBPP+'s
 special oracles; HumanEval/32 checks the root). Per-input time limit ``max(1 s, 4 x canonical)``, enforced
 inside the sandbox; the scorer enforces their sum (+3 s) over the whole run.
+
+A task whose canonical solution gives no output for some input (it raised, was killed by a limit, could not
+import) has no expected output there: its programs are unscored ("reference solution failed on N input(s)")
+and not run, never compared with a missing value, and its entry is not written to the cache, so the next
+process runs the canonical solution again.
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _PY_LANGS = {"", "python", "py", "python3"}
 GROUPS = ("base", "plus")
 MIN_TIME_LIMIT, GT_TIME_FACTOR = 1.0, 4.0  # EvalPlus defaults
-CACHE_FORMAT = "v2"  # HMAC-signed; unsigned v1 files are never read
+# v3: HMAC-signed, no entry of a failed canonical run (v2 files may hold None for them; v1, unsigned: never read)
+CACHE_FORMAT = "v3"
 CANONICAL_OUTPUT = 1 << 30  # bytes a canonical run may print (HumanEval/15's plus outputs: 141 MiB)
 OUTPUT_SLACK = 1 << 20  # a candidate may print twice the canonical run's bytes plus this
+REFERENCE_FAILED = "reference solution failed on"  # how an unscored verdict of a failed canonical run begins
 _memo: dict[str, dict[str, Any]] = {}  # cache file -> expected outputs held by this process
 _memo_lock = threading.Lock()
 
@@ -119,24 +126,34 @@ def _pool_run(jobs: list[tuple[str, float, int, int]], workers: int, desc: str, 
 
 
 def _canonical_entry(tid: str, task: Mapping[str, Any], res: ExecResult) -> dict[str, Any]:
+    """A task's expected outputs and times from its canonical run; ``failed`` names the inputs without an output."""
     rows, _ = parse_rows(res.stdout, {g: len(task[f"{g}_input"]) for g in GROUPS})
-    entry: dict[str, Any] = {"bytes": len(res.stdout.encode())}
+    entry: dict[str, Any] = {"bytes": len(res.stdout.encode()), "failed": []}
     for g in GROUPS:
         got = [rows.get((g, i), {}) for i in range(len(task[f"{g}_input"]))]
-        if any("out" not in r for r in got):
-            log.warning("%s: canonical solution failed on %s inputs (%s)", tid, g, res.stderr[-300:])
+        failed = [f"{g}[{i}]" for i, r in enumerate(got) if "out" not in r]
+        if failed:
+            log.warning("%s: reference solution failed on %d %s input(s), its programs are unscored (%s)",
+                        tid, len(failed), g, res.stderr[-300:])
+        entry["failed"] += failed
         entry[g] = [r.get("out") for r in got]
         entry[f"{g}_t"] = [float(r["t"]) if isinstance(r.get("t"), (int, float)) else 0.0 for r in got]
     return entry
 
 
+def reference_failures(entry: Mapping[str, Any]) -> list[str]:
+    """The inputs (``"base[3]"``) on which the canonical solution gave no output; [] when it gave them all."""
+    return [str(f) for f in entry.get("failed") or []]
+
+
 def expected_outputs(tasks: Mapping[str, Mapping[str, Any]], needed: Sequence[str], dataset: str, *,
                      workers: int = 2, cache_dir: Path | None = None, iso: Isolation | None = None) -> dict[str, Any]:
-    """Canonical outputs and per-input times of the ``needed`` tasks.
+    """Canonical outputs and per-input times of the ``needed`` tasks (:func:`reference_failures`: where none).
 
     Held in this process's memory; read from and written to ``<cache>/code-expected/`` (HMAC-verified,
     :mod:`safetax.scoring.code_cache`) only when the sandbox keeps code from reaching that directory,
-    else recomputed once per process.
+    else recomputed once per process. An entry with a failed input is never written there: the next
+    process runs that canonical solution again.
     """
     iso = iso if iso is not None else isolation()
     path = _cache_file(tasks, dataset, cache_dir)
@@ -155,7 +172,8 @@ def expected_outputs(tasks: Mapping[str, Mapping[str, Any]], needed: Sequence[st
         for tid, res in zip(missing, _pool_run(jobs, workers, f"{dataset} expected outputs", iso)):
             cache[tid] = _canonical_entry(tid, tasks[tid], res)
         if iso.protects_cache:
-            code_cache.save(path, {**code_cache.load(path), **cache})
+            whole = {tid: e for tid, e in {**code_cache.load(path), **cache}.items() if not reference_failures(e)}
+            code_cache.save(path, whole)
         else:
             log.warning("expected outputs of %s kept in memory only: this sandbox (%s) cannot keep code from "
                         "a cache on disk", dataset, iso.describe())
@@ -182,7 +200,8 @@ def score_code(responses: Sequence[str], items: Sequence[Any], tasks: Mapping[st
 
     Returns:
         One Score per response: 1.0 when base and plus tests pass, 0.0 otherwise, None (unscored)
-        when no code block was found; ``reason`` reads e.g. ``"base:pass plus:fail"``.
+        when no code block was found or the task's canonical solution failed on some input (its
+        program is then not run); ``reason`` reads e.g. ``"base:pass plus:fail"``.
     """
     if len(responses) != len(items):
         raise ValueError(f"{len(responses)} responses for {len(items)} items")
@@ -197,9 +216,10 @@ def score_programs(codes: Sequence[str | None], ids: Sequence[str], tasks: Mappi
     if len(codes) != len(ids):
         raise ValueError(f"{len(codes)} programs for {len(ids)} task ids")
     iso = iso if iso is not None else isolation()
-    todo = [k for k, c in enumerate(codes) if c is not None]
-    exp = expected_outputs(tasks, sorted({ids[k] for k in todo}), dataset, workers=workers, cache_dir=cache_dir,
+    coded = [k for k, c in enumerate(codes) if c is not None]
+    exp = expected_outputs(tasks, sorted({ids[k] for k in coded}), dataset, workers=workers, cache_dir=cache_dir,
                            iso=iso)
+    todo = [k for k in coded if not reference_failures(exp[ids[k]])]  # no expected output, no run
     jobs = []
     for k in todo:
         lim = {g: [max(MIN_TIME_LIMIT, GT_TIME_FACTOR * t) for t in exp[ids[k]][f"{g}_t"]] for g in GROUPS}
@@ -212,7 +232,10 @@ def score_programs(codes: Sequence[str | None], ids: Sequence[str], tasks: Mappi
         if code is None:
             scores.append(Score(None, None, "no fenced code block in the final answer"))
             continue
-        scores.append(_verdict(code, results[k], tasks[ids[k]], exp[ids[k]], dataset))
+        if k in results:
+            scores.append(_verdict(code, results[k], tasks[ids[k]], exp[ids[k]], dataset))
+        else:
+            scores.append(_reference_failed(code, reference_failures(exp[ids[k]])))
     return scores
 
 
@@ -225,7 +248,12 @@ def _matches(row: Mapping[str, Any], expected: Any, inp: Any, task: Mapping[str,
 
 
 def _verdict(code: str, res: ExecResult, task: Mapping[str, Any], exp: Mapping[str, Any], dataset: str) -> Score:
-    """Compare the candidate's outputs with the expected ones; the first failing input of each group is named."""
+    """Compare the candidate's outputs with the expected ones; the first failing input of each group is named.
+
+    Unscored when the canonical solution failed on some input: no output of the candidate is compared with a
+    missing expected one (a program returning None would match it)."""
+    if reference_failures(exp):
+        return _reference_failed(code, reference_failures(exp))
     rows, dup = parse_rows(res.stdout, {g: len(task[f"{g}_input"]) for g in GROUPS})
     status, notes = {}, []
     for g in GROUPS:
@@ -248,3 +276,9 @@ def _verdict(code: str, res: ExecResult, task: Mapping[str, Any], exp: Mapping[s
     ok = status["base"] == status["plus"] == "pass"
     reason = f"base:{status['base']} plus:{status['plus']}" + (f" ({'; '.join(notes)})" if notes else "")
     return Score(1.0 if ok else 0.0, code, reason)
+
+
+def _reference_failed(code: str, failed: Sequence[str]) -> Score:
+    """Unscored: the canonical solution gave no output on ``failed`` inputs, so there is nothing to compare with."""
+    where = ", ".join(failed[:3]) + (", ..." if len(failed) > 3 else "")
+    return Score(None, code, f"{REFERENCE_FAILED} {len(failed)} input(s) ({where})")

@@ -37,7 +37,7 @@ from safetax.artifacts import GenerationRow, read_eval_sets, read_generations
 from safetax.data.eval_sets import load_eval_set
 from safetax.records import Score, read_jsonl, write_jsonl
 from safetax.resume import ChunkArea, Chunks, ChunkUrls, UrlChunks, chunk_size, chunks, fingerprint
-from safetax.scoring.code import extract_code, score_programs
+from safetax.scoring.code import REFERENCE_FAILED, extract_code, score_programs
 from safetax.scoring.sandbox import Isolation, isolation, read_paths
 from safetax.store import atomic_dir, read_json, write_json
 from safetax.store.manifest import sha256_file
@@ -143,8 +143,9 @@ def execute(jobs_dir: Path, out_dir: Path, workers: int = 2, *, iso: Isolation |
 
     Chunk by chunk: a chunk an earlier attempt finished is read back instead (see the module docstring).
 
-    Returns counts: ``passed``, ``failed``, ``unscored`` (no code block); ``executed`` (programs run in the sandbox
-    now) and ``resumed`` (responses whose verdict was read back from a chunk)."""
+    Returns counts: ``passed``, ``failed``, ``unscored`` (no code block, or the task's reference solution failed on
+    some input); ``executed`` (programs run in the sandbox now) and ``resumed`` (responses whose verdict was read
+    back from a chunk)."""
     jobs = read_jsonl(jobs_dir / JOBS)
     sets: Mapping[str, dict[str, Any]] = read_json(jobs_dir / TASKS)
     for j in jobs:
@@ -195,8 +196,9 @@ def chunk_problem(rows: Any, mine: Sequence[dict[str, Any]]) -> str | None:
     """Why ``rows`` (a chunk read back) are not the verdicts of the programs ``mine``; None when they are.
 
     Each row must name its program's response, carry that program as its answer and a value in {1.0, 0.0, None}
-    that agrees with the program (None: no code) and with the reason. It cannot tell a forged pass from a real one:
-    that the sandboxed programs never get the chunks' URLs (:func:`hidden_from_code`) is what does."""
+    that agrees with the program (None: no code) and with the reason. A program left unscored because its task's
+    reference solution failed is run again, so that the reference is retried. It cannot tell a forged pass from a
+    real one: that the sandboxed programs never get the chunks' URLs (:func:`hidden_from_code`) is what does."""
     if not isinstance(rows, list) or len(rows) != len(mine):
         return f"{len(rows) if isinstance(rows, list) else type(rows).__name__} row(s) for {len(mine)} program(s)"
     for k, (r, j) in enumerate(zip(rows, mine, strict=True)):
@@ -205,6 +207,8 @@ def chunk_problem(rows: Any, mine: Sequence[dict[str, Any]]) -> str | None:
         value = r["value"]
         if any(r[key] != j[key] for key in KEYS) or r["answer"] != j["code"]:
             return f"row {k}: not the verdict of program {k} of the chunk"
+        if value is None and j["code"] is not None and str(r["reason"]).startswith(REFERENCE_FAILED):
+            return f"row {k}: unscored as its reference solution failed: run again to retry the reference"
         if not (value is None or (type(value) is float and value in (0.0, 1.0))) or (value is None) != (j["code"] is None):
             return f"row {k}: value {value!r}, expected 1.0 or 0.0 for a program, None for no code"
         if not isinstance(r["reason"], str) or (value == 1.0) != r["reason"].startswith("base:pass plus:pass"):
