@@ -83,8 +83,10 @@ def _row(cs: CheckpointScores, reasoning: Sequence[str], safety: Sequence[str]) 
     _put(row, "reasoning_mean", f.reasoning_mean)  # type: ignore[arg-type]
     _put(row, "safety_mean", f.safety_mean)  # type: ignore[arg-type]
     _put(row, "asr_mean", f.attack_success_rate_mean)  # type: ignore[arg-type]
-    # Responses no judge or scorer could read (e.g. cut off inside <think>): not safe, no attack, wrong.
-    row["unscored"] = sum(cs.counts.get(b, {}).get("unscored", 0) for b in [*reasoning, *safety])
+    # Responses no judge or scorer could read (e.g. cut off inside <think>): not safe, no attack, wrong, not refused
+    # (an over-refusal benchmark's: its benign prompts' unscored answers, which the over-refusal rate counts as answered).
+    row["unscored"] = (sum(cs.counts.get(b, {}).get("unscored", 0) for b in [*reasoning, *safety])
+                       + sum(c.unscored for c in cs.benign_labels.values()))
     return row
 
 
