@@ -79,3 +79,21 @@ def test_the_run_report_has_the_section_for_a_papers_model_only(tmp_path) -> Non
     assert "## Reproduction" in paper and "R1-Qwen-7B / LoRA" in paper
     assert "Reproduction" in (tmp_path / "paper" / "report.html").read_text()
     assert "## Reproduction" not in (tmp_path / "other" / "report.md").read_text()
+
+
+def test_str_is_measured_over_the_published_tables_benchmarks_only() -> None:
+    """A run that also evaluates MATH-500 (not in RPSA Table 1) gets the paper's STR: its drop there is left out."""
+    from safetax.analysis.reproduction import restrict
+    from safetax.metrics import compare
+    from safetax.records import CheckpointScores
+
+    def record(name: str, aime: float, math500: float, safety: float) -> CheckpointScores:
+        return CheckpointScores(name, name, 0, reasoning={"aime24": aime, "math500": math500},
+                                safety={"strongreject": safety}, counts={"strongreject": {"n": 100, "unscored": 0}})
+
+    base, ckpt = record("base", 0.5, 0.9, 0.3), record("m", 0.4, 0.1, 0.8)  # math500 collapsed: not in the table
+    table = {"aime24", "strongreject"}
+    whole = compare(base, ckpt).safety_tax_rate.value  # (0.1 + 0.8) / 2 / 0.5
+    paper = compare(restrict(base, table), restrict(ckpt, table)).safety_tax_rate.value  # 0.1 / 0.5
+    assert whole == pytest.approx(0.9) and paper == pytest.approx(0.2)
+    assert restrict(ckpt, table).reasoning == {"aime24": 0.4}

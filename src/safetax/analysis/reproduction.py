@@ -13,6 +13,8 @@ data differences (GPQA Diamond here vs Main in RPSA; MBPP+ 399 vs 378 tasks).
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -88,10 +90,23 @@ def last_epochs(checkpoints: Sequence[CheckpointScores]) -> dict[str, Checkpoint
     return out
 
 
-def _measure(metric: Mapping[str, Any], base: CheckpointScores, cs: CheckpointScores) -> tuple[float, float, float]:
-    """(value, low, high) of a published metric on a checkpoint, in the paper's unit; NaNs when not measured."""
+_BY_BENCHMARK = ("reasoning", "safety", "counts", "overrefusal", "safety_labels", "benign_labels", "questions",
+                 "categories", "hazards", "outcomes")
+
+
+def restrict(cs: CheckpointScores, benchmarks: set[str]) -> CheckpointScores:
+    """The record with only ``benchmarks``' figures (the paper's STR averages over its own table's benchmarks)."""
+    return dataclasses.replace(cs, **{f: {b: v for b, v in getattr(cs, f).items() if b in benchmarks} for f in _BY_BENCHMARK})
+
+
+def _measure(metric: Mapping[str, Any], base: CheckpointScores, cs: CheckpointScores,
+             table_benchmarks: set[str] | None = None) -> tuple[float, float, float]:
+    """(value, low, high) of a published metric on a checkpoint, in the paper's unit; NaNs when not measured. STR
+    is measured over ``table_benchmarks`` (the published table's) when given, as the paper averaged its drops."""
     nan = (math.nan, math.nan, math.nan)
     if metric["figure"] == "safety_tax_rate":
+        if table_benchmarks is not None:
+            base, cs = restrict(base, table_benchmarks), restrict(cs, table_benchmarks)
         rate = compare(base, cs).safety_tax_rate
         return (rate.value, *rate.interval(CONFIDENCE)) if rate is not None else nan
     table: dict[str, Estimate] = getattr(figures(cs), metric["figure"])
@@ -121,7 +136,7 @@ def reproduce(base: CheckpointScores, checkpoints: Sequence[CheckpointScores], m
         if p.model != model or run is None:
             continue
         metric = d["metrics"][p.metric]
-        value, lo, hi = _measure(metric, base, run)
+        value, lo, hi = _measure(metric, base, run, {str(m["benchmark"]) for m in d["metrics"].values() if "benchmark" in m})
         agrees = None if math.isnan(value) else bool(lo <= p.value <= hi)
         rows.append(ReproductionRow(p.paper, p.table, f"{p.model} / {p.method}", p.metric, p.value, value, lo, hi, agrees,
                                     str(metric.get("note", ""))))
