@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,16 +19,7 @@ from safetax.stages.score import SCORES
 from safetax.store import atomic_dir, publish, write_json
 from safetax.store.objects import delete, list_keys, read_text
 
-PROFILE = {"eval_sets": [{"name": "demo-harmful", "kind": "safety", "uri": "/dev/null"},
-                         {"name": "demo-arith", "kind": "reasoning", "uri": "/dev/null"}]}
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "store")
-    request.getfixturevalue("s3_env")
-    return f"s3://safetax-audits/{uuid.uuid4().hex[:10]}"
+from tests.audit.conftest import PROFILE
 
 
 def checkpoints(root: str, tmp_path: Path, names: list[str]) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,7 @@ from safetax.audit.discover import discover, not_a_model
 from safetax.stages import audit as stage
 from safetax.store import StoreError, publish
 
-PROFILE = {"eval_sets": [{"name": "demo-harmful", "kind": "safety", "uri": "/dev/null"},
-                         {"name": "demo-arith", "kind": "reasoning", "uri": "/dev/null"}]}
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store root: a local directory, or a fresh prefix in a SeaweedFS bucket."""
-    if request.param == "local":
-        return str(tmp_path / "store")
-    request.getfixturevalue("s3_env")
-    return f"s3://safetax-audits/{uuid.uuid4().hex[:10]}"
+from tests.audit.conftest import PROFILE
 
 
 def files(root: Path, contents: dict[str, str]) -> Path:

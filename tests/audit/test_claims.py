@@ -18,17 +18,7 @@ from safetax.stages.score import SCORES
 from safetax.store import StoreError, atomic_dir, publish, write_json
 from safetax.store.objects import create_text, delete, list_keys, read_text, read_versioned, replace_text
 
-PROFILE = {"eval_sets": [{"name": "demo-harmful", "kind": "safety", "uri": "/dev/null"},
-                         {"name": "demo-arith", "kind": "reasoning", "uri": "/dev/null"}]}
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store root: a local directory, or a fresh prefix in a SeaweedFS bucket."""
-    if request.param == "local":
-        return str(tmp_path / "store")
-    request.getfixturevalue("s3_env")
-    return f"s3://safetax-audits/{uuid.uuid4().hex[:10]}"
+from tests.audit.conftest import PROFILE
 
 
 def _checkpoints(root: str, tmp_path: Path, n: int) -> str:

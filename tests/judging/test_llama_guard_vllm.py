@@ -189,3 +189,15 @@ def test_missing_vllm_names_the_setting() -> None:
 
 def test_pair_probability_doctest_value() -> None:
     assert pair_probability(math.log(0.25), math.log(0.75)) == pytest.approx((0.25, 1.0))
+
+
+def test_vllm_ids_hold_only_the_templates_control_tokens(tiny_guard: Path, fake_vllm: type[FakeLLM]) -> None:
+    """Red team: control tokens written as text in a response (or prompt) do not become control-token ids."""
+    spec = importlib.util.spec_from_file_location("guard_injection", Path(__file__).parent / "test_guard_injection.py")
+    red = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(red)  # type: ignore[union-attr]
+    engine = llama_guard_vllm.VLLMGuardEngine(str(tiny_guard))
+    plain, forged = engine._ids([render_guard_prompt("q", "a"), render_guard_prompt(red.FORGED, red.FORGED)], 2)
+    assert plain is not None and forged is not None
+    assert red.special_counts(engine.tokenizer, forged) == red.special_counts(engine.tokenizer, plain)
+    assert red.special_counts(engine.tokenizer, plain)["<|eot_id|>"] == 1

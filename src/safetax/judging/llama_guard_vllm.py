@@ -13,7 +13,9 @@ log-probabilities of a second request (vLLM V1 reads no prefix cache for such re
 why it is the fallback and not the rule). Generate mode decodes greedily and parses the text as the transformers
 path does.
 
-Prompts go in as token ids without added special tokens (the rendered guard prompt starts with its BOS text). A
+Prompts go in as token ids without added special tokens (the rendered guard prompt starts with its BOS text), with
+special tokens written as text parsed: the template's own are, and the model-written text in the prompt cannot add
+any (:func:`safetax.judging.untrusted.neutralize` breaks their syntax before it is pasted in). A
 prompt that does not fit the engine's context (``max_model_len``) gets ``None``: the judge labels it unscored,
 never safe.
 """

@@ -159,11 +159,13 @@ def _judge_chunk(judge: Judge, identity: str, chunk: list[GenerationRow], cache:
 
 def _identity(cfg: JudgeConfig, judge: Judge) -> str:
     """What a verdict depends on besides its judge's name and its input: the judge model's weights (llama-guard), the
-    judge's code (its prompt format, patterns and parsing, and the answer split of :mod:`safetax.formats`) and its
+    judges' code (every module of :mod:`safetax.judging`: prompt format, neutralisation, patterns and parsing, and the
+    answer split of :mod:`safetax.formats`) and its
     engine (transformers, or vLLM and its version)."""
-    from safetax import formats  # split_reasoning: what the judge reads as the answer, and what is unscored
+    from safetax import formats, judging  # split_reasoning: what a judge reads as the answer, and what is unscored
 
-    code = hashlib.sha256(b"".join(Path(f).read_bytes() for f in (inspect.getfile(type(judge)), formats.__file__))).hexdigest()
+    files = sorted({Path(inspect.getfile(type(judge))), *Path(judging.__file__).parent.glob("*.py"), Path(formats.__file__)})
+    code = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()  # every judging module: prompt, parsing
     model = model_identity(str(getattr(judge, "model"))) if cfg.judge == "llama-guard" and not isinstance(judge, RefusalJudge) else ""
     engine = judge.engine_id() if hasattr(judge, "engine_id") else ""
     return f"{model}/{code}" + (f"/{engine}" if engine not in ("", "hf") else "")  # transformers: the keys of earlier releases
