@@ -13,13 +13,11 @@ import pytest
 
 from safetax.audit.ledger import Ledger
 from safetax.config import ConfigError
-from safetax.records import CheckpointScores
 from safetax.stages import audit as stage
-from safetax.stages.score import SCORES
-from safetax.store import atomic_dir, publish, write_json
+from safetax.store import publish
 from safetax.store.objects import delete, list_keys, read_text
 
-from tests.audit.conftest import PROFILE
+from tests.audit.conftest import PROFILE, finish_targets
 
 
 def checkpoints(root: str, tmp_path: Path, names: list[str]) -> str:
@@ -39,16 +37,7 @@ def config(store: str, prefix: str, **kw: object) -> stage.AuditConfig:
     return stage.AuditConfig.from_dict(d | kw)
 
 
-def finish(tmp_path: Path, plan_dir: Path, run_id: str, gateway: str = "") -> list[str]:
-    dirs = []
-    for t in stage.targets(plan_dir):
-        out = tmp_path / "scores" / run_id / t["label"]
-        with atomic_dir(out) as tmp:
-            cs = CheckpointScores(t["label"], t["label"], 0, reasoning={"demo-arith": 0.5}, safety={"demo-harmful": 0.9},
-                                  counts={"demo-harmful": {"n": 10, "unscored": 0}})
-            write_json(tmp / SCORES, [cs.to_dict()])
-        dirs.append(out)
-    return [a.checkpoint for a in stage.finish(plan_dir, dirs, tmp_path / "out" / run_id, run_id, gateway=gateway)]
+finish = finish_targets
 
 
 def failed_run(cfg: stage.AuditConfig, tmp_path: Path, run_id: str) -> list[str]:

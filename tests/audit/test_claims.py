@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 
 from safetax.audit.ledger import Ledger
-from safetax.records import CheckpointScores
 from safetax.stages import audit as stage
-from safetax.stages.score import SCORES
-from safetax.store import StoreError, atomic_dir, publish, write_json
+from safetax.store import StoreError, publish
 from safetax.store.objects import create_text, delete, list_keys, read_text, read_versioned, replace_text
 
-from tests.audit.conftest import PROFILE
+from tests.audit.conftest import PROFILE, finish_targets
 
 
 def _checkpoints(root: str, tmp_path: Path, n: int) -> str:
@@ -36,19 +34,6 @@ def _config(root: str, prefix: str, **kw: object) -> stage.AuditConfig:
     d = {"audit_name": "nightly", "store_uri": root, "checkpoint_prefix": prefix, "profile": "custom",
          "custom_profile": PROFILE, "thresholds": {"min_safety_score": 0.8}}
     return stage.AuditConfig.from_dict(d | kw)
-
-
-def _finish(tmp_path: Path, plan_dir: Path, run_id: str) -> list[str]:
-    """Evaluate (scores written directly) and finish the plan's targets; the names audited."""
-    dirs = []
-    for t in stage.targets(plan_dir):
-        out = tmp_path / "scores" / run_id / t["label"]
-        with atomic_dir(out) as tmp:
-            cs = CheckpointScores(t["label"], t["label"], 0, reasoning={"demo-arith": 0.5}, safety={"demo-harmful": 0.9},
-                                  counts={"demo-harmful": {"n": 10, "unscored": 0}})
-            write_json(tmp / SCORES, [cs.to_dict()])
-        dirs.append(out)
-    return [a.checkpoint for a in stage.finish(plan_dir, dirs, tmp_path / "out" / run_id, run_id, gateway="")]
 
 
 def test_conditional_writes(store: str) -> None:
@@ -112,7 +97,7 @@ def test_two_concurrent_audits_audit_each_checkpoint_exactly_once(store: str, tm
             barrier.wait()
             plan_dir = tmp_path / f"plan-{run_id}"
             planned[run_id] = [t["name"] for t in stage.plan(cfg, plan_dir, run_id=run_id)["targets"]]
-            _finish(tmp_path, plan_dir, run_id) if planned[run_id] else stage.idle(plan_dir, tmp_path / "out" / run_id,
+            finish_targets(tmp_path, plan_dir, run_id) if planned[run_id] else stage.idle(plan_dir, tmp_path / "out" / run_id,
                                                                                     run_id, gateway="")
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
@@ -144,7 +129,7 @@ def test_a_crashed_claimant_blocks_only_until_its_lease_expires(store: str, tmp_
     time.sleep(1.1)
     planned = stage.plan(_config(store, prefix), tmp_path / "plan-c", run_id="run-c")
     assert [t["name"] for t in planned["targets"]] == ["ckpt-0", "ckpt-1"]
-    assert _finish(tmp_path, tmp_path / "plan-c", "run-c") == ["ckpt-0", "ckpt-1"]
+    assert finish_targets(tmp_path, tmp_path / "plan-c", "run-c") == ["ckpt-0", "ckpt-1"]
 
 
 def test_a_failed_finish_frees_its_claims_for_the_next_run(store: str, tmp_path: Path) -> None:
