@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import io
+import logging
 
 from safetax.runner.console import QuietConsole
+
+
+def _log_through(handler: logging.Handler, logger_name: str, message: str) -> None:
+    """One warning through ``handler`` on a logger of its own (removed again)."""
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        logger.warning(message)
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_only_what_a_person_needs_reaches_the_console() -> None:
@@ -33,19 +44,12 @@ def test_only_what_a_person_needs_reaches_the_console() -> None:
 def test_after_the_run_a_handler_that_kept_the_console_writes_through_it(tmp_path) -> None:
     """A logging handler made during the run holds the quiet console after the log file closed: its lines go to the
     console as they are (no "I/O operation on closed file" traceback)."""
-    import logging
-
     console = io.StringIO()
     with (tmp_path / "run.log").open("w") as log:
         q = QuietConsole(log, console)
         handler = logging.StreamHandler(q)  # type: ignore[arg-type]
         q.write("chatter\n")
-    logger = logging.getLogger("test-after-run")
-    logger.addHandler(handler)
-    try:
-        logger.warning("demo finished in 3.0s")
-    finally:
-        logger.removeHandler(handler)
+    _log_through(handler, "test-after-run", "demo finished in 3.0s")
     assert console.getvalue() == "demo finished in 3.0s\n"
     assert (tmp_path / "run.log").read_text() == "chatter\n"
 
@@ -62,8 +66,6 @@ def test_a_methods_per_checkpoint_tasks_show_as_one_line() -> None:
 def test_a_handler_left_holding_a_console_whose_stdout_closed_writes_and_flushes_nothing(tmp_path) -> None:
     """A later run re-points a handler left from an earlier one (logging flushes the old stream then): a quiet console
     whose log and console (a test's captured stdout) have both closed takes the flush and a line without an error."""
-    import logging
-
     console = io.StringIO()
     with (tmp_path / "run.log").open("w") as log:
         q = QuietConsole(log, console)
@@ -71,10 +73,5 @@ def test_a_handler_left_holding_a_console_whose_stdout_closed_writes_and_flushes
     handler = logging.StreamHandler(q)  # type: ignore[arg-type]
     handler.setStream(io.StringIO())  # flushes q
     handler.setStream(q)
-    logger = logging.getLogger("test-closed-console")
-    logger.addHandler(handler)
-    try:
-        logger.warning("late line")
-    finally:
-        logger.removeHandler(handler)
+    _log_through(handler, "test-closed-console", "late line")
     assert q.write("x") == 1
