@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,28 @@ def make_tiny_model(path: Path, layers: int = 4, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def put_in_hf_cache(cache: Path, repo_id: str, commit: str, model: Path) -> Path:
+    """``model`` as hub model ``repo_id`` at ``commit`` in an HF cache laid out as huggingface_hub writes one, its
+    ``refs/main`` naming that commit; the snapshot directory."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return repo / "snapshots" / commit
+
+
+@pytest.fixture()
+def offline_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty HF cache, the hub offline (fill it with :func:`put_in_hf_cache`)."""
+    import huggingface_hub.constants as hf
+
+    cache = tmp_path / "hf"
+    cache.mkdir()
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(cache))  # read at import from HF_HUB_CACHE / HF_HUB_OFFLINE
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    return cache
 
 
 @pytest.fixture()

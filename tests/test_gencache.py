@@ -15,6 +15,9 @@ from safetax.data.eval_sets import EvalSet
 from safetax.gencache import Cache, default_root, generation_key, judgement_key, model_identity
 from safetax.generation.base import SamplingConfig
 from safetax.stages import generate, judge
+from safetax.store import StoreError
+
+from tests.conftest import put_in_hf_cache
 
 BASE_KEY = {"model": "m" * 64, "prompt": "<|user|>Compute 1+1.<|assistant|>",
             "sampling": SamplingConfig(temperature=0.6, top_p=0.95, n=8, max_new_tokens=64, seed=0),
@@ -169,3 +172,15 @@ def test_a_hub_model_is_keyed_by_the_commit_it_loads(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     shutil.copytree(a, plain)
     assert content_digest(str(plain)) != content_digest(str(a))  # outside the HF cache: the files' digest
+
+
+def test_a_hub_id_is_the_commit_its_main_branch_names(tiny_model: Path, offline_hf_cache: Path) -> None:
+    """A hub id and the snapshot directory it loads have one digest; a new revision under the id is another model."""
+    from safetax.store.digest import content_digest
+
+    first = put_in_hf_cache(offline_hf_cache, "org/tiny", "a" * 40, tiny_model)
+    assert content_digest("org/tiny") == content_digest(str(first))
+    second = put_in_hf_cache(offline_hf_cache, "org/tiny", "b" * 40, tiny_model)  # refs/main moves on
+    assert content_digest("org/tiny") == content_digest(str(second)) != content_digest(str(first))
+    with pytest.raises(StoreError, match=r"judge_model: hub model 'org/absent': the hub is offline"):
+        content_digest("org/absent", "judge_model")

@@ -16,6 +16,7 @@ from safetax.stages import audit as stage
 from safetax.store import StoreError, publish
 
 from tests.audit.conftest import PROFILE
+from tests.conftest import put_in_hf_cache
 
 
 def files(root: Path, contents: dict[str, str]) -> Path:
@@ -102,11 +103,20 @@ def test_a_published_explicit_checkpoint_is_checked_from_its_manifest(store: str
         stage.plan(bad, tmp_path / "plan-2", run_id="run-2")
 
 
-def test_a_hub_id_is_left_to_the_generate_step(tmp_path: Path) -> None:
-    """A hub id cannot be checked offline: it is a target under its own digest."""
+def test_a_hub_id_is_audited_once_per_revision(tiny_model: Path, offline_hf_cache: Path, tmp_path: Path) -> None:
+    """A hub id is the commit its main branch names at planning (the same identity as that snapshot's directory): a new
+    revision pushed under the id is a new checkpoint; an id that cannot be resolved fails the plan, naming it."""
+    snapshot = put_in_hf_cache(offline_hf_cache, "org/tiny", "a" * 40, tiny_model)
+    first = discover("", ["org/tiny"], audited=set())
+    assert [(t.uri, t.digest) for t in first.new] == [("org/tiny", discover("", [str(snapshot)], set()).new[0].digest)]
+    assert discover("", ["org/tiny"], audited={first.new[0].digest}).new == []
+    put_in_hf_cache(offline_hf_cache, "org/tiny", "b" * 40, tiny_model)  # a new revision
+    again = discover("", ["org/tiny"], audited={first.new[0].digest})
+    assert [t.uri for t in again.new] == ["org/tiny"] and again.new[0].digest != first.new[0].digest
     cfg = stage.AuditConfig.from_dict({"audit_name": "nightly", "store_uri": str(tmp_path / "store"),
-                                       "checkpoints": ["org/some-model"], "profile": "custom", "custom_profile": PROFILE})
-    assert [t["uri"] for t in stage.plan(cfg, tmp_path / "plan")["targets"]] == ["org/some-model"]
+                                       "checkpoints": ["org/other"], "profile": "custom", "custom_profile": PROFILE})
+    with pytest.raises(StoreError, match=r"checkpoints: hub model 'org/other': the hub is offline .* not .*in the local HF cache"):
+        stage.plan(cfg, tmp_path / "plan")
 
 
 def test_a_baseline_model_that_is_no_model_is_named(tmp_path: Path) -> None:

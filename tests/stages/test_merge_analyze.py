@@ -13,6 +13,8 @@ from safetax.config import ConfigError
 from safetax.stages import analyze, merge, train
 from safetax.store import StoreError
 
+from tests.conftest import put_in_hf_cache
+
 FAST = {"batch_size": 4, "learning_rate": 1e-2, "epochs": 2, "lora_dropout": 0.0, "seed": 3}
 
 
@@ -23,19 +25,9 @@ def lora_run(tiny_model: Path, sft: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def offline_hub(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The tiny model as hub model ``org/tiny`` in an HF cache laid out as huggingface_hub writes one, the hub offline."""
-    import shutil
-
-    import huggingface_hub.constants as hf
-
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hf" / "models--org--tiny"
-    shutil.copytree(tiny_model, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))  # read at import from HF_HUB_CACHE / HF_HUB_OFFLINE
-    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+def offline_hub(tiny_model: Path, offline_hf_cache: Path) -> str:
+    """The tiny model as hub model ``org/tiny`` in the local HF cache, the hub offline."""
+    put_in_hf_cache(offline_hf_cache, "org/tiny", "0123456789abcdef0123456789abcdef01234567", tiny_model)
     return "org/tiny"
 
 

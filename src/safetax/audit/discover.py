@@ -9,21 +9,21 @@ a base model) is skipped with its reason. A top-level entry without a manifest i
 (or was abandoned) and is skipped until its manifest appears. A local writer's temporary siblings
 (``.<name>.tmp-<pid>-<nonce>``, ``.<name>.old-...``) are never listed, manifest or not. An explicit list of model URIs may name
 published directories (digest from the manifest), plain local directories (digest of their files),
-or hub ids (digest of the id: a hub model is audited once per id); a listed directory that is not a model is
-an error naming the URI and what it lacks (a hub id cannot be checked offline).
+or hub ids (the digest of the commit the id's main branch names when the run is planned, the same digest as that
+commit's snapshot directory in the HF cache: a new revision pushed under the id is a new checkpoint); a listed
+directory that is not a model is an error naming the URI and what it lacks. A hub id's files are not checked
+(that would need a download): the generate step loads it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from safetax.store import is_hub_id, parse_store_uri
+from safetax.store.digest import identify
 from safetax.store.local import StoreError
-from safetax.store.manifest import MANIFEST, Manifest
-from safetax.store.objects import published_dirs, read_text
+from safetax.store.objects import published_dirs
 from safetax.telemetry.labels import model_label
 
 log = logging.getLogger(__name__)
@@ -73,27 +73,13 @@ def not_a_model(files: Iterable[str]) -> str:
 
 
 def digest_of(uri: str, what: str = "checkpoints") -> str:
-    """The content digest of one model URI (see the module docstring); a StoreError naming ``what`` (the parameter)
-    and the URI when it is a directory that is not a model."""
-    parsed = parse_store_uri(uri, what)
-    if parsed.path is None:
-        text = read_text(f"{uri.rstrip('/')}/{MANIFEST}")
-        if text is None:
-            raise StoreError(f"{what}: {uri!r} has no {MANIFEST} (not a complete published directory)")
-        manifest = Manifest.from_json(text, uri)
-        _require_model(what, uri, [f.path for f in manifest.files])
-        return manifest.digest
-    path = parsed.path
-    if path.is_dir():
-        if (path / MANIFEST).is_file():
-            manifest = Manifest.from_json((path / MANIFEST).read_text(), str(path / MANIFEST))
-            _require_model(what, uri, [f.path for f in manifest.files])
-            return manifest.digest
-        _require_model(what, uri, [p.name for p in path.iterdir() if p.is_file()])
-        return Manifest.of_dir(path, upload_id="local").digest
-    if is_hub_id(uri):
-        return hashlib.sha256(f"hub:{uri}".encode()).hexdigest()
-    raise StoreError(f"{what}: {uri!r} is neither a directory, an s3:// published directory nor a hub id")
+    """The identity of one model URI (:func:`safetax.store.digest.identify`, the caches' identity too); a StoreError
+    naming ``what`` (the parameter) and the URI when it is a directory that is not a model, or a hub id that cannot be
+    resolved to a commit."""
+    found = identify(uri, what)
+    if found.files is not None:
+        _require_model(what, uri, list(found.files))
+    return found.digest
 
 
 def _require_model(what: str, uri: str, files: list[str]) -> None:

@@ -1,12 +1,12 @@
-"""The content digest of a model (or adapter) reference: what the generation and verdict caches key on.
+"""The identity of a model (or adapter) reference: what the generation and verdict caches key on, and what the audit
+ledger records. One reference, one digest, wherever it is read:
 
 - a published directory (``s3://`` or local, with ``MANIFEST.json``): its manifest's digest (the files' sha256);
 - a snapshot directory in the HF cache (``.../models--org--name/snapshots/<commit>``): the digest of
   ``hub:org/name@<commit>`` (a commit names its files exactly; no file is read);
-- any other local directory: the digest of its files (:meth:`Manifest.of_dir`);
-- a hub id not resolved to a snapshot: the digest of ``hub:<id>`` (the audit's identity of a hub checkpoint; the
-  caches never key on it: the generate and judge stages resolve a hub id to its snapshot directory first, see
-  :func:`safetax.store.local_model_dir`, so the weights they load are the ones their keys name).
+- a hub id (``org/name``): the same digest for the commit its main branch names now (:func:`safetax.store.hub.revision`:
+  one metadata request, or the local HF cache's ``refs/main`` offline), so a new revision is a new model;
+- any other local directory: the digest of its files (:meth:`Manifest.of_dir`).
 
 >>> hub_snapshot(Path("/hf/hub/models--org--tiny/snapshots/0123456789abcdef0123456789abcdef01234567"))
 ('org/tiny', '0123456789abcdef0123456789abcdef01234567')
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from safetax.store import is_hub_id
@@ -28,6 +29,12 @@ from safetax.store.manifest import MANIFEST, Manifest
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    digest: str
+    files: tuple[str, ...] | None  # paths relative to the directory when known without a download; None for a hub id
+
+
 def hub_snapshot(path: Path) -> tuple[str, str] | None:
     """(repo id, commit) of a snapshot directory in the HF cache layout, else None."""
     repo, snapshots = path.parent.parent.name, path.parent.name
@@ -36,8 +43,13 @@ def hub_snapshot(path: Path) -> tuple[str, str] | None:
     return repo.removeprefix("models--").replace("--", "/"), path.name
 
 
-def content_digest(uri: str, what: str = "model") -> str:
-    """The digest of the weights ``uri`` names (see the module docstring); a StoreError naming ``what`` otherwise."""
+def _hub_digest(repo_id: str, commit: str) -> str:
+    return hashlib.sha256(f"hub:{repo_id}@{commit}".encode()).hexdigest()
+
+
+def identify(uri: str, what: str = "model") -> ModelIdentity:
+    """The digest of the weights ``uri`` names (see the module docstring) and its files; a StoreError naming
+    ``what`` (the parameter) and the URI otherwise."""
     parsed = parse_store_uri(uri, what)
     if parsed.is_s3:
         from safetax.store.objects import read_text
@@ -45,15 +57,26 @@ def content_digest(uri: str, what: str = "model") -> str:
         text = read_text(f"{uri.rstrip('/')}/{MANIFEST}")
         if text is None:
             raise StoreError(f"{what}: {uri!r} has no {MANIFEST} (not a complete published directory)")
-        return Manifest.from_json(text, uri).digest
+        return _of_manifest(Manifest.from_json(text, uri))
     path = local_path(uri, what)
     if path.is_dir():
         if (path / MANIFEST).is_file():
-            return Manifest.from_json((path / MANIFEST).read_text(), str(path / MANIFEST)).digest
+            return _of_manifest(Manifest.from_json((path / MANIFEST).read_text(), str(path / MANIFEST)))
         pinned = hub_snapshot(path.resolve())
         if pinned is not None:
-            return hashlib.sha256(f"hub:{pinned[0]}@{pinned[1]}".encode()).hexdigest()
-        return Manifest.of_dir(path, upload_id="local").digest
+            return ModelIdentity(_hub_digest(*pinned), tuple(sorted(p.name for p in path.iterdir() if p.is_file())))
+        return _of_manifest(Manifest.of_dir(path, upload_id="local"))
     if is_hub_id(uri):
-        return hashlib.sha256(f"hub:{uri}".encode()).hexdigest()
+        from safetax.store.hub import revision
+
+        return ModelIdentity(_hub_digest(uri, revision(uri, what)), None)
     raise StoreError(f"{what}: {uri!r} is neither a directory, an s3:// published directory nor a hub id")
+
+
+def content_digest(uri: str, what: str = "model") -> str:
+    """The digest of the weights ``uri`` names (see the module docstring)."""
+    return identify(uri, what).digest
+
+
+def _of_manifest(manifest: Manifest) -> ModelIdentity:
+    return ModelIdentity(manifest.digest, tuple(f.path for f in manifest.files))

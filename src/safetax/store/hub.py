@@ -35,6 +35,22 @@ def snapshot(repo_id: str, what: str, repo_type: str = "model") -> Path:
     return Path(path)
 
 
+def revision(repo_id: str, what: str) -> str:
+    """The commit a hub model's main branch names now: one metadata request to the hub (nothing downloaded);
+    offline, the commit the local HF cache's ``refs/main`` names, with its snapshot there."""
+    from huggingface_hub import HfApi, constants, snapshot_download
+
+    try:
+        if constants.is_offline_mode():
+            return Path(snapshot_download(repo_id, local_files_only=True, **_files("model"))).name
+        commit = HfApi().model_info(repo_id).sha
+    except Exception as e:  # noqa: BLE001 - every failure becomes one message that says what to do
+        raise _explain(e, repo_id, what, "model") from None
+    if not commit:
+        raise StoreError(f"{what}: hub model {repo_id!r}: the hub named no commit for its main branch")
+    return str(commit)
+
+
 def check(repo_id: str, what: str, repo_type: str = "model") -> None:
     """Raise a StoreError unless the repo can be read here: in the local cache when offline, else an
     access check against the hub (one small request: no files are downloaded)."""
