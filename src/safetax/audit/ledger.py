@@ -69,9 +69,13 @@ class Ledger:
     def report_uri(self, digest: str, ext: str = "md") -> str:
         return f"{self.root}/reports/{digest}.{ext}"
 
+    def _digests(self, folder: str) -> list[str]:
+        """The digests of the ``<digest>.json`` objects directly under ``folder`` (ledger, claims, attempts, ...)."""
+        return [k.removesuffix(".json") for k in list_keys(f"{self.root}/{folder}") if k.endswith(".json") and "/" not in k]
+
     def audited(self) -> set[str]:
         """Digests with a record."""
-        return {k.removesuffix(".json") for k in list_keys(f"{self.root}/ledger") if k.endswith(".json") and "/" not in k}
+        return set(self._digests("ledger"))
 
     def write_record(self, digest: str, record: dict[str, Any]) -> str:
         uri = self.record_uri(digest)
@@ -116,7 +120,7 @@ class Ledger:
             current = read_versioned(uri)
             if current is None:
                 continue
-            held = _parse_claim(current[0])
+            held = _parse_entry(current[0])
             if held.get("owner") == owner:  # ours: a retried plan of the same run, or a PUT retried after a timeout
                 return None
             if float(held.get("expires_at", 0)) > now:
@@ -126,14 +130,14 @@ class Ledger:
                             held.get("checkpoint", "?"), digest[:12], held.get("owner", "?"), iso_utc(held.get("expires_at")))
                 return None
         current = read_versioned(uri)
-        return _parse_claim(current[0]) if current else {"owner": "?", "expires_at": now}
+        return _parse_entry(current[0]) if current else {"owner": "?", "expires_at": now}
 
     def release(self, digest: str, owner: str) -> bool:
         """Remove ``owner``'s claim on ``digest``, if it still holds it (a claim taken over is left alone); True
         when one was removed."""
         uri = self.claim_uri(digest)
         current = read_versioned(uri)
-        if current is None or _parse_claim(current[0]).get("owner") != owner:
+        if current is None or _parse_entry(current[0]).get("owner") != owner:
             return False
         delete(uri)
         return True
@@ -142,12 +146,11 @@ class Ledger:
         """Remove every claim ``owner`` still holds (the audit run's exit handler), counting a failed attempt of each
         first; return those claims."""
         released = []
-        for key in list_keys(f"{self.root}/claims"):
-            current = read_text(self.claim_uri(key.removesuffix(".json"))) if key.endswith(".json") and "/" not in key else None
-            claim = _parse_claim(current) if current is not None else {}
+        for digest in self._digests("claims"):
+            current = read_text(self.claim_uri(digest))
+            claim = _parse_entry(current) if current is not None else {}
             if claim.get("owner") != owner:
                 continue
-            digest = key.removesuffix(".json")
             self.record_failure(digest, str(claim.get("checkpoint", digest)), owner)
             if self.release(digest, owner):
                 released.append(claim)
@@ -160,11 +163,11 @@ class Ledger:
     def attempts(self) -> dict[str, dict[str, Any]]:
         """Every checkpoint's failed attempts since its last record, by digest (see the module docstring)."""
         out = {}
-        for key in list_keys(f"{self.root}/attempts"):
-            text = read_text(f"{self.root}/attempts/{key}") if key.endswith(".json") and "/" not in key else None
-            entry = _parse_claim(text) if text is not None else {}
+        for digest in self._digests("attempts"):
+            text = read_text(self.attempts_uri(digest))
+            entry = _parse_entry(text) if text is not None else {}
             if isinstance(entry.get("count"), int):
-                out[key.removesuffix(".json")] = entry
+                out[digest] = entry
         return out
 
     def record_failure(self, digest: str, checkpoint: str, run_id: str, now: float | None = None) -> dict[str, Any]:
@@ -172,7 +175,7 @@ class Ledger:
         uri = self.attempts_uri(digest)
         current: tuple[str, str] | None = None  # the first write is a create (it makes the bucket if need be)
         for _ in range(5):  # a concurrent update between our read and our write: read again
-            entry = _parse_claim(current[0]) if current is not None else {}
+            entry = _parse_entry(current[0]) if current is not None else {}
             if entry.get("last_run_id") == run_id:  # a retried exit handler: counted already
                 return entry
             count = entry.get("count") if isinstance(entry.get("count"), int) else 0
@@ -194,7 +197,7 @@ class Ledger:
     # -- verdicts to re-publish -------------------------------------------------------------------
     def acknowledged(self) -> set[str]:
         """Digests whose verdict an operator acknowledged (``acknowledged/<digest>.json``): not re-published."""
-        return {k.removesuffix(".json") for k in list_keys(f"{self.root}/acknowledged") if k.endswith(".json") and "/" not in k}
+        return set(self._digests("acknowledged"))
 
     def acknowledge(self, digest: str, note: str) -> str:
         uri = f"{self.root}/acknowledged/{digest}.json"
@@ -231,8 +234,9 @@ def completed_at(record: dict[str, Any]) -> float:
         return 0.0
 
 
-def _parse_claim(text: str) -> dict[str, Any]:
-    """A claim's fields; an unreadable claim counts as expired (a writer died mid-way on a store without atomic PUTs)."""
+def _parse_entry(text: str) -> dict[str, Any]:
+    """A claim's or an attempts entry's fields; {} when unreadable (a writer died mid-way on a store without atomic
+    PUTs): such a claim counts as expired, such an attempts entry as no failed run."""
     try:
         d = json.loads(text)
         return d if isinstance(d, dict) else {}
