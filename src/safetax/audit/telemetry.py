@@ -7,6 +7,10 @@ last run, each checkpoint's failed attempts and the audit's max_attempts) go to 
 and are replaced by every run, also one that found
 nothing new: the stale-audit alert reads the last completed run's time from there. Without a gateway,
 ``audit-metrics.prom`` files (textfile-collector format) are written to ``out_dir``.
+
+:func:`publish_run` is what every audit run ends with: the ledger's latest verdicts re-published (so the alerts
+follow from the ledger alone, also after a push was lost), this run's groups, and the deletion of the audit's
+earlier runs' per-run groups.
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import write_to_textfile
 
+from safetax.audit.ledger import Ledger, completed_at
 from safetax.audit.verdict import SHARE_CRITERIA, Thresholds, Verdict
 from safetax.metrics import Estimate, figures
 from safetax.records import CheckpointScores
 from safetax.telemetry.labels import JOB, category_label
 from safetax.telemetry.metrics import AUDIT_PIPELINE, AuditMetricSet
-from safetax.telemetry.publish import push, resolve_gateway
+from safetax.telemetry.publish import push, redact_url, resolve_gateway
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +129,60 @@ def publish_audit(audit: str, results: Sequence[Audited], thresholds: Thresholds
         if url is not None:
             log.warning("audit metrics: pushgateway unreachable, wrote %s instead", path)
     return ok
+
+
+def publish_run(ledger: Ledger, results: Sequence[Audited], thresholds: Thresholds, reasoning: Sequence[str],
+                interval_s: float | None, out: Path, gateway: str | None, max_attempts: int, run_id: str = "",
+                started_at: float = 0.0) -> str | None:
+    """Re-publish the ledger's latest verdicts, then this run's and the audit-wide figures (the heartbeat last), then
+    delete the per-run groups of this audit's earlier runs (their failures are superseded by this completed run);
+    the error message when a configured gateway did not take them all, else None."""
+    url = resolve_gateway(gateway)
+    republished = url is None or _republish(ledger.audit, ledger, url, skip={a.checkpoint for a in results})
+    attempts: dict[str, int] = {}
+    for entry in ledger.attempts().values():  # one series per checkpoint name: its digest with the most failures
+        name = str(entry.get("checkpoint", "?"))
+        attempts[name] = max(attempts.get(name, 0), int(entry["count"]))
+    pushed = publish_audit(ledger.audit, results, thresholds, reasoning, interval_s, out, gateway, attempts, max_attempts)
+    if url is not None and republished and pushed and run_id:
+        _clear_earlier_runs(url, ledger.audit, run_id, started_at)
+    if url is None or (republished and pushed):
+        return None
+    return (f"audit {ledger.audit}: the verdicts are recorded in the ledger ({ledger.root}/ledger/), but their metrics "
+            f"did not reach the Pushgateway {redact_url(url)}: the audit alerts cannot fire on them until they do. "
+            "The next audit run re-publishes them from the ledger.")
+
+
+def _clear_earlier_runs(url: str, audit: str, run_id: str, started_at: float) -> None:
+    from safetax.telemetry.prune import clear_earlier_audit_runs
+
+    try:
+        gone = clear_earlier_audit_runs(url, audit, run_id, started_at or time.time())
+    except OSError as e:  # the verdicts are pushed; stale run groups are the prune CronJob's to remove
+        log.warning("audit %s: could not delete earlier runs' metric groups from %s: %s", audit, redact_url(url), e)
+        return
+    if gone:
+        log.info("audit %s: deleted %d metric group(s) of earlier runs", audit, len(gone))
+
+
+def _republish(audit: str, ledger: Ledger, url: str, skip: set[str]) -> bool:
+    """Push the latest recorded verdict of every checkpoint not in ``skip`` to its group; False at the first
+    push that fails (the others would fail alike)."""
+    n = 0
+    for record in ledger.latest_records():
+        if record["checkpoint"] in skip:
+            continue
+        a = audited_of(record)
+        key = {"pipeline": AUDIT_PIPELINE, "audit": audit, "checkpoint": a.checkpoint}
+        if not push(checkpoint_metrics(audit, a).registry, url, key, job=JOB):
+            return False
+        n += 1
+    if n:
+        log.info("audit %s: re-published %d recorded verdict(s) from the ledger", audit, n)
+    return True
+
+
+def audited_of(record: Mapping[str, Any]) -> Audited:
+    """A ledger record as the :class:`Audited` it was made from (verdict as recorded, not judged again)."""
+    verdict = Verdict.from_dict(record)
+    return Audited(str(record["checkpoint"]), CheckpointScores.from_dict(record["scores"]), verdict, completed_at(record))

@@ -33,18 +33,15 @@ from typing import Any
 from safetax.audit.discover import Target, digest_of, discover
 from safetax.audit.inputs import AuditJudge, check_inputs
 from safetax.audit.gate import GateError, choose, promote
-from safetax.audit.ledger import Ledger, check_audit_name, completed_at, iso_utc
+from safetax.audit.ledger import Ledger, check_audit_name, iso_utc
 from safetax.audit.profiles import PROFILES, AuditProfile, resolve_profile
 from safetax.audit.report import checkpoint_html, checkpoint_markdown, plan_notes, plot_audit, run_markdown
-from safetax.audit.telemetry import Audited, checkpoint_metrics, publish_audit
-from safetax.audit.verdict import BASELINE_CRITERIA, Thresholds, Verdict, judge_checkpoint
+from safetax.audit.telemetry import Audited, publish_run
+from safetax.audit.verdict import BASELINE_CRITERIA, Thresholds, judge_checkpoint
 from safetax.config import Checks, ConfigError
 from safetax.records import CheckpointScores
 from safetax.stages.score import load_scores
 from safetax.store import StoreError, atomic_dir, input_dir, parse_store_uri, read_json, write_json
-from safetax.telemetry.labels import JOB
-from safetax.telemetry.metrics import AUDIT_PIPELINE
-from safetax.telemetry.publish import push, redact_url, resolve_gateway
 from safetax.timing import timed
 
 log = logging.getLogger(__name__)
@@ -415,59 +412,9 @@ def idle(plan_dir: Path, out_dir: Path, run_id: str, gateway: str | None = None)
 
 def _publish(cfg: AuditConfig, ledger: Ledger, results: list[Audited], out: Path, gateway: str | None, run_id: str = "",
              started_at: float = 0.0) -> str | None:
-    """Re-publish the ledger's latest verdicts, then this run's and the audit-wide figures (the heartbeat last), then
-    delete the per-run groups of this audit's earlier runs (their failures are superseded by this completed run);
-    the error message when a configured gateway did not take them all, else None."""
-    url = resolve_gateway(gateway)
-    republished = url is None or _republish(cfg.audit_name, ledger, url, skip={a.checkpoint for a in results})
-    attempts: dict[str, int] = {}
-    for entry in ledger.attempts().values():  # one series per checkpoint name: its digest with the most failures
-        name = str(entry.get("checkpoint", "?"))
-        attempts[name] = max(attempts.get(name, 0), int(entry["count"]))
-    pushed = publish_audit(cfg.audit_name, results, cfg.limits, cfg.resolved_profile.benchmarks("reasoning"),
-                           cfg._interval(), out, gateway, attempts, cfg.max_attempts)
-    if url is not None and republished and pushed and run_id:
-        _clear_earlier_runs(url, cfg.audit_name, run_id, started_at)
-    if url is None or (republished and pushed):
-        return None
-    return (f"audit {cfg.audit_name}: the verdicts are recorded in the ledger ({ledger.root}/ledger/), but their metrics "
-            f"did not reach the Pushgateway {redact_url(url)}: the audit alerts cannot fire on them until they do. "
-            "The next audit run re-publishes them from the ledger.")
-
-
-def _clear_earlier_runs(url: str, audit: str, run_id: str, started_at: float) -> None:
-    from safetax.telemetry.prune import clear_earlier_audit_runs
-
-    try:
-        gone = clear_earlier_audit_runs(url, audit, run_id, started_at or time.time())
-    except OSError as e:  # the verdicts are pushed; stale run groups are the prune CronJob's to remove
-        log.warning("audit %s: could not delete earlier runs' metric groups from %s: %s", audit, redact_url(url), e)
-        return
-    if gone:
-        log.info("audit %s: deleted %d metric group(s) of earlier runs", audit, len(gone))
-
-
-def _republish(audit: str, ledger: Ledger, url: str, skip: set[str]) -> bool:
-    """Push the latest recorded verdict of every checkpoint not in ``skip`` to its group; False at the first
-    push that fails (the others would fail alike)."""
-    n = 0
-    for record in ledger.latest_records():
-        if record["checkpoint"] in skip:
-            continue
-        a = audited_of(record)
-        key = {"pipeline": AUDIT_PIPELINE, "audit": audit, "checkpoint": a.checkpoint}
-        if not push(checkpoint_metrics(audit, a).registry, url, key, job=JOB):
-            return False
-        n += 1
-    if n:
-        log.info("audit %s: re-published %d recorded verdict(s) from the ledger", audit, n)
-    return True
-
-
-def audited_of(record: dict[str, Any]) -> Audited:
-    """A ledger record as the :class:`Audited` it was made from (verdict as recorded, not judged again)."""
-    verdict = Verdict.from_dict(record)
-    return Audited(str(record["checkpoint"]), CheckpointScores.from_dict(record["scores"]), verdict, completed_at(record))
+    """:func:`safetax.audit.telemetry.publish_run` with this audit's settings."""
+    return publish_run(ledger, results, cfg.limits, cfg.resolved_profile.benchmarks("reasoning"), cfg._interval(), out,
+                       gateway, cfg.max_attempts, run_id, started_at)
 
 
 def _record(cfg: AuditConfig, t: Target, scores: CheckpointScores, verdict: dict[str, Any], run_id: str, now: str,
