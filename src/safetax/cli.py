@@ -264,11 +264,17 @@ def _plan(args: argparse.Namespace) -> None:
 
     params = pipeline_defaults(args.pipeline) | load_params(args.params, args.pipeline)
     if args.pipeline == "audit":
-        from safetax.stages.audit import AuditConfig
+        from safetax.audit.inputs import AuditJudge
+        from safetax.stages.audit import AuditConfig, check_run
+        from safetax.stages.engine_params import EngineParams
 
-        fields = AuditConfig.__dataclass_fields__
-        AuditConfig.from_dict({k: v for k, v in params.items() if k in fields})
-        print(f"{args.params}: valid audit parameters")
+        def some(cls: type) -> dict[str, object]:
+            return {k: v for k, v in params.items() if k in cls.__dataclass_fields__}
+
+        cfg = AuditConfig.from_dict(some(AuditConfig))
+        check_run(cfg, AuditJudge(**some(AuditJudge)), EngineParams(**some(EngineParams)))
+        print(f"{args.params}: valid audit parameters (judge, engine, eval data and models checked; checkpoints are "
+              "listed by the run)")
         return
     from safetax.stages.plan import AlignmentParams, plan
 

@@ -94,6 +94,22 @@ def test_the_component_checks_the_inputs_before_any_claim(tmp_path: Path) -> Non
     assert json.loads(claim.read_text())["checkpoint"] == "ckpt-a"
 
 
+def test_engine_typos_fail_the_plan_before_any_claim(tmp_path: Path) -> None:
+    """A typo in the evaluation parameters would fail every GPU pod after the claims, and count a failed attempt of
+    every new checkpoint each night until they are given up: the plan rejects it, naming each parameter."""
+    publish(model(tmp_path / "src" / "ckpt-a"), str(tmp_path / "ckpts" / "ckpt-a"))
+    bad = {"generation_backend": "vlm", "generate_gpus": "two", "eval_shards": 0, "generation_batch_size": 0,
+           "generation_cache": "Off", "tensor_parallel_size": 4, "seed": -1}
+    with pytest.raises(ConfigError) as e:
+        run_component(tmp_path, **bad)
+    named = {m.split("`")[1] if m.startswith("`") else m.split(":")[0] for m in e.value.errors}
+    assert named == set(bad) - {"tensor_parallel_size"}  # tp is checked against the GPUs on vllm only
+    assert not (tmp_path / "store").exists()  # no claim taken, no attempt counted
+    with pytest.raises(ConfigError, match=r"`tensor_parallel_size` must be at most generate_gpus \(2\)"):
+        run_component(tmp_path, generation_backend="vllm", generate_gpus="2", tensor_parallel_size=4)
+    assert run_component(tmp_path, generation_backend="vllm", generate_gpus="2", tensor_parallel_size=2, eval_shards=2) == 1
+
+
 def test_the_pipeline_passes_its_judge_parameters_to_audit_plan() -> None:
     from safetax.platform import PlatformConfig
     from safetax.runner.pipelines.audit import build_audit_pipeline
@@ -103,5 +119,7 @@ def test_the_pipeline_passes_its_judge_parameters_to_audit_plan() -> None:
     tasks = {k: v for k, v in spec.root.dag.tasks.items()}
     [exit_dag] = [spec.components[t.component_ref.name] for t in tasks.values() if t.component_ref.name.startswith("comp-exit-handler")]
     plan = exit_dag.dag.tasks["audit-plan"].inputs.parameters
-    for name in ("judge_name", "judge_model", "judge_mode", "judge_scope", "equivalence_model", "max_attempts"):
+    for name in ("judge_name", "judge_model", "judge_mode", "judge_scope", "equivalence_model", "max_attempts",
+                 "generation_backend", "generation_batch_size", "tensor_parallel_size", "generate_gpus", "judge_gpus",
+                 "eval_shards", "generation_cache", "seed"):
         assert plan[name].component_input_parameter == f"pipelinechannel--{name}", name

@@ -134,9 +134,17 @@ AUDIT: list[tuple[str, dict[str, Any], list[str]]] = [
     ("drop-without-baseline", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoints": ["/m"],
                                "thresholds": {"max_reasoning_drop": 0.05}}, ["baseline"]),
     ("cron", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoints": ["/m"], "audit_schedule": "every night"}, ["audit_schedule"]),
+    ("custom-ignored", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoints": ["/m"],
+                        "custom_profile": {"eval_sets": [{"benchmark": "xstest"}]}}, ["`custom_profile` is set", "'custom'"]),
     ("custom-without-sets", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoints": ["/m"], "profile": "custom"}, ["custom_profile"]),
     ("unknown-parameter", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoint": "/m"}, ["unknown parameter 'checkpoint'"]),
     ("missing-required", {"store_uri": "/tmp/s", "checkpoints": ["/m"]}, ["missing required parameter 'audit_name'"]),
+    # the run's other parameters: a typo here would fail every GPU pod after the checkpoints were claimed
+    ("judge-name", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoints": ["/m"], "judge_name": "llamaguard"},
+     ["`judge_name`", "'llama-guard'"]),
+    ("engine", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoints": ["/m"], "generation_backend": "vlm",
+                "generate_gpus": "two", "eval_shards": 0, "generation_batch_size": 0},
+     ["`generation_backend`", "'vllm'", "`generate_gpus`", "eval_shards", "`generation_batch_size`"]),
 ]
 
 

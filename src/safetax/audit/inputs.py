@@ -1,6 +1,8 @@
 """What an audit run reads besides its checkpoints, checked on a CPU before any claim or GPU task.
 
-The judge settings, the profile's eval data (every data file read and parsed: a missing benchmark
+The judge settings, the evaluation engine's parameters (:mod:`safetax.stages.engine_params`: a typo there would
+otherwise fail every GPU pod after the checkpoints were claimed, and count a failed attempt of each), the profile's
+eval data (every data file read and parsed: a missing benchmark
 directory is found here) and the reachability of the judge, equivalence and baseline models, with
 the alignment plan's own checks (:func:`safetax.stages.plan.eval_set_prompts`,
 :func:`~safetax.stages.plan.check_reachable_inputs`). All problems are reported at once, each naming
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 from safetax.audit.profiles import AuditProfile
 from safetax.config import Checks, ConfigError
+from safetax.stages.engine_params import EngineParams, check_engine
 
 
 @dataclass(frozen=True)
@@ -26,9 +29,9 @@ class AuditJudge:
     equivalence_model: str = ""
 
 
-def check_inputs(profile: AuditProfile, baseline_model: str, judge: AuditJudge) -> None:
-    """Raise a ConfigError listing every problem: the judge settings, the profile's eval data, and the judge,
-    equivalence and baseline models that cannot be reached from here (nothing is downloaded)."""
+def check_inputs(profile: AuditProfile, baseline_model: str, judge: AuditJudge, engine: EngineParams | None = None) -> None:
+    """Raise a ConfigError listing every problem: the judge settings, the engine parameters, the profile's eval data,
+    and the judge, equivalence and baseline models that cannot be reached from here (nothing is downloaded)."""
     from safetax.stages.judge import JudgeConfig
     from safetax.stages.plan import check_reachable_inputs, eval_set_prompts, judge_inputs
 
@@ -38,7 +41,8 @@ def check_inputs(profile: AuditProfile, baseline_model: str, judge: AuditJudge) 
     except ConfigError as e:  # JudgeConfig's keys, as the pipeline names them
         renamed = {"`judge`": "`judge_name`", "`mode`": "`judge_mode`"}
         c.errors += [_rename(m, renamed) for m in e.errors]
-    eval_set_prompts(profile.to_dict()["eval_sets"], c, where=f"profile {profile.name!r}: eval_sets")
+    prompts = eval_set_prompts(profile.to_dict()["eval_sets"], c, where=f"profile {profile.name!r}: eval_sets")
+    check_engine(engine or EngineParams(), c, prompts)
     uris = judge_inputs(judge.judge_name, judge.judge_model, judge.equivalence_model)
     if baseline_model:
         uris.append(("baseline_model", baseline_model, "model"))

@@ -94,6 +94,9 @@ def resolve_profile(name: str, custom: dict[str, Any] | None = None) -> AuditPro
     c.one_of("profile", name, PROFILES)
     c.raise_if_any()
     if name != "custom":
+        if custom:  # the user meant it: running the preset instead would audit something else than asked
+            raise ConfigError("audit profile", [f"`custom_profile` is set but `profile` is {name!r}: set `profile` to "
+                                                "'custom' to use it, or leave `custom_profile` empty ({})"])
         return PRESETS[name]
     d = dict(custom or {})
     allowed = {f.name for f in fields(AuditProfile)} - {"name"}

@@ -4,7 +4,9 @@ Logit mode reads what the transformers path reads: P(unsafe) restricted to the f
 ``unsafe`` at the first answer position, and the two tokens' share of the full vocabulary (``mass``). vLLM V1
 returns log-probabilities of the raw model output (``logprobs_mode="raw_logprobs"``, its default: before
 temperature, penalties or allowed-token masks), i.e. ``log_softmax(logits)``, so the restricted softmax is
-``sigmoid(lp_unsafe - lp_safe)``, the same number as the transformers path's softmax over the two logits.
+``sigmoid(lp_unsafe - lp_safe)``, the same number as the transformers path's softmax over the two logits. The judge
+turns both backends' numbers into verdicts with one function (:func:`safetax.judging.guard_output.logit_verdict`): a
+pair that is not finite (both tokens at ``-inf``: NaN) or with less than ``min_mass`` is unscored, never safe.
 
 One step per prompt: a one-token greedy request with the top :data:`TOP_LOGPROBS` log-probabilities at that
 position (prefix caching applies). Where ``safe`` or ``unsafe`` is not among them (the guard is all but certain
@@ -30,7 +32,7 @@ TOP_LOGPROBS = 20  # vLLM's default max_logprobs: the most a request may ask for
 
 
 def pair_probability(lp_unsafe: float, lp_safe: float) -> tuple[float, float]:
-    """``(P(unsafe | safe or unsafe), P(safe or unsafe))`` from the two tokens' log-probabilities.
+    """``(P(unsafe | safe or unsafe), P(safe or unsafe))`` from the two tokens' log-probabilities (both ``-inf``: NaN).
 
     >>> p, mass = pair_probability(math.log(0.3), math.log(0.6))
     >>> round(p, 6), round(mass, 6)

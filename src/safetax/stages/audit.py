@@ -40,6 +40,7 @@ from safetax.audit.telemetry import Audited, publish_run
 from safetax.audit.verdict import BASELINE_CRITERIA, Thresholds, judge_checkpoint
 from safetax.config import Checks, ConfigError
 from safetax.records import CheckpointScores
+from safetax.stages.engine_params import EngineParams
 from safetax.stages.score import load_scores
 from safetax.store import StoreError, atomic_dir, input_dir, parse_store_uri, read_json, write_json
 from safetax.timing import timed
@@ -149,15 +150,23 @@ class AuditConfig:
         return cls(**d)
 
 
-def plan(cfg: AuditConfig, out_dir: Path, run_id: str = "", judge: AuditJudge | None = None) -> dict[str, Any]:
+def check_run(cfg: AuditConfig, judge: AuditJudge, engine: EngineParams | None = None) -> None:
+    """Every check of an audit run that needs no claim: the thresholds' benchmarks, then the run's other inputs
+    (:func:`safetax.audit.inputs.check_inputs`: judge, engine parameters, eval data, reachable models)."""
+    cfg.limits.check_benchmarks(cfg.resolved_profile.benchmarks("reasoning"))
+    check_inputs(cfg.resolved_profile, cfg.baseline_model, judge, engine)
+
+
+def plan(cfg: AuditConfig, out_dir: Path, run_id: str = "", judge: AuditJudge | None = None,
+         engine: EngineParams | None = None) -> dict[str, Any]:
     """Write ``plan.json``: the targets to evaluate (new checkpoints this run claimed, and the baseline if it
     needs an audit). ``run_id`` owns the claims (a retried plan of the same run keeps them); without one, a
-    fresh owner id is made. With ``judge`` (the pipeline's judge parameters), the run's other inputs are checked
-    first (:func:`safetax.audit.inputs.check_inputs`), before any claim."""
+    fresh owner id is made. With ``judge`` (the pipeline's judge parameters) and ``engine`` (its evaluation
+    parameters), the run's other inputs are checked first (:func:`check_run`), before any claim."""
     profile, limits = cfg.resolved_profile, cfg.limits
     limits.check_benchmarks(profile.benchmarks("reasoning"))
     if judge is not None:
-        check_inputs(profile, cfg.baseline_model, judge)
+        check_run(cfg, judge, engine)
     ledger = Ledger(cfg.store_uri, cfg.audit_name)
     owner = run_id or f"local-{uuid.uuid4().hex[:12]}"
     with timed(f"audit {cfg.audit_name}: plan"):

@@ -81,29 +81,29 @@ class TrainConfig:
         c.one_of("precision", self.precision, ("auto", "bf16", "fp32"))
         c.one_of("save_dtype", self.save_dtype, SAVE_DTYPES)
         c.one_of("ortho_reg", self.ortho_reg, ORTHO_REGS)
+        if not isinstance(self.name, str):
+            c.fail("name", self.name, "text, e.g. 'lora-r4' (empty = the method's label)")
+        for name in ("gradient_checkpointing", "dynamic_ratio", "random_mask"):
+            c.boolean(name, getattr(self, name))
         if self.method == "rpsa":
             c.one_of("rpsa_base", self.rpsa_base, ("full", "lora"))
             c.in_range("frozen_ratio", self.frozen_ratio, 0.0, 1.0)
             for name in ("update_every", "conflict_window"):
-                if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                    c.fail(name, getattr(self, name), "an integer >= 1")
+                c.integer(name, getattr(self, name), 1)
         if self.ortho_reg != "none":
             if not self.lora:
                 c.fail("ortho_reg", self.ortho_reg, "'none' for full fine-tuning (the regulariser acts on LoRA's B A)")
             c.positive("ortho_beta", self.ortho_beta)
-            if not (isinstance(self.ortho_k, int) and self.ortho_k >= 1):
-                c.fail("ortho_k", self.ortho_k, "an integer >= 1 (at most the smaller side of each adapted matrix)")
+            c.integer("ortho_k", self.ortho_k, 1, "(at most the smaller side of each adapted matrix)")
         c.non_negative("learning_rate", self.learning_rate)
         for name in ("batch_size", "grad_accum"):
             c.positive(name, getattr(self, name))
         for name in ("epochs", "weight_decay", "grad_clip"):
             c.non_negative(name, getattr(self, name))
         c.in_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
-        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= -1):
-            c.fail("warmup_steps", self.warmup_steps, "an integer >= 0, or -1 for the seeds' default")
+        c.integer("warmup_steps", self.warmup_steps, -1, "(-1 = the seeds' default)")
         if self.lora:
-            if not (isinstance(self.lora_rank, int) and self.lora_rank >= 1):
-                c.fail("lora_rank", self.lora_rank, "an integer >= 1")
+            c.integer("lora_rank", self.lora_rank, 1)
             c.positive("lora_alpha", self.lora_alpha)
             c.in_range("lora_dropout", self.lora_dropout, 0.0, 1.0)
             try:
@@ -114,9 +114,8 @@ class TrainConfig:
             parse_layers(self.layers, n_layers=0 if str(self.layers).strip() == MIDDLE else None)
         except ValueError as e:
             c.errors.append(str(e))
-        if not (isinstance(self.checkpoint_every_steps, int) and self.checkpoint_every_steps >= -1):
-            c.fail("checkpoint_every_steps", self.checkpoint_every_steps,
-                   "an integer >= 0 (0: at each epoch's end only), or -1 for no resumable state")
+        c.integer("checkpoint_every_steps", self.checkpoint_every_steps, -1,
+                  "(0: at each epoch's end only; -1: no resumable state)")
         if self.extra:
             c.fail("method config keys", sorted(self.extra), "among " + ", ".join(_FIELDS))
         c.raise_if_any()
@@ -145,11 +144,22 @@ class TrainConfig:
         """From a pipeline method config (KFP turns numbers in dicts into floats)."""
         d = {k: v for k, v in d.items() if k not in MERGE_KEYS}
         kw: dict[str, Any] = {k: v for k, v in d.items() if k in _FIELDS}
-        for k in _INT_FIELDS & kw.keys():
-            kw[k] = as_int(k, kw[k])
+        errors: list[str] = []
+        for k in sorted(_INT_FIELDS & kw.keys()):
+            try:
+                kw[k] = as_int(k, kw[k])
+            except ConfigError as e:  # reported with the other fields' problems, the field left at its default
+                errors += e.errors
+                del kw[k]
         if isinstance(kw.get("target_modules"), list):
             kw["target_modules"] = tuple(kw["target_modules"])
-        return cls(**kw, extra={k: v for k, v in d.items() if k not in _FIELDS})
+        try:
+            cfg = cls(**kw, extra={k: v for k, v in d.items() if k not in _FIELDS})
+        except ConfigError as e:
+            errors += e.errors
+        if errors:
+            raise ConfigError("TrainConfig", errors)
+        return cfg
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "extra")

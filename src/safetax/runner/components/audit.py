@@ -8,13 +8,17 @@ from safetax.runner.components._image import CPU_IMAGE
 def audit_plan(audit_name: str, store_uri: str, checkpoint_prefix: str, checkpoints: list, profile: str, custom_profile: dict,
                thresholds: dict, baseline: str, baseline_model: str, audit_schedule: str, promote: bool, max_attempts: int,
                judge_name: str, judge_model: str, judge_mode: str, judge_scope: str, equivalence_model: str,
-               plan: Output[Dataset]) -> int:
-    """Validate the audit's parameters and inputs (eval data; judge and baseline models reachable) and list the
-    checkpoints to audit (complete models, no ledger record yet, not given up); returns how many."""
+               plan: Output[Dataset], seed: int = 42, generation_batch_size: int = 32, generation_backend: str = "hf",
+               tensor_parallel_size: int = 1, generate_gpus: str = "1", judge_gpus: str = "1", eval_shards: int = 1,
+               generation_cache: str = "") -> int:
+    """Validate the audit's parameters (the evaluation engine's too: a typo must not fail every GPU pod after the
+    checkpoints are claimed) and inputs (eval data; judge and baseline models reachable), then list the checkpoints
+    to audit (complete models, no ledger record yet, not given up); returns how many."""
     from pathlib import Path
 
     from safetax.audit.inputs import AuditJudge
     from safetax.stages import audit as stage
+    from safetax.stages.engine_params import EngineParams
     from safetax.stages.runtime import RunContext, stage_run
     from safetax.runid import run_id_of
     from safetax.timing import setup_logging
@@ -27,7 +31,9 @@ def audit_plan(audit_name: str, store_uri: str, checkpoint_prefix: str, checkpoi
             "baseline_model": baseline_model, "audit_schedule": audit_schedule, "promote": promote, "max_attempts": max_attempts,
         })
         judge = AuditJudge(judge_name, judge_model, judge_mode, judge_scope, equivalence_model)
-        return len(stage.plan(cfg, Path(plan.path), run_id=run_id_of(plan.uri), judge=judge)["targets"])
+        engine = EngineParams(generation_backend, generation_batch_size, tensor_parallel_size, generate_gpus, judge_gpus,
+                              eval_shards, generation_cache, seed)
+        return len(stage.plan(cfg, Path(plan.path), run_id=run_id_of(plan.uri), judge=judge, engine=engine)["targets"])
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

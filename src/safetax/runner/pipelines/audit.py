@@ -84,7 +84,11 @@ def build_audit_pipeline(platform: PlatformConfig):
                                        checkpoints=checkpoints, profile=profile, custom_profile=custom_profile, thresholds=thresholds,
                                        baseline=baseline, baseline_model=baseline_model, audit_schedule=audit_schedule, promote=promote,
                                        max_attempts=max_attempts, judge_name=judge_name, judge_model=judge_model,
-                                       judge_mode=judge_mode, judge_scope=judge_scope, equivalence_model=equivalence_model),
+                                       judge_mode=judge_mode, judge_scope=judge_scope, equivalence_model=equivalence_model,
+                                       seed=seed, generation_batch_size=generation_batch_size,
+                                       generation_backend=generation_backend, tensor_parallel_size=tensor_parallel_size,
+                                       generate_gpus=generate_gpus, judge_gpus=judge_gpus, eval_shards=eval_shards,
+                                       generation_cache=generation_cache),
                             "prepare", platform, display="audit-plan: new checkpoints", cache=False)
             run = {"store_uri": store_uri, "audit": audit_name}
             engine = platform.engine_settings().to_dict()  # the platform's vLLM settings and judge backend, compiled in
