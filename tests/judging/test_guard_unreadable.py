@@ -134,8 +134,15 @@ def test_hf_logit_mode_labels_nan_logits_unscored(nan_guard: Path) -> None:
 @pytest.fixture()
 def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The stand-in ``vllm`` module of ``test_llama_guard_vllm.py`` (vLLM V1's outputs over a transformers model)."""
-    v = _load("test_llama_guard_vllm")
-    return v.fake_vllm.__wrapped__(monkeypatch)
+    import sys
+    import types
+
+    fake = _load("test_llama_guard_vllm").FakeLLM
+    module = types.ModuleType("vllm")
+    module.LLM, module.SamplingParams = fake, lambda **kw: kw  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    fake.instances.clear()
+    return fake
 
 
 @pytest.mark.parametrize("top", [20, 1], ids=["top-k", "fallback"])

@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,9 +27,9 @@ class DataError(ValueError):
 class Rows(list[dict[str, Any]]):
     """The rows of a file, each with the file line it ends on (``lines``; empty for parquet)."""
 
-    def __init__(self, rows: list[dict[str, Any]] = (), lines: list[int] | None = None) -> None:  # type: ignore[assignment]
+    def __init__(self, rows: Iterable[dict[str, Any]] = (), lines: Iterable[int] = ()) -> None:
         super().__init__(rows)
-        self.lines: list[int] = list(lines or [])
+        self.lines: list[int] = list(lines)
 
 
 def row_label(rows: list[dict[str, Any]], i: int) -> str:
@@ -51,10 +52,10 @@ def _suffix(path: Path) -> str:
     raise DataError(f"{path}: unsupported file type; allowed: {', '.join(FORMATS)}")
 
 
-def _open_text(path: Path) -> IO[str]:
+def _open_text(path: Path, newline: str | None = None) -> IO[str]:
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding=ENCODING, newline="")
-    return open(path, encoding=ENCODING, newline="")
+        return gzip.open(path, "rt", encoding=ENCODING, newline=newline)
+    return open(path, encoding=ENCODING, newline=newline)
 
 
 def _first_bad_line(path: Path) -> str:
@@ -119,11 +120,11 @@ def read_rows(path: Path) -> Rows:
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{path}: not a readable parquet file ({e})") from None
     try:
-        with _open_text(path) as f:
+        with _open_text(path, newline="" if fmt.startswith(".csv") else None) as f:  # csv wants newline=""
             return _csv(path, f) if fmt.startswith(".csv") else _jsonl(path, f)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text ({_first_bad_line(path)}); save the file as UTF-8") from None
-    except (gzip.BadGzipFile, EOFError) as e:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataError(f"{path}: not a readable gzip file ({e})") from None
 
 

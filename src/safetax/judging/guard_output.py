@@ -103,3 +103,26 @@ def logit_verdict(p_unsafe: float, mass: float, threshold: float, min_mass: floa
                                            "not a guard model, or not its prompt format")
     label = "unsafe" if p_unsafe > threshold else "safe"
     return Judgement(label, p_unsafe, f"P(unsafe)={p_unsafe:.4f} of safe/unsafe first tokens (mass {mass:.3f})")
+
+
+def verdict_token_ids(tokenizer: Any) -> tuple[int, int]:
+    """Ids of the first token of ``safe`` and of ``unsafe`` as generated at the start of a line.
+
+    Args:
+        tokenizer: The guard model's tokenizer.
+
+    Returns:
+        ``(safe_id, unsafe_id)``.
+
+    Raises:
+        ValueError: When a word encodes to nothing or both words start with the same token.
+    """
+    ids = []
+    for word in ("safe", "unsafe"):
+        enc = tokenizer.encode(word, add_special_tokens=False)
+        if not enc:
+            raise ValueError(f"tokenizer encodes {word!r} to no tokens")
+        ids.append(int(enc[0]))
+    if ids[0] == ids[1]:
+        raise ValueError(f"'safe' and 'unsafe' share their first token {ids[0]}: logit mode cannot tell them apart")
+    return ids[0], ids[1]

@@ -25,8 +25,13 @@ import re
 _SPECIAL_OPENER = re.compile(r"<(?=[|\uff5c])")
 # "<BEGIN ...>" / "<END ...>" markers, any case and spacing; "<" becomes "‹" (U+2039), which reads the same.
 _MARKER = re.compile(r"<(?=\s*/?\s*(?:begin|end)\b)", re.IGNORECASE)
-# A line whose first word is a role of the guard's conversation, after indentation, quote marks or emphasis.
-_ROLE_LINE = re.compile(r"[ \t>*_#]*(?:user|agent)[ \t*_]*:", re.IGNORECASE)
+# Characters a line may start with (or hold before the colon) and still read as a turn to a language model: any
+# Unicode space, the invisible format characters (zero-width space and joiners, word joiner, BOM), quote marks,
+# emphasis, headings and bullets.
+_INVISIBLE = "\\s\u200b-\u200f\u2060\ufeff"
+_LEAD = rf"[{_INVISIBLE}>*_#\-+\u2022\u00b7]*(?:\d{{1,3}}[.)][{_INVISIBLE}]*)?"  # ... and a numbered-list marker
+# A line whose first word is a role of the guard's conversation; the colon may be the fullwidth or small one.
+_ROLE_LINE = re.compile(rf"{_LEAD}(?:user|agent)[{_INVISIBLE}*_]*[:\uff1a\ufe55]", re.IGNORECASE)
 ROLE_QUOTE = "| "  # put before such a line: it reads as quoted text, not as a turn of the conversation
 
 
@@ -35,9 +40,11 @@ def neutralize(text: str) -> str:
 
     * ``<|`` and ``<｜`` get a space after ``<`` (``< |eot_id|>``), so no tokenizer maps them to a special id;
     * ``<BEGIN`` / ``<END`` (any case, spaces or ``/`` allowed after ``<``) start with ``‹`` instead of ``<``;
-    * a line starting with ``User:`` or ``Agent:`` (any case; indentation, ``>``, ``*``, ``_``, ``#`` allowed
-      before, ``*``/``_`` before the colon) gets :data:`ROLE_QUOTE` in front. Every line break Python knows
-      (``\\n``, ``\\r``, ``\\u2028``, ...) starts a line.
+    * a line starting with ``User:`` or ``Agent:`` (any case; before it any Unicode space or invisible format
+      character such as a zero-width space, ``>``, ``*``, ``_``, ``#``, a bullet (``-``, ``+``, ``•``) or a
+      numbered-list marker (``1.``, ``2)``); ``*``/``_``/spaces before the colon, which may also be the
+      fullwidth ``：``) gets :data:`ROLE_QUOTE` in front. Every line break Python knows (``\\n``, ``\\r``,
+      ``\\u2028``, ...) starts a line.
 
     Text without these patterns is returned unchanged.
 

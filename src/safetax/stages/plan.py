@@ -67,6 +67,7 @@ class AlignmentParams:
     protocol: str = "seeds"  # fills in every parameter left unset (safetax.protocols.UNSET); explicit values win
     train_nodes: int = 1  # > 1: a Kubeflow Trainer TrainJob on train_nodes x train_gpus GPUs
     eval_shards: int = 1  # > 1: every model's prompts split over that many evaluation chains (safetax.shards)
+    generation_cache: str = ""  # "" = <store_uri>/cache, "off" = none, else a root URI (safetax.gencache)
 
 
 def _errors_of(e: Exception) -> list[str]:
