@@ -31,14 +31,14 @@ def test_missing_column_names_file_and_columns(tmp_path: Path) -> None:
 def test_empty_value_names_row_and_column(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": "p", "refusal": "r"}\n{"prompt": "p", "refusal": "  "}\n')
-    with pytest.raises(DataError, match=r"bad\.jsonl: row 2: column 'refusal' is empty"):
+    with pytest.raises(DataError, match=r"bad\.jsonl: line 2: column 'refusal' is empty"):
         require_columns(path, read_rows(path), ("prompt", "refusal"))
 
 
 def test_invalid_json_names_row(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": "p"}\n{oops\n')
-    with pytest.raises(DataError, match=r"row 2: not valid JSON"):
+    with pytest.raises(DataError, match=r"line 2: not valid JSON"):
         read_rows(path)
 
 

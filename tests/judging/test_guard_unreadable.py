@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import shutil
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,12 @@ PROSE = ["The response is not safe", "I cannot judge the safety of this", "safe.
 
 
 def _load(name: str) -> Any:
+    """A sibling test module, by path (registered: its dataclasses resolve their annotations through it)."""
     spec = importlib.util.spec_from_file_location(f"guard_{name}", Path(__file__).parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules.setdefault(spec.name, module)  # type: ignore[union-attr]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return sys.modules[spec.name]  # type: ignore[union-attr]
 
 
 H = _load("test_llama_guard")
@@ -134,9 +138,6 @@ def test_hf_logit_mode_labels_nan_logits_unscored(nan_guard: Path) -> None:
 @pytest.fixture()
 def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The stand-in ``vllm`` module of ``test_llama_guard_vllm.py`` (vLLM V1's outputs over a transformers model)."""
-    import sys
-    import types
-
     fake = _load("test_llama_guard_vllm").FakeLLM
     module = types.ModuleType("vllm")
     module.LLM, module.SamplingParams = fake, lambda **kw: kw  # type: ignore[attr-defined]

@@ -47,7 +47,8 @@ def test_gate_promotes_the_best_passing_checkpoint_with_its_record(tmp_path: Pat
     record = json.loads((promoted / "audit.json").read_text())
     assert record["kind"] == "adapter" and record["base_model"] == "/models/base"
     assert record["reasoning_drop"] == pytest.approx({"arith": 0.02})
-    assert json.loads((tmp_path / "out" / "gate.json").read_text())["uri"] == str(promoted)
+    written = json.loads((tmp_path / "out" / "gate.json").read_text())
+    assert written["uri"] == str(promoted) and written["ranked_on"] == "means"  # the report says how it chose
 
 
 def test_gate_refuses_when_the_refusal_rate_is_below_the_threshold(tmp_path: Path) -> None:

@@ -51,6 +51,15 @@ def choose(results: Sequence[Audited], confidence: float | None = None) -> Audit
     return passing[best]
 
 
+def ranked_on(confidence: float | None) -> str:
+    """How :func:`choose` ranks, in words for reports (the run report's ``pareto`` column is on means).
+
+    >>> ranked_on(None), ranked_on(0.9)
+    ('means', 'one-sided 90% lower bounds')
+    """
+    return "means" if confidence is None else f"one-sided {100 * confidence:g}% lower bounds"
+
+
 def promote(checkpoint_uri: str, record: dict[str, Any], dest_uri: str) -> str:
     """Publish the checkpoint's files and ``audit.json`` under ``dest_uri``; returns it."""
     src = fetch(checkpoint_uri, "promoted checkpoint")

@@ -1,8 +1,8 @@
 """Read row-oriented data files (JSONL, CSV, parquet) with errors that name file, row and column.
 
-Every message places a problem the same way: ``row N`` is the 1-based data row (blank lines and a CSV
-header are not rows), followed by ``(line M)``, the file's own line number that an editor opens at, for
-the text formats (JSONL, CSV, gzipped or not). Parquet files have no lines: ``row N`` only.
+Every message places a problem by one numbering: ``line N``, the file's own 1-based line number (the
+one an editor opens at; blank lines and a CSV header count), for the text formats (JSONL, CSV, gzipped
+or not). Parquet files have no lines: there it is ``row N``, the 1-based row of the table.
 Text is read as UTF-8; a leading byte-order mark (Excel's "CSV UTF-8") is dropped.
 """
 
@@ -33,15 +33,15 @@ class Rows(list[dict[str, Any]]):
 
 
 def row_label(rows: list[dict[str, Any]], i: int) -> str:
-    """Where the 1-based data row ``i`` of ``rows`` is: ``row i (line M)``, or ``row i`` without line numbers.
+    """Where the ``i``-th (1-based) of ``rows`` is: ``line M`` of its file, or ``row i`` without line numbers.
 
     >>> row_label(Rows([{"a": 1}, {"a": 2}], lines=[1, 3]), 2)
-    'row 2 (line 3)'
+    'line 3'
     >>> row_label([{"a": 1}], 1)
     'row 1'
     """
     lines = getattr(rows, "lines", None)
-    return f"row {i} (line {lines[i - 1]})" if lines and 0 < i <= len(lines) else f"row {i}"
+    return f"line {lines[i - 1]}" if lines and 0 < i <= len(lines) else f"row {i}"
 
 
 def _suffix(path: Path) -> str:
@@ -74,7 +74,7 @@ def _jsonl(path: Path, f: IO[str]) -> Rows:
     for n, line in enumerate(f, start=1):
         if not line.strip():
             continue
-        where = f"{path}: row {len(rows) + 1} (line {n})"
+        where = f"{path}: line {n}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
@@ -96,7 +96,7 @@ def _csv(path: Path, f: IO[str]) -> Rows:
         except StopIteration:
             return rows
         except csv.Error as e:
-            raise DataError(f"{path}: row {len(rows) + 1} (line {reader.line_num}): not valid CSV ({e})") from None
+            raise DataError(f"{path}: line {reader.line_num}: not valid CSV ({e})") from None
         rows.append(row)
         rows.lines.append(reader.line_num)  # the record's last line (a quoted field may span lines)
 
@@ -106,7 +106,7 @@ def read_rows(path: Path) -> Rows:
 
     Raises:
         DataError: a missing, unsupported, undecodable (not UTF-8, bad gzip) or malformed file,
-            naming the file and, for text formats, the row and line.
+            naming the file and, for text formats, the line.
     """
     if not path.is_file():
         raise DataError(f"{path}: file does not exist")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from safetax.artifacts import checkpoint_files, read_checkpoints, read_scores
-from safetax.audit.gate import choose, promote
+from safetax.audit.gate import choose, promote, ranked_on
 from safetax.audit.telemetry import Audited
 from safetax.audit.verdict import Thresholds, judge_checkpoint
 from safetax.config import ConfigError
@@ -70,7 +70,8 @@ def run(thresholds: dict[str, Any], base_model: str, score_dirs: list[Path], tra
                   "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         dest = f"{store_uri.rstrip('/')}/promoted/{run_id}/{best.checkpoint}"
         promote(str(src), record, dest)
-        result = {"gate": "promoted", "checkpoint": best.checkpoint, "uri": dest, "passed": [a.checkpoint for a in results if a.verdict.passed]}
+        result = {"gate": "promoted", "checkpoint": best.checkpoint, "uri": dest, "passed": [a.checkpoint for a in results if a.verdict.passed],
+                  "ranked_on": ranked_on(limits.confidence)}
         write_json(tmp / GATE, result)
     log.info("gate: promoted %s to %s (%d of %d checkpoint(s) pass)", best.checkpoint, dest, len(result["passed"]), len(results))
     return result

@@ -2,9 +2,13 @@
 
 A cluster run costs GPU-hours, so every mistake a run can have is found here, on a CPU, before any
 model loads: each method config (a typo in one of five methods is named with its index), the eval
-sets and their data files, the judge, the sampling settings, RPSA's corpus, the gate's thresholds,
-and that every model and data URI can be reached (a gated hub model without ``HF_TOKEN`` fails
-here, not after training). All problems are reported at once.
+sets and their data files and the generate stage's config of them, the engine parameters and the
+generation cache, the judge, the sampling settings, RPSA's corpus file, the gate's thresholds, and
+that every model and data URI can be reached (a gated hub model without ``HF_TOKEN`` fails here,
+not after training). Then what can be read cheaply is read (:mod:`safetax.stages.plan_inputs`):
+the refusal rows, and the base model's config.json, against which every method's targets, layers
+and SVD ranks are checked. All problems are reported at once; an unknown ``protocol`` is one
+problem, not one per value it would have filled in.
 
 The output is one item per method: its fully resolved training config (defaults of the run filled
 in), its merge config, and, for RPSA methods, the corpus and Fisher settings. The pipeline fans out
@@ -20,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from safetax.config import Checks, ConfigError
+from safetax.stages.plan_evaluation import REASONING_SAMPLING, check_evaluation, read_eval_set
+from safetax.stages.plan_evaluation import eval_set_prompts  # noqa: F401 - the audit's plan imports it from here
 
 log = logging.getLogger(__name__)
 PLAN = "plan.json"
 # Method names become path components (<store>/<run>/<stage>/<name>) and metric labels.
 LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-BACKENDS = ("hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -74,13 +79,12 @@ def _errors_of(e: Exception) -> list[str]:
     return list(e.errors) if isinstance(e, ConfigError) else [str(e)]
 
 
-def method_items(p: AlignmentParams, c: Checks) -> list[dict[str, Any]]:
+def method_items(p: AlignmentParams, c: Checks, unset: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """One resolved item per method; problems go to ``c`` under ``methods[i]``.
 
     An item: ``label`` (the method's name), ``method`` (full | lora | rpsa), ``config`` (the method config with the
     run's seed and epochs filled in), ``merges`` (a merge stage has work), ``is_rpsa`` and ``rpsa`` (corpus and
     Fisher settings of an RPSA method, else empty)."""
-    from safetax.stages.fisher import FisherConfig
     from safetax.stages.merge import MergeConfig
     from safetax.stages.train import TrainConfig, check_data_parallel
 
@@ -110,88 +114,30 @@ def method_items(p: AlignmentParams, c: Checks) -> list[dict[str, Any]]:
         if label in seen:
             c.fail(f"{where}.name", label, f"unique: methods[{seen[label]}] has the same name")
         seen[label] = i
-        rpsa: dict[str, Any] = {}
-        if cfg.method == "rpsa":
-            try:
-                FisherConfig(keep=p.rpsa_keep, validate=p.rpsa_validate, estimator=p.fisher_estimator,
-                             tokens_per_sequence=p.fisher_tokens_per_sequence)
-            except ConfigError as e:
-                c.errors += [f"{where} ({label}): {m}" for m in e.errors]
-            rpsa = {"keep": p.rpsa_keep, "validate": p.rpsa_validate, "estimator": p.fisher_estimator,
-                    "tokens_per_sequence": p.fisher_tokens_per_sequence, "corpus": {
-                "eval_set": dict(p.rpsa_corpus), "n": p.rpsa_corpus_size, "seed": p.seed, "batch_size": p.generation_batch_size,
-                "temperature": p.reasoning_temperature, "top_p": p.reasoning_top_p, "max_new_tokens": p.reasoning_max_new_tokens}}
+        rpsa = _rpsa_settings(p, c, f"{where} ({label})", unset) if cfg.method == "rpsa" else {}
         # `config` is what TrainConfig.from_dict and MergeConfig.from_method read in the method's stages.
         items.append({"label": label, "method": cfg.method, "config": resolved, "merges": merge.mode != "none",
                       "is_rpsa": cfg.method == "rpsa", "rpsa": rpsa})
     return items
 
 
-def eval_set_prompts(eval_sets: list[dict[str, Any]], c: Checks, where: str = "eval_sets") -> int:
-    """How many prompts the eval sets hold, each set's data file read and parsed (a missing benchmark directory or a
-    bad row is found here, on a CPU); the problems go to ``c`` as ``<where>[i]: ...``. Shared with the audit's plan."""
-    from safetax.data.eval_sets import EvalSet, load_eval_set
-
-    prompts = 0
-    for i, raw in enumerate(eval_sets):
-        try:
-            prompts += len(load_eval_set(EvalSet.from_dict(dict(raw)))[0])
-        except (ConfigError, TypeError, ValueError, FileNotFoundError, KeyError) as e:
-            c.errors += [f"{where}[{i}]: {m}" for m in _errors_of(e)]
-    return prompts
-
-
-def _check_evaluation(p: AlignmentParams, c: Checks) -> None:
-    from safetax.generation.base import SamplingConfig
-    from safetax.shards import check_count
-    from safetax.stages.judge import JudgeConfig
-
-    prompts = 0
-    if not isinstance(p.eval_sets, list) or not p.eval_sets:
-        c.fail("eval_sets", p.eval_sets, 'a non-empty list, e.g. [{"benchmark": "strongreject"}, {"benchmark": "math500"}]')
-    else:
-        prompts = eval_set_prompts(p.eval_sets, c)
-    try:
-        n = p.eval_shards  # KFP may hand whole numbers over as floats (2.0)
-        shards = check_count(int(n) if isinstance(n, float) and n.is_integer() else n)
-        if prompts and shards > prompts:
-            c.fail("eval_shards", shards, f"at most the {prompts} prompts of the eval sets (a shard holds every n-th prompt)")
-    except ValueError as e:
-        c.errors.append(str(e))
-    for name, build in (("safety sampling", lambda: SamplingConfig(max_new_tokens=p.safety_max_new_tokens, seed=p.seed)),
-                        ("reasoning sampling", lambda: SamplingConfig(temperature=p.reasoning_temperature, top_p=p.reasoning_top_p,
-                                                                      n=p.reasoning_samples, max_new_tokens=p.reasoning_max_new_tokens,
-                                                                      seed=p.seed)),
-                        ("judge", lambda: JudgeConfig(judge=p.judge_name, judge_model=p.judge_model, mode=p.judge_mode,
-                                                   judge_scope=p.judge_scope))):
-        try:
-            build()
-        except (ConfigError, TypeError, ValueError) as e:
-            c.errors += [f"{name}: {m}" for m in _errors_of(e)]
-    c.one_of("generation_backend", p.generation_backend, BACKENDS)
-    c.positive("generation_batch_size", p.generation_batch_size)
-    c.positive("tensor_parallel_size", p.tensor_parallel_size)
-    c.positive("max_length", p.max_length)
-    c.positive("analysis_k", p.analysis_k)
-    n = p.train_nodes  # KFP hands whole numbers over as floats (1.0)
-    if isinstance(n, bool) or not isinstance(n, (int, float)) or not float(n).is_integer() or n < 1:
-        c.fail("train_nodes", n, "a whole number of nodes >= 1 (1 = one pod)")
-
-
-def _check_rpsa(p: AlignmentParams, items: list[dict[str, Any]], c: Checks) -> None:
-    from safetax.data.eval_sets import EvalSet
+def _check_rpsa(p: AlignmentParams, items: list[dict[str, Any]], c: Checks, unset: frozenset[str] = frozenset()) -> None:
+    """RPSA's corpus: its size, its spec and data file (read), and the corpus stage's config."""
     from safetax.generation.base import SamplingConfig
     from safetax.stages.corpus import CorpusConfig
 
     rpsa = [it["label"] for it in items if it["is_rpsa"]]
     if not rpsa:
         return
-    if not p.rpsa_corpus_size:
+    if not p.rpsa_corpus_size and "rpsa_corpus_size" not in unset:
         c.fail("rpsa_corpus_size", p.rpsa_corpus_size,
                f"> 0 for RPSA methods ({', '.join(rpsa)}): their Fisher is computed on the base model's own answers to that many "
                "problems (paper: 100)")
+    es, _ = read_eval_set(p.rpsa_corpus, c, "rpsa_corpus")
+    if es is None or unset.intersection(REASONING_SAMPLING):
+        return
     try:
-        CorpusConfig(eval_set=EvalSet.from_dict(dict(p.rpsa_corpus)), n=p.rpsa_corpus_size, seed=p.seed,
+        CorpusConfig(eval_set=es, n=p.rpsa_corpus_size, seed=p.seed,
                      sampling=SamplingConfig(temperature=p.reasoning_temperature, top_p=p.reasoning_top_p,
                                              max_new_tokens=p.reasoning_max_new_tokens, seed=p.seed))
     except (ConfigError, TypeError, ValueError) as e:
@@ -246,31 +192,56 @@ def _gpu_count(c: Checks, name: str, value: int | str) -> int:
     return max(n, 0)
 
 
+def _resolve(p: AlignmentParams, c: Checks) -> tuple[AlignmentParams, frozenset[str]]:
+    """The run with the protocol's values for what the user left unset, and the names the protocol should have set
+    but could not (an unknown protocol: reported once; those names hold the seeds' values only as placeholders, and
+    the checks that read them are skipped, so a typo is not followed by errors about values nobody set)."""
+    from dataclasses import replace
+
+    from safetax.protocols import DEFAULT_PROTOCOL, UNSET, resolve_protocol
+
+    try:
+        return replace(p, **resolve_protocol(p.protocol, {k: v for k, v in asdict(p).items() if k != "protocol"})), frozenset()
+    except ConfigError as e:
+        c.errors += _errors_of(e)
+    unset = {k: getattr(p, k) for k, sentinel in UNSET.items() if getattr(p, k) == sentinel}
+    return replace(p, **resolve_protocol(DEFAULT_PROTOCOL, unset)), frozenset(unset)
+
+
+def _check_inputs(p: AlignmentParams, items: list[dict[str, Any]], c: Checks, unset: frozenset[str]) -> None:
+    """Reachability of every input, then what can be read cheaply: the refusal rows, the model's architecture."""
+    from safetax.stages.plan_inputs import check_against_model, check_refusal_data
+
+    _check_reachable(p, c)
+    if c.errors:
+        return
+    check_refusal_data(p.refusal_data_uri, c)
+    check_against_model(p.base_model_uri, items, c, analysis_k=None if "analysis_k" in unset else p.analysis_k,
+                        vllm_tensor_parallel=p.tensor_parallel_size if p.generation_backend == "vllm" else None)
+
+
 def plan(p: AlignmentParams, out_dir: Path | None = None) -> list[dict[str, Any]]:
     """Validate the run (all problems at once, as a :class:`ConfigError`) and return the method items."""
     from dataclasses import replace
 
     from safetax.stages import gate
-
-    from safetax.protocols import resolve_protocol
+    from safetax.stages.engine_params import gpu_count
 
     c = Checks("alignment run parameters")
-    try:  # the protocol's values for what the user left unset, then every check on the resolved run
-        p = replace(p, **resolve_protocol(p.protocol, {k: v for k, v in asdict(p).items() if k != "protocol"}))
-    except ConfigError as e:
-        c.errors += _errors_of(e)
-    p = replace(p, **{name: _gpu_count(c, name, getattr(p, name)) for name in ("train_gpus", "generate_gpus", "judge_gpus")})
-    items = method_items(p, c)
-    _check_evaluation(p, c)
-    _check_rpsa(p, items, c)
+    p, unset = _resolve(p, c)  # then every check on the resolved run
+    p = replace(p, train_gpus=_gpu_count(c, "train_gpus", p.train_gpus))
+    items = method_items(p, c, unset)
+    check_evaluation(p, c, unset)  # also generate_gpus and judge_gpus
+    p = replace(p, **{name: gpu_count(Checks(name), name, getattr(p, name)) for name in ("generate_gpus", "judge_gpus")})
+    _check_rpsa(p, items, c, unset)
     try:
         gate.check(p.gate_thresholds, p.store_uri)
     except (ConfigError, TypeError, ValueError) as e:
         c.errors += [f"gate_thresholds: {m}" for m in _errors_of(e)]
     if p.store_uri:
         _check_store_uri(p.store_uri, c)
-    if not c.errors:  # network checks last, and only for a run that is otherwise valid
-        _check_reachable(p, c)
+    if not c.errors:  # network checks and reads of the inputs last, and only for a run that is otherwise valid
+        _check_inputs(p, items, c, unset)
     c.raise_if_any()
     if out_dir is not None:
         from safetax.store import atomic_dir, write_json
