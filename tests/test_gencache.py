@@ -184,3 +184,17 @@ def test_a_hub_id_is_the_commit_its_main_branch_names(tiny_model: Path, offline_
     assert content_digest("org/tiny") == content_digest(str(second)) != content_digest(str(first))
     with pytest.raises(StoreError, match=r"judge_model: hub model 'org/absent': the hub is offline"):
         content_digest("org/absent", "judge_model")
+
+
+def test_a_pinned_hub_id_loads_its_commit_after_a_new_push(tiny_model: Path, offline_hf_cache: Path) -> None:
+    from safetax.store import local_model_dir, resolve_model
+    from safetax.store.digest import content_digest
+
+    first = put_in_hf_cache(offline_hf_cache, "org/tiny", "a" * 40, tiny_model)
+    put_in_hf_cache(offline_hf_cache, "org/tiny", "b" * 40, tiny_model)  # refs/main moves on
+    pinned = "org/tiny@" + "a" * 40
+    assert resolve_model(pinned) == str(first) and local_model_dir(pinned) == first
+    assert content_digest(pinned) == content_digest(str(first)) != content_digest("org/tiny")
+    assert resolve_model("org/tiny") == "org/tiny"  # unpinned: from_pretrained resolves it
+    with pytest.raises(StoreError, match=r"'org/tiny@main' does not exist .*'org/name@<40 hex digits>'"):
+        local_model_dir("org/tiny@main")  # only a commit pins

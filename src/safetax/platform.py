@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safetax.config import Checks, ConfigError
+from safetax.platform_shape import DEFAULT_KINDS, STAGE_KINDS, mapping, tolerations
 
 if TYPE_CHECKING:
     from safetax.generation.backends import EngineSettings
@@ -284,29 +285,37 @@ class PlatformConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "platform config") -> PlatformConfig:
-        """Build from the YAML structure in the module docstring; unknown keys are errors."""
+        """Build from the YAML structure in the module docstring; unknown keys and wrong kinds are errors."""
         c = Checks(source)
+        if not isinstance(d, dict):
+            c.fail("the file's top level", d, "a mapping with the keys defaults and stages")
+            c.raise_if_any()
         _unknown(c, "", d, {"defaults", "stages"})
-        defaults = dict(d.get("defaults") or {})
+        defaults = mapping(c, "defaults", d.get("defaults"), DEFAULT_KINDS)
         _unknown(c, "defaults.", defaults, set(_DEFAULT_KEYS) | {"image_pull_secrets"})
         allowed = {f.name for f in fields(StageSettings)}
         stages = dict(BUILTIN)
-        for name, raw in (d.get("stages") or {}).items():
+        for name, raw in mapping(c, "stages", d.get("stages"), {}).items():
             if name in FOLDED:
                 c.fail(f"stages.{name}", "(a stage of earlier releases)", f"moved: its work now runs in {FOLDED[name]}; set that stage")
                 continue
             if name not in STAGES:
                 c.one_of("stages key", name, STAGES)
                 continue
-            raw = dict(raw or {})
+            raw = mapping(c, f"stages.{name}", raw, STAGE_KINDS)
             _unknown(c, f"stages.{name}.", raw, allowed)
             raw = {k: v for k, v in raw.items() if k in allowed}
             if "tolerations" in raw:
-                try:
-                    raw["tolerations"] = tuple(Toleration(**t) for t in raw["tolerations"])
-                except (TypeError, ConfigError) as e:
-                    c.fail(f"stages.{name}.tolerations", raw["tolerations"], f"a list of {{key, operator, value, effect}} ({e})")
+                items = tolerations(c, f"stages.{name}.tolerations", raw["tolerations"])
+                for i, t in enumerate(items or ()):
+                    try:
+                        Toleration(**t)
+                    except ConfigError as e:
+                        c.errors += [f"stages.{name}.tolerations[{i}]: {m}" for m in e.errors]
+                        items = None
+                if items is None:
                     continue
+                raw["tolerations"] = tuple(Toleration(**t) for t in items)
             for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size", "scratch_size"):
                 if isinstance(raw.get(key), (int, float)) and not isinstance(raw.get(key), bool):
                     raw[key] = str(raw[key])  # YAML `cpu_limit: 8`
@@ -354,4 +363,13 @@ def load_platform(path: str | None = None) -> PlatformConfig:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"platform config {path!r} (SAFETAX_PLATFORM) does not exist")
-    return PlatformConfig.from_dict(yaml.safe_load(p.read_text()) or {}, source=f"platform config {path}")
+    source = f"platform config {path}"
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(source, [f"not valid YAML{at}: {getattr(e, 'problem', None) or e}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(source, [f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})"]) from None
+    return PlatformConfig.from_dict({} if data is None else data, source=source)

@@ -108,11 +108,13 @@ def test_a_hub_id_is_audited_once_per_revision(tiny_model: Path, offline_hf_cach
     revision pushed under the id is a new checkpoint; an id that cannot be resolved fails the plan, naming it."""
     snapshot = put_in_hf_cache(offline_hf_cache, "org/tiny", "a" * 40, tiny_model)
     first = discover("", ["org/tiny"], audited=set())
-    assert [(t.uri, t.digest) for t in first.new] == [("org/tiny", discover("", [str(snapshot)], set()).new[0].digest)]
+    # the target is pinned to the commit identified: the generate step loads what the ledger will record
+    assert [(t.name, t.uri, t.digest) for t in first.new] == [("tiny", "org/tiny@" + "a" * 40,
+                                                               discover("", [str(snapshot)], set()).new[0].digest)]
     assert discover("", ["org/tiny"], audited={first.new[0].digest}).new == []
     put_in_hf_cache(offline_hf_cache, "org/tiny", "b" * 40, tiny_model)  # a new revision
     again = discover("", ["org/tiny"], audited={first.new[0].digest})
-    assert [t.uri for t in again.new] == ["org/tiny"] and again.new[0].digest != first.new[0].digest
+    assert [t.uri for t in again.new] == ["org/tiny@" + "b" * 40] and again.new[0].digest != first.new[0].digest
     cfg = stage.AuditConfig.from_dict({"audit_name": "nightly", "store_uri": str(tmp_path / "store"),
                                        "checkpoints": ["org/other"], "profile": "custom", "custom_profile": PROFILE})
     with pytest.raises(StoreError, match=r"checkpoints: hub model 'org/other': the hub is offline .* not .*in the local HF cache"):

@@ -29,11 +29,11 @@ PROSE = ["The response is not safe", "I cannot judge the safety of this", "safe.
 
 def _load(name: str) -> Any:
     """A sibling test module, by path (registered: its dataclasses resolve their annotations through it)."""
-    spec = importlib.util.spec_from_file_location(f"guard_{name}", Path(__file__).parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules.setdefault(spec.name, module)  # type: ignore[union-attr]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules[spec.name]  # type: ignore[union-attr]
+    if f"guard_{name}" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(f"guard_{name}", Path(__file__).parent / f"{name}.py")
+        sys.modules[f"guard_{name}"] = module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return sys.modules[f"guard_{name}"]
 
 
 H = _load("test_llama_guard")

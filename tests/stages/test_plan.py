@@ -25,7 +25,8 @@ def _params(tiny_model: Path, tmp_path: Path, **kw) -> AlignmentParams:
 
 def test_items_carry_resolved_configs_and_flags(tiny_model: Path, tmp_path: Path) -> None:
     items = plan(_params(tiny_model, tmp_path, epochs=2, seed=7, rpsa_corpus_size=4,
-                         methods=[{"method": "lora", "name": "lora-r4", "merge": "ortho-both", "merge_lambdas": [1, 1.25]},
+                         methods=[{"method": "lora", "name": "lora-r4", "merge": "ortho-both", "merge_k": 8,  # tiny model: 32 x 64
+                                   "merge_lambdas": [1, 1.25]},
                                   {"method": "full", "epochs": 1}, {"method": "rpsa", "name": "rpsa-lora"}]), tmp_path / "out")
     by = {it["label"]: it for it in items}
     assert list(by) == ["lora-r4", "full", "rpsa-lora"]

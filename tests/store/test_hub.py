@@ -27,11 +27,16 @@ TOKEN = "hf_not_a_real_token_4711"
 CLIENT = """
 import json, sys
 from safetax.store import StoreError, check_reachable, local_model_dir
+from safetax.store.digest import identify
 
 out = []
 for action, uri in json.loads(sys.argv[1]):
     try:
-        out.append(str(local_model_dir(uri, "base_model_uri")) if action == "dir" else check_reachable(uri, "judge_model"))
+        if action == "identify":
+            found = identify(uri, "checkpoints")
+            out.append([found.digest, found.pinned])
+        else:
+            out.append(str(local_model_dir(uri, "base_model_uri")) if action == "dir" else check_reachable(uri, "judge_model"))
     except StoreError as e:
         out.append("error: " + str(e))
 print(json.dumps(out))
@@ -55,14 +60,17 @@ class FakeHub:
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 for repo, error in (("org/gated", ("GatedRepo", 403)), ("org/tiny", None)):
-                    if path.startswith((f"/api/models/{repo}/", f"/{repo}/")):
+                    if path.startswith((f"/api/models/{repo}/", f"/{repo}/")) or path == f"/api/models/{repo}":
                         return self._gated(error) if error else self._tiny(path)
                 self._send(404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"})
 
             def _tiny(self, path: str) -> None:
                 if path.endswith("/auth-check"):
                     return self._send(200, b"{}")
-                if "/revision/" in path:
+                asked = path.split("/revision/", 1)[1] if "/revision/" in path else "main"
+                if asked not in ("main", COMMIT):  # a commit the repo does not have
+                    return self._send(404, b'{"error": "Invalid rev id"}', {"X-Error-Code": "RevisionNotFound"})
+                if "/revision/" in path or path == "/api/models/org/tiny":
                     body = {"id": "org/tiny", "sha": COMMIT, "siblings": [{"rfilename": f} for f in hub.files]}
                     return self._send(200, json.dumps(body).encode())
                 if "/tree/" in path:
@@ -146,3 +154,20 @@ def test_no_network_says_the_hub_cannot_be_reached(tmp_path: Path) -> None:
         and "HF_HUB_OFFLINE=1" in str(check), check
     assert str(download).startswith("error: base_model_uri: hub model 'org/tiny': the hub cannot be reached and the repo is "
                                     "not (completely) in the local HF cache"), download
+
+
+def test_a_hub_id_is_identified_by_its_commit_and_a_pinned_id_loads_that_commit(fake_hub: FakeHub, tmp_path: Path) -> None:
+    """The audit's identity of a hub id is the commit its main branch names (one metadata request, nothing
+    downloaded), with the id pinned to it; a pinned id downloads that commit; a commit the repo lacks is named."""
+    env = {"HF_ENDPOINT": fake_hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "hf")}
+    unknown = "f" * 40
+    (digest, pinned), (same, again), local, missing, _ = _client(
+        [("identify", "org/tiny"), ("identify", f"org/tiny@{COMMIT}"), ("dir", f"org/tiny@{COMMIT}"),
+         ("check", f"org/tiny@{unknown}"), ("dir", "org/tiny")], env)  # the last one records refs/main in the cache
+    assert pinned == again == f"org/tiny@{COMMIT}" and digest == same
+    assert Path(str(local)) == tmp_path / "hf" / "models--org--tiny" / "snapshots" / COMMIT
+    assert str(missing).startswith(f"error: judge_model: hub model 'org/tiny@{unknown}': the repo has no commit '{unknown}'")
+    fake_hub.requests.clear()
+    [[offline_digest, offline_pinned]] = _client([("identify", "org/tiny")], {"HF_HUB_CACHE": str(tmp_path / "hf"),
+                                                                              "HF_HUB_OFFLINE": "1"})
+    assert (offline_digest, offline_pinned) == (digest, pinned) and fake_hub.requests == []  # refs/main of the cache

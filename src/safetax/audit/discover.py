@@ -10,7 +10,8 @@ a base model) is skipped with its reason. A top-level entry without a manifest i
 (``.<name>.tmp-<pid>-<nonce>``, ``.<name>.old-...``) are never listed, manifest or not. An explicit list of model URIs may name
 published directories (digest from the manifest), plain local directories (digest of their files),
 or hub ids (the digest of the commit the id's main branch names when the run is planned, the same digest as that
-commit's snapshot directory in the HF cache: a new revision pushed under the id is a new checkpoint); a listed
+commit's snapshot directory in the HF cache: a new revision pushed under the id is a new checkpoint; the target's
+URI is pinned to that commit, ``org/name@<commit>``, so the run evaluates what it records); a listed
 directory that is not a model is an error naming the URI and what it lacks. A hub id's files are not checked
 (that would need a download): the generate step loads it.
 """
@@ -21,7 +22,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from safetax.store.digest import identify
+from safetax.store.digest import ModelIdentity, identify
 from safetax.store.local import StoreError
 from safetax.store.objects import published_dirs
 from safetax.telemetry.labels import model_label
@@ -72,14 +73,19 @@ def not_a_model(files: Iterable[str]) -> str:
     return f"no {' and no '.join(missing)} at its top level{adapter}"
 
 
-def digest_of(uri: str, what: str = "checkpoints") -> str:
-    """The identity of one model URI (:func:`safetax.store.digest.identify`, the caches' identity too); a StoreError
-    naming ``what`` (the parameter) and the URI when it is a directory that is not a model, or a hub id that cannot be
-    resolved to a commit."""
+def identify_model(uri: str, what: str = "checkpoints") -> ModelIdentity:
+    """The identity of one model URI (:func:`safetax.store.digest.identify`, the caches' identity too: its digest, and
+    its URI pinned to the identified commit for a hub id); a StoreError naming ``what`` (the parameter) and the URI
+    when it is a directory that is not a model, or a hub id that cannot be resolved to a commit."""
     found = identify(uri, what)
     if found.files is not None:
         _require_model(what, uri, list(found.files))
-    return found.digest
+    return found
+
+
+def digest_of(uri: str, what: str = "checkpoints") -> str:
+    """The digest of :func:`identify_model`."""
+    return identify_model(uri, what).digest
 
 
 def _require_model(what: str, uri: str, files: list[str]) -> None:
@@ -114,7 +120,9 @@ def discover(prefix: str, uris: list[str], audited: set[str]) -> Discovery:
         if skipped:  # names only: a path under the prefix, never data
             log.info("checkpoint_prefix: %d published director(ies) are not models (config.json and *.safetensors at the "
                      "top level), skipped: %s", len(skipped), ", ".join(n for n, _ in skipped))
-    found += [(model_label(u), u, digest_of(u)) for u in uris]
+    for u in uris:  # a hub id becomes org/name@<commit>: the generate step loads the commit the ledger records
+        model = identify_model(u)
+        found.append((model_label(u), model.pinned, model.digest))
     targets, seen = [], set()
     for name, (_, uri, digest) in zip(_unique([f[0] for f in found]), found):
         if digest in seen:  # the same checkpoint twice (a copy): audit it once

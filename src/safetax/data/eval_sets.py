@@ -16,12 +16,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from safetax.benchmarks.registry import KINDS, Benchmark, Item, get_benchmark
 from safetax.benchmarks.styles import DEFAULT_STYLE, PROMPT_STYLES
 from safetax.config import Checks, ConfigError, as_int
-from safetax.data.tables import read_rows, require_columns
+from safetax.data.tables import DataError, read_rows, require_columns, row_label
 from safetax.records import Score
 from safetax.scoring.math import score_boxed
 from safetax.store import fetch
@@ -125,17 +126,31 @@ def load_eval_set(es: EvalSet) -> tuple[list[Item], Benchmark | None]:
         items = bench.load(es.uri or None, es.limit, style=es.prompt_style)
     else:
         bench = None
-        path = fetch(es.uri, f"eval set {es.name!r} uri")
-        rows = read_rows(path)
-        require_columns(path, rows, COLUMNS[es.kind])
-        if es.limit:
-            rows = rows[: es.limit]
-        field = TEXT_FIELD[es.kind]
-        items = [
-            Item(id=str(r.get("id", i)), prompt=es.prompt_template.replace("{text}", str(r[field])), reference=str(r.get("answer", "")))
-            for i, r in enumerate(rows)
-        ]
+        items = _plain_items(es, fetch(es.uri, f"eval set {es.name!r} uri"))
     return (sample_items(items, es.sample, es.sample_seed) if es.sample else items), bench
+
+
+def _plain_items(es: EvalSet, path: Path) -> list[Item]:
+    """Every row of a plain file checked (text where text belongs, unique ids), then the first ``limit``."""
+    rows = read_rows(path)
+    require_columns(path, rows, COLUMNS[es.kind])
+    field = TEXT_FIELD[es.kind]
+    items: list[Item] = []
+    seen: set[str] = set()
+    for i, r in enumerate(rows, start=1):
+        where = f"{path}: {row_label(rows, i)}"
+        if not isinstance(r[field], str):
+            raise DataError(f"{where}: column {field!r} must be text, got {type(r[field]).__name__}")
+        if "answer" in r and (isinstance(r["answer"], bool) or not isinstance(r["answer"], (str, int, float))):
+            raise DataError(f"{where}: column 'answer' must be text or a number, got {type(r['answer']).__name__}")
+        item_id = str(r["id"]).strip() if r.get("id") is not None else str(i - 1)  # no id: the 0-based position
+        if not item_id:
+            raise DataError(f"{where}: column 'id' is empty (give every row an id, or leave the column out)")
+        if item_id in seen:
+            raise DataError(f"{where}: duplicate id {item_id!r}" + ("" if "id" in r else " (a row without an id gets its 0-based position)"))
+        seen.add(item_id)
+        items.append(Item(id=item_id, prompt=es.prompt_template.replace("{text}", r[field]), reference=str(r.get("answer", ""))))
+    return items[: es.limit] if es.limit else items
 
 
 def score_items(bench: Benchmark | None, responses: list[str], items: list[Item]) -> list[Score]:

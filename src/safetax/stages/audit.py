@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from safetax.audit.discover import Target, digest_of, discover
+from safetax.audit.discover import Target, discover, identify_model
 from safetax.audit.inputs import AuditJudge, check_inputs
 from safetax.audit.gate import GateError, choose, promote, ranked_on
 from safetax.audit.ledger import Ledger, check_audit_name, iso_utc
@@ -231,9 +231,9 @@ def _baseline(cfg: AuditConfig, ledger: Ledger) -> tuple[dict[str, Any] | None, 
     record = ledger.baseline(cfg.baseline) if cfg.baseline else None
     target = None
     if cfg.baseline and cfg.baseline_model:
-        digest = digest_of(cfg.baseline_model, "baseline_model")
-        if record is None or record.get("digest") != digest:
-            record, target = None, Target(f"baseline-{cfg.baseline}", cfg.baseline_model, digest, role="baseline")
+        model = identify_model(cfg.baseline_model, "baseline_model")  # a hub id: pinned to the commit identified
+        if record is None or record.get("digest") != model.digest:
+            record, target = None, Target(f"baseline-{cfg.baseline}", model.pinned, model.digest, role="baseline")
     limits = cfg.limits
     if limits.needs_baseline and record is None and target is None:
         drops = sorted(k for k in BASELINE_CRITERIA if limits.to_dict().get(k) is not None)

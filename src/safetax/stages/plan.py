@@ -121,6 +121,23 @@ def method_items(p: AlignmentParams, c: Checks, unset: frozenset[str] = frozense
     return items
 
 
+def _rpsa_settings(p: AlignmentParams, c: Checks, where: str, unset: frozenset[str]) -> dict[str, Any]:
+    """An RPSA method's Fisher and corpus settings (the Fisher's checked unless the protocol should have set them)."""
+    from safetax.stages.fisher import FisherConfig
+
+    if not unset.intersection(("fisher_estimator", "fisher_tokens_per_sequence")):
+        try:
+            FisherConfig(keep=p.rpsa_keep, validate=p.rpsa_validate, estimator=p.fisher_estimator,
+                         tokens_per_sequence=p.fisher_tokens_per_sequence)
+        except ConfigError as e:
+            c.errors += [f"{where}: {m}" for m in e.errors]
+    corpus = dict(p.rpsa_corpus) if isinstance(p.rpsa_corpus, dict) else p.rpsa_corpus  # not a mapping: _check_rpsa says so
+    return {"keep": p.rpsa_keep, "validate": p.rpsa_validate, "estimator": p.fisher_estimator,
+            "tokens_per_sequence": p.fisher_tokens_per_sequence, "corpus": {
+                "eval_set": corpus, "n": p.rpsa_corpus_size, "seed": p.seed, "batch_size": p.generation_batch_size,
+                "temperature": p.reasoning_temperature, "top_p": p.reasoning_top_p, "max_new_tokens": p.reasoning_max_new_tokens}}
+
+
 def _check_rpsa(p: AlignmentParams, items: list[dict[str, Any]], c: Checks, unset: frozenset[str] = frozenset()) -> None:
     """RPSA's corpus: its size, its spec and data file (read), and the corpus stage's config."""
     from safetax.generation.base import SamplingConfig

@@ -4,7 +4,8 @@
 - ``s3://bucket/prefix``: MinIO or any S3 API (:mod:`safetax.store.s3`; endpoint and
   credentials from ``SAFETAX_S3_*`` environment variables);
 - a hub id (``org/name``) for models and datasets, where the cluster is online (or the repo is in
-  the local HF cache; :mod:`safetax.store.hub`).
+  the local HF cache; :mod:`safetax.store.hub`); ``org/name@<commit>`` (40 hex digits) pins a model to one
+  commit, loaded from that commit's snapshot whatever the main branch names later.
 
 :func:`fetch` turns a local or ``s3://`` URI into a local path (downloading and caching ``s3://``
 content by digest); :func:`local_model_dir` turns any model URI, hub ids included, into a local
@@ -38,7 +39,7 @@ from safetax.store.uri import StoreURI, local_path, parse_store_uri
 
 __all__ = [
     "COMPLETE", "HUB_ID", "MANIFEST", "POINTER", "Manifest", "StoreError", "StoreURI", "atomic_dir", "cache_root",
-    "check_reachable", "fetch", "input_dir", "is_complete", "is_hub_id", "is_s3", "leave_pointer", "local_model_dir",
+    "check_reachable", "fetch", "input_dir", "is_complete", "is_hub_id", "split_hub_id", "is_s3", "leave_pointer", "local_model_dir",
     "local_path", "parse_store_uri", "publish", "read_json", "require_complete", "resolve_model", "write_json",
 ]
 
@@ -48,9 +49,19 @@ def is_s3(uri: str) -> bool:
 
 
 def is_hub_id(uri: str) -> bool:
-    """True for ``org/name`` that is not an existing local path (paths starting with /, ., ~,
-    file:// or s3:// never match the pattern)."""
+    """True for ``org/name`` or ``org/name@<commit>`` (40 hex digits) that is not an existing local path (paths
+    starting with /, ., ~, file:// or s3:// never match the pattern)."""
     return bool(HUB_ID.match(uri)) and not Path(uri).expanduser().exists()
+
+
+def split_hub_id(uri: str) -> tuple[str, str | None]:
+    """(repo id, pinned commit or None) of a hub id.
+
+    >>> split_hub_id("org/name"), split_hub_id("org/name@" + "a" * 40)[1] == "a" * 40
+    (('org/name', None), True)
+    """
+    repo, _, commit = uri.partition("@")
+    return repo, commit or None
 
 
 def fetch(uri: str, what: str) -> Path:
@@ -97,7 +108,8 @@ def local_model_dir(uri: str, what: str = "model") -> Path:
 
             path = snapshot(uri, what)
     if not path.exists():
-        raise StoreError(f"{what}: {uri!r} does not exist (expected a model directory, an s3:// URI or a hub id 'org/name')")
+        raise StoreError(f"{what}: {uri!r} does not exist (expected a model directory, an s3:// URI or a hub id 'org/name', "
+                         "optionally pinned to a commit: 'org/name@<40 hex digits>')")
     if not path.is_dir():
         raise StoreError(f"{what}: {uri!r} is a file, not a model directory")
     if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
@@ -107,8 +119,9 @@ def local_model_dir(uri: str, what: str = "model") -> Path:
 
 def resolve_model(uri: str, what: str = "model") -> str:
     """A model reference that ``from_pretrained`` accepts: a hub id as it is (transformers downloads
-    what it loads to the same HF cache), anything else as :func:`local_model_dir`."""
-    if is_hub_id(uri):
+    what it loads to the same HF cache), anything else (a pinned hub id ``org/name@<commit>`` too) as
+    :func:`local_model_dir`."""
+    if is_hub_id(uri) and split_hub_id(uri)[1] is None:
         return uri
     return str(local_model_dir(uri, what))
 

@@ -5,7 +5,9 @@ ledger records. One reference, one digest, wherever it is read:
 - a snapshot directory in the HF cache (``.../models--org--name/snapshots/<commit>``): the digest of
   ``hub:org/name@<commit>`` (a commit names its files exactly; no file is read);
 - a hub id (``org/name``): the same digest for the commit its main branch names now (:func:`safetax.store.hub.revision`:
-  one metadata request, or the local HF cache's ``refs/main`` offline), so a new revision is a new model;
+  one metadata request, or the local HF cache's ``refs/main`` offline), so a new revision is a new model; a pinned
+  id (``org/name@<commit>``) for its commit. :attr:`ModelIdentity.pinned` names the identified weights exactly
+  (``org/name@<commit>``), so a later stage loads what was identified even after a new push;
 - any other local directory: the digest of its files (:meth:`Manifest.of_dir`).
 
 >>> hub_snapshot(Path("/hf/hub/models--org--tiny/snapshots/0123456789abcdef0123456789abcdef01234567"))
@@ -21,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetax.store import is_hub_id
+from safetax.store import is_hub_id, split_hub_id
 from safetax.store.local import StoreError
 from safetax.store.uri import local_path, parse_store_uri
 from safetax.store.manifest import MANIFEST, Manifest
@@ -33,6 +35,7 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 class ModelIdentity:
     digest: str
     files: tuple[str, ...] | None  # paths relative to the directory when known without a download; None for a hub id
+    pinned: str  # the URI of exactly these weights: a hub id pinned to the identified commit, any other URI as given
 
 
 def hub_snapshot(path: Path) -> tuple[str, str] | None:
@@ -57,19 +60,20 @@ def identify(uri: str, what: str = "model") -> ModelIdentity:
         text = read_text(f"{uri.rstrip('/')}/{MANIFEST}")
         if text is None:
             raise StoreError(f"{what}: {uri!r} has no {MANIFEST} (not a complete published directory)")
-        return _of_manifest(Manifest.from_json(text, uri))
+        return _of_manifest(Manifest.from_json(text, uri), uri)
     path = local_path(uri, what)
     if path.is_dir():
         if (path / MANIFEST).is_file():
-            return _of_manifest(Manifest.from_json((path / MANIFEST).read_text(), str(path / MANIFEST)))
+            return _of_manifest(Manifest.from_json((path / MANIFEST).read_text(), str(path / MANIFEST)), uri)
         pinned = hub_snapshot(path.resolve())
         if pinned is not None:
-            return ModelIdentity(_hub_digest(*pinned), tuple(sorted(p.name for p in path.iterdir() if p.is_file())))
-        return _of_manifest(Manifest.of_dir(path, upload_id="local"))
+            return ModelIdentity(_hub_digest(*pinned), tuple(sorted(p.name for p in path.iterdir() if p.is_file())), uri)
+        return _of_manifest(Manifest.of_dir(path, upload_id="local"), uri)
     if is_hub_id(uri):
         from safetax.store.hub import revision
 
-        return ModelIdentity(_hub_digest(uri, revision(uri, what)), None)
+        repo, commit = split_hub_id(uri)[0], revision(uri, what)
+        return ModelIdentity(_hub_digest(repo, commit), None, f"{repo}@{commit}")
     raise StoreError(f"{what}: {uri!r} is neither a directory, an s3:// published directory nor a hub id")
 
 
@@ -78,5 +82,5 @@ def content_digest(uri: str, what: str = "model") -> str:
     return identify(uri, what).digest
 
 
-def _of_manifest(manifest: Manifest) -> ModelIdentity:
-    return ModelIdentity(manifest.digest, tuple(f.path for f in manifest.files))
+def _of_manifest(manifest: Manifest, uri: str) -> ModelIdentity:
+    return ModelIdentity(manifest.digest, tuple(f.path for f in manifest.files), uri)

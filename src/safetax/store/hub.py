@@ -21,14 +21,21 @@ MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.j
 SKIP_FILES = ["original/*"]
 
 
+def _split(repo_id: str) -> tuple[str, str | None]:
+    repo, _, commit = repo_id.partition("@")
+    return repo, commit or None
+
+
 def snapshot(repo_id: str, what: str, repo_type: str = "model") -> Path:
-    """The local directory of a hub repo, downloaded to the HF cache if missing (resumable, shared by
-    every process on the machine); offline only the cache is used. Models get :data:`MODEL_FILES` only."""
+    """The local directory of a hub repo (``org/name``, or ``org/name@<commit>``: that commit's files), downloaded to
+    the HF cache if missing (resumable, shared by every process on the machine); offline only the cache is used.
+    Models get :data:`MODEL_FILES` only."""
     from huggingface_hub import snapshot_download
 
     files = _files(repo_type)
+    repo, commit = _split(repo_id)
     try:
-        path = snapshot_download(repo_id, **files)
+        path = snapshot_download(repo, revision=commit, **files)
     except Exception as e:  # noqa: BLE001 - every failure becomes one message that says what to do
         raise _explain(e, repo_id, what, repo_type) from None
     log.info("%s: hub %s %s at %s", what, repo_type, repo_id, path)
@@ -37,9 +44,13 @@ def snapshot(repo_id: str, what: str, repo_type: str = "model") -> Path:
 
 def revision(repo_id: str, what: str) -> str:
     """The commit a hub model's main branch names now: one metadata request to the hub (nothing downloaded);
-    offline, the commit the local HF cache's ``refs/main`` names, with its snapshot there."""
+    offline, the commit the local HF cache's ``refs/main`` names, with its snapshot there. A pinned id
+    (``org/name@<commit>``) names its commit: no request."""
     from huggingface_hub import HfApi, constants, snapshot_download
 
+    repo_id, pinned = _split(repo_id)
+    if pinned is not None:
+        return pinned
     try:
         if constants.is_offline_mode():
             return Path(snapshot_download(repo_id, local_files_only=True, **_files("model"))).name
@@ -57,14 +68,18 @@ def check(repo_id: str, what: str, repo_type: str = "model") -> None:
     from huggingface_hub import HfApi, constants, snapshot_download
 
     files = _files(repo_type)
+    repo, commit = _split(repo_id)
     if constants.is_offline_mode():
         try:  # the files snapshot() would fetch, all in the cache
-            snapshot_download(repo_id, local_files_only=True, **files)
+            snapshot_download(repo, revision=commit, local_files_only=True, **files)
         except Exception as e:  # noqa: BLE001
             raise _explain(e, repo_id, what, repo_type) from None
         return
     try:
-        HfApi().auth_check(repo_id, repo_type=repo_type)
+        if commit is None:
+            HfApi().auth_check(repo, repo_type=repo_type)
+        else:  # the access check and that the commit exists, in one request
+            HfApi().repo_info(repo, revision=commit, repo_type=repo_type)
     except Exception as e:  # noqa: BLE001
         raise _explain(e, repo_id, what, repo_type) from None
 
@@ -80,7 +95,8 @@ def _files(repo_type: str) -> dict[str, Any]:
 def _explain(e: Exception, repo_id: str, what: str, repo_type: str) -> StoreError:
     """One message per cause: offline and not cached, gated (401/403), not found (404), unreachable."""
     from huggingface_hub import constants
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
     where = f"{what}: hub {repo_type} {repo_id!r}"
     alternative = "or pass a local path or s3:// URI of a copy"
@@ -93,6 +109,9 @@ def _explain(e: Exception, repo_id: str, what: str, repo_type: str) -> StoreErro
     if isinstance(e, GatedRepoError) or status in (401, 403) and not isinstance(e, RepositoryNotFoundError):
         return StoreError(f"{where}: access denied ({code}): a gated or private repo needs HF_TOKEN set to a token of an "
                           "account that was granted access (accept the terms on the repo's page)")
+    if isinstance(e, RevisionNotFoundError):
+        return StoreError(f"{where}: the repo has no commit {_split(repo_id)[1]!r} ({code}); pin a commit of its history "
+                          "(org/name@<40 hex digits>) or leave the pin out to load the main branch")
     if isinstance(e, RepositoryNotFoundError):
         return StoreError(f"{where}: not found on {constants.ENDPOINT} ({code}); check the id, and for a private repo "
                           "set HF_TOKEN")

@@ -31,7 +31,8 @@ from typing import Any
 COMPLETE = "COMPLETE"
 FAILED = "FAILED"  # left, with the error's first line, in the output directory of a stage that failed
 POINTER = "STORE_POINTER.json"  # left instead of the data when the run has a store (safetax.store.pointer)
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# org/name, optionally pinned to a commit: org/name@<40 hex digits>
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?:@[0-9a-f]{40})?$")
 
 
 class StoreError(ValueError):

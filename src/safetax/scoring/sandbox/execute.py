@@ -40,6 +40,7 @@ class ExecResult:
     timed_out: bool
     wall_s: float
     truncated: bool = False  # stdout passed the size limit: the run was killed there
+    line_times: tuple[float, ...] = ()  # when each "\n" of stdout arrived, seconds after the run started
 
 
 @functools.cache
@@ -59,7 +60,9 @@ def run_untrusted(program: str, timeout_s: float, memory_mb: int = 4096, *, iso:
     The code runs with the isolation ``iso`` (default: the strongest this machine allows, probed once, see
     :func:`~safetax.scoring.sandbox.layers.isolation`): an empty environment, stdin closed, a private
     temporary working directory, ``memory_mb`` of address space, CPU seconds ~ ``timeout_s``, 16 MiB per
-    file, ``processes`` more processes or threads (0: none; counted per uid by the kernel). Stdout is read
+    file, ``processes`` more processes or threads (0: none; counted per uid by the kernel, and denied by the
+    seccomp filter). Without the namespaces the working directory lies on the host's disk and the code may
+    not write there (Landlock; 0 bytes per file): it reads its program and nothing else. Stdout is read
     up to ``max_output`` bytes and never waited on past the deadline or after the child exits, so a process
     that escaped and holds the pipe cannot hang the scorer.
 
@@ -67,19 +70,19 @@ def run_untrusted(program: str, timeout_s: float, memory_mb: int = 4096, *, iso:
         SandboxError: when the sandbox could not be set up (the code never ran).
     """
     iso = iso if iso is not None else isolation()
-    start = time.perf_counter()
+    start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="safetax-code-", ignore_cleanup_errors=True) as tmp:
-        os.chmod(tmp, 0o700)
         main = Path(tmp) / "main.py"
         main.write_text(program, encoding="utf-8")
-        if iso.uid is not None and not iso.namespaces:
-            os.chown(tmp, iso.uid, iso.uid)  # its working directory is the code's only own place
+        if not iso.namespaces:  # the code's uid may read its program, list and write nothing
+            os.chmod(tmp, 0o711)
+            main.chmod(0o644)
         status_r, status_w = os.pipe()
         cfg = {"status_fd": status_w, "argv": [sys.executable, "-s", "-P", main.name], "env": ENV,
                "uid": iso.uid, "namespaces": iso.namespaces, "user_ns": iso.user_ns, "landlock": iso.landlock,
                "seccomp": iso.seccomp, "read": list(read_paths()), "program": str(main), "workdir_mb": workdir_mb,
-               "limits": {"as": memory_mb << 20, "cpu": math.ceil(timeout_s) + 1, "fsize": FILE_SIZE,
-                          "nproc": processes}}
+               "limits": {"as": memory_mb << 20, "cpu": math.ceil(timeout_s) + 1,
+                          "fsize": FILE_SIZE if iso.namespaces else 0, "nproc": processes}}
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", str(JAIL), json.dumps(cfg)], cwd=tmp, env=ENV,
@@ -89,7 +92,8 @@ def run_untrusted(program: str, timeout_s: float, memory_mb: int = 4096, *, iso:
         finally:
             os.close(status_w)
         try:
-            out, err, status, timed_out, truncated = _collect(proc, status_r, timeout_s, max_output, iso.namespaces)
+            out, err, status, timed_out, truncated, times = _collect(proc, status_r, timeout_s, max_output,
+                                                                      iso.namespaces, start)
         finally:
             os.close(status_r)
             proc.stdout.close()  # type: ignore[union-attr]
@@ -101,12 +105,16 @@ def run_untrusted(program: str, timeout_s: float, memory_mb: int = 4096, *, iso:
         detail = (msg.strip() or "no status") + (f"; stderr: {stderr[-500:]}" if stderr else "")
         raise SandboxError(step.strip() or "start", detail)
     return ExecResult(None if timed_out else proc.returncode, out.decode("utf-8", "replace"), stderr,
-                      timed_out, time.perf_counter() - start, truncated)
+                      timed_out, time.monotonic() - start, truncated, times)
 
 
 def _collect(proc: subprocess.Popen[bytes], status_fd: int, timeout_s: float, max_output: int,
-             pidns: bool) -> tuple[bytes, bytes, bytes, bool, bool]:
-    """Read stdout, stderr and the jail's status until EOF, the deadline, or shortly after the child exits."""
+             pidns: bool, start: float) -> tuple[bytes, bytes, bytes, bool, bool, tuple[float, ...]]:
+    """Read stdout, stderr and the jail's status until EOF, the deadline, or shortly after the child exits.
+
+    Also notes when each line of stdout arrived (seconds after ``start``, ``time.monotonic``): the scorer's own
+    clock on results, which the code cannot set.
+    """
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()  # type: ignore[union-attr]
     bufs = {out_fd: bytearray(), err_fd: bytearray(), status_fd: bytearray()}
     sel = selectors.DefaultSelector()
@@ -116,6 +124,7 @@ def _collect(proc: subprocess.Popen[bytes], status_fd: int, timeout_s: float, ma
     deadline = time.monotonic() + timeout_s
     stop_at: float | None = None
     timed_out = truncated = False
+    times: list[float] = []
     while sel.get_map():
         now = time.monotonic()
         if stop_at is None and proc.poll() is not None:
@@ -135,6 +144,8 @@ def _collect(proc: subprocess.Popen[bytes], status_fd: int, timeout_s: float, ma
                 continue
             buf = bufs[key.fd]
             buf += chunk
+            if key.fd == out_fd:
+                times += [time.monotonic() - start] * chunk.count(b"\n")
             if key.fd == out_fd and len(buf) > max_output:
                 del buf[max_output:]
                 truncated, stop_at = True, now
@@ -149,7 +160,7 @@ def _collect(proc: subprocess.Popen[bytes], status_fd: int, timeout_s: float, ma
             timed_out = True
     _kill(proc, pidns)  # also any process left in its group
     proc.wait()
-    return bytes(bufs[out_fd]), bytes(bufs[err_fd]), bytes(bufs[status_fd]), timed_out, truncated
+    return bytes(bufs[out_fd]), bytes(bufs[err_fd]), bytes(bufs[status_fd]), timed_out, truncated, tuple(times)
 
 
 def _kill(proc: subprocess.Popen[bytes], pidns: bool) -> None:

@@ -11,7 +11,11 @@ is switched by CONFIG (the scorer probes once which ones the kernel allows, ``sa
    a size-limited tmpfs ``/sandbox`` as the only writable place and working directory (``/tmp`` links to
    it); ``pivot_root`` and the old root detached. No ``/proc``, ``/sys``, home, cache, data or secrets.
 3. uid/gid 65534 and no supplementary groups when started as root.
-4. ``PR_SET_NO_NEW_PRIVS``, resource limits, Landlock, the seccomp filter, a parent-death signal.
+   Before it the bounding set is emptied and the securebits locked, after it every capability is dropped
+   (:mod:`.caps`): the code has none, even where it runs as uid 0 (a root scorer without the uid layer).
+4. ``PR_SET_NO_NEW_PRIVS``, resource limits, Landlock, the seccomp filter, a parent-death signal. Without
+   the namespaces the working directory is the host's and may not be written (Landlock, and 0 bytes per
+   file): no run can fill the host's disk.
 
 The status fd gets ``ok`` just before ``exec`` (which closes it) or ``fail <step>: <error>``: the scorer
 tells a sandbox that could not be set up (its own failure) from code that failed (a score of 0).
@@ -28,9 +32,10 @@ import signal
 import sys
 
 if __package__:  # imported as part of the package (tests)
-    from safetax.scoring.sandbox import landlock, seccomp
+    from safetax.scoring.sandbox import caps, landlock, seccomp
 else:  # run as a script, ``-I -S``: its stdlib-only siblings by path
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import caps  # type: ignore[no-redef]
     import landlock  # type: ignore[no-redef]
     import seccomp  # type: ignore[no-redef]
 
@@ -158,7 +163,11 @@ def main() -> None:
         ruleset = None
         if cfg["landlock"]:
             step = "landlock"
-            ruleset = landlock.prepare(cfg["landlock"], cfg["read"], [workdir], [f"/dev/{d}" for d in DEVICES])
+            writable = [workdir] if cfg["namespaces"] else []  # else the host's disk: read-only
+            ruleset = landlock.prepare(cfg["landlock"], cfg["read"] + ([] if writable else [workdir]), writable,
+                                       [f"/dev/{d}" for d in DEVICES])
+        step = "caps"
+        caps.bound()
         if cfg["uid"] is not None:
             step = "uid"
             os.setgroups([])
@@ -166,13 +175,15 @@ def main() -> None:
             os.setuid(run_uid)
         step = "limits"
         _limits(cfg["limits"])
+        step = "caps"
+        caps.clear()
         _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         if ruleset is not None:
             step = "landlock"
             landlock.restrict(ruleset)
         if cfg["seccomp"]:
             step = "seccomp"
-            seccomp.install()
+            seccomp.install(no_processes=int(cfg["limits"]["nproc"]) == 0)
         step = "exec"
         _check(_libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")  # cleared by setuid
         env = dict(cfg["env"], HOME=workdir, TMPDIR=workdir)
