@@ -48,7 +48,8 @@ _SCALARS: dict[str, dict[str, Any]] = {
         "fisher_estimator": "sequence", "fisher_tokens_per_sequence": 32,
     },
     "lora-paper": {
-        # §4.2/§4.3 and A.2: Llama-Guard-3-8B, verdict = the substring "safe"/"unsafe" in its generated text.
+        # §4.2/§4.3 and A.2: Llama-Guard-3-8B, verdict = "safe"/"unsafe" in its generated text (read as the first
+        # line, which gives the paper's substring rule on every output in Llama Guard's format).
         "judge_name": "llama-guard", "judge_model": "meta-llama/Llama-Guard-3-8B", "judge_mode": "generate",
         "judge_scope": "answer",  # A.2 passes "the answer" to the judge; whether the trace is cut is not stated
         # A.2 gives no budget for the greedy safety answers; A.3/A.4's 32,768 is the paper's only one. A shorter
