@@ -128,3 +128,8 @@ def test_llm_judge_hook_pure_functions() -> None:
     assert parse_llm_equivalence("<think>yes or no?</think>\n\nNo") is False
     assert parse_llm_equivalence("Not equivalent.") is False
     assert parse_llm_equivalence("") is None
+    assert parse_llm_equivalence("Yes, they are equivalent.") is True and parse_llm_equivalence("> *Equivalent*") is True
+    # red team: prose that mentions verdict words, or contradicts itself, is no verdict (the mismatch stands)
+    for prose in ("Is 1/2 equivalent to 0.5? No.", "I cannot say yes or no.", "They are not exactly equivalent.",
+                  "Equivalent? Not equivalent.", "Yes... actually no", "\n\nMaybe.\nYes"):
+        assert parse_llm_equivalence(prose) is None, prose

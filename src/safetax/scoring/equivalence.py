@@ -216,19 +216,25 @@ def llm_equivalence_prompt(question: str, reference: str, prediction: str) -> st
 
 
 _VERDICT_RE = re.compile(r"\b(yes|no|equivalent|not\s+equivalent)\b", re.IGNORECASE)
+_DECORATION = re.compile(r"^[\s*_`>#\"'(\[]*")  # emphasis, quotes, headings before the verdict word
 
 
 def parse_llm_equivalence(text: str) -> bool | None:
-    """The judge's verdict: True for "Yes"/"Equivalent", False for "No"/"Not equivalent", None if neither.
+    """The judge's verdict: True for "Yes"/"Equivalent", False for "No"/"Not equivalent", None when it cannot be read.
 
-    The first verdict word after any ``</think>`` counts.
+    Only the first non-empty line after any ``</think>`` counts. It must start with a verdict word (after emphasis or
+    quote marks), and every verdict word on it must agree ("Yes, they are equivalent." is True). Prose that merely
+    mentions the words ("Is 1/2 equivalent to 0.5? No.", "I cannot say yes or no.") or contradicts itself
+    ("Equivalent? Not equivalent.") is None: the mismatch stands, as without a judge.
 
     >>> parse_llm_equivalence("Yes."), parse_llm_equivalence("**No**"), parse_llm_equivalence("maybe")
     (True, False, None)
+    >>> parse_llm_equivalence("They are not exactly equivalent."), parse_llm_equivalence("Equivalent? Not equivalent.")
+    (None, None)
     """
     _, answer, _ = split_reasoning(text)
-    m = _VERDICT_RE.search(answer)
-    if m is None:
+    line = _DECORATION.sub("", next((ln for ln in answer.splitlines() if ln.strip()), ""))
+    if _VERDICT_RE.match(line) is None:
         return None
-    word = re.sub(r"\s+", " ", m.group(1).lower())
-    return word in ("yes", "equivalent")
+    verdicts = {re.sub(r"\s+", " ", m.group(1).lower()) in ("yes", "equivalent") for m in _VERDICT_RE.finditer(line)}
+    return verdicts.pop() if len(verdicts) == 1 else None
