@@ -114,7 +114,7 @@ def test_math500_every_answer_scores_against_itself(math500: list[Item]) -> None
 def test_loader_errors_name_file_and_row(tmp_path: Path) -> None:
     bad = tmp_path / "aime.jsonl"
     bad.write_text('{"id": 1, "problem": "1+1?", "answer": "2"}\n{"id": 2, "problem": "2+2?", "answer": ""}\n')
-    with pytest.raises(DataError, match="row 2.*answer"):
+    with pytest.raises(DataError, match="line 2.*answer"):
         get_benchmark("aime24").load(str(bad))
     with pytest.raises(FileNotFoundError):
         get_benchmark("math500").load(str(tmp_path / "missing.jsonl"))

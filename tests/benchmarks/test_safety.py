@@ -100,15 +100,15 @@ def test_bad_values_name_row_and_column(tmp_path: Path) -> None:
     with gzip.open(tsv, "wt", encoding="utf-8", newline="") as f:
         w = csv.writer(f, delimiter="\t")
         w.writerows([["adversarial", "label", "data_type"], ["task a", "1", "adversarial_harmful"], ["task b", "2", "x"]])
-    with pytest.raises(DataError, match=r"wj\.tsv\.gz: row 2: column 'label'"):
+    with pytest.raises(DataError, match=r"wj\.tsv\.gz: line 3: column 'label'"):
         get_benchmark("wildjailbreak").load(str(tsv))
     short = tmp_path / "short.tsv"
     short.write_text("adversarial\tlabel\tdata_type\ntask a\t1\n")
-    with pytest.raises(DataError, match=r"short\.tsv: row 1: column 'data_type'"):
+    with pytest.raises(DataError, match=r"short\.tsv: line 2: column 'data_type'"):
         read_tsv(short)
     xs = tmp_path / "xs.csv"
     xs.write_text("id,prompt,type,label\nv1,placeholder,homonyms,maybe\n")
-    with pytest.raises(DataError, match=r"xs\.csv: row 1: column 'label'"):
+    with pytest.raises(DataError, match=r"xs\.csv: line 2: column 'label'"):
         get_benchmark("xstest").load(str(xs))
 
 

@@ -51,7 +51,7 @@ ALIGNMENT: list[tuple[str, dict[str, Any], list[str]]] = [
     ("eval-set-limit", {"eval_sets": [{"name": "x", "kind": "safety", "uri": "SAFETY", "limit": -1}]}, ["eval_sets[0]", "limit"]),
     ("eval-set-not-mapping", {"eval_sets": ["aime24"]}, ["eval_sets[0]"]),
     ("backend", {"generation_backend": "tgi"}, ["generation_backend", "'hf', 'vllm'"]),
-    ("generation-batch-zero", {"generation_batch_size": 0}, ["generation_batch_size", "> 0"]),
+    ("generation-batch-zero", {"generation_batch_size": 0}, ["generation_batch_size", "a whole number >= 1"]),
     ("tensor-parallel-zero", {"tensor_parallel_size": 0}, ["tensor_parallel_size"]),
     ("max-length-zero", {"max_length": 0}, ["max_length"]),
     ("analysis-k-negative", {"analysis_k": -4}, ["analysis_k"]),  # 0 = the protocol's
@@ -134,6 +134,8 @@ AUDIT: list[tuple[str, dict[str, Any], list[str]]] = [
     ("drop-without-baseline", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoints": ["/m"],
                                "thresholds": {"max_reasoning_drop": 0.05}}, ["baseline"]),
     ("cron", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoints": ["/m"], "audit_schedule": "every night"}, ["audit_schedule"]),
+    ("promote-text", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoints": ["/m"], "promote": "false"},
+     ["`promote` must be true or false", "'false'"]),
     ("custom-ignored", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoints": ["/m"],
                         "custom_profile": {"eval_sets": [{"benchmark": "xstest"}]}}, ["`custom_profile` is set", "'custom'"]),
     ("custom-without-sets", {"audit_name": "a", "store_uri": "/tmp/s", "checkpoints": ["/m"], "profile": "custom"}, ["custom_profile"]),

@@ -48,16 +48,16 @@ def test_direct_refusal_json_array(tmp_path: Path) -> None:
 
 def test_direct_refusal_row_without_answer_names_row(tmp_path: Path) -> None:
     rows = [{"refusal": f"Question: task 1 Answer: {REFUSAL}"}, {"refusal": "Question: task 2 " + REFUSAL}]
-    with pytest.raises(DataError, match=r"direct\.jsonl: row 2: column 'refusal'.*Answer:"):
+    with pytest.raises(DataError, match=r"direct\.jsonl: line 2: column 'refusal'.*Answer:"):
         load_refusal_rows(_jsonl(tmp_path / "direct.jsonl", rows))
 
 
 def test_errors_name_file_row_column(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"a\.jsonl.*missing column.*refusal"):
         load_refusal_rows(_jsonl(tmp_path / "a.jsonl", [{"prompt": "task", "answer": "no"}]))
-    with pytest.raises(DataError, match=r"b\.jsonl: row 2: column 'refusal' is empty"):
+    with pytest.raises(DataError, match=r"b\.jsonl: line 2: column 'refusal' is empty"):
         load_refusal_rows(_jsonl(tmp_path / "b.jsonl", [{"prompt": "t", "refusal": "no"}, {"prompt": "t", "refusal": " "}]))
-    with pytest.raises(DataError, match=r"c\.jsonl: row 1: column 'prompt' must be text"):
+    with pytest.raises(DataError, match=r"c\.jsonl: line 1: column 'prompt' must be text"):
         load_refusal_rows(_jsonl(tmp_path / "c.jsonl", [{"prompt": 3, "refusal": "no"}]))
     with pytest.raises(DataError, match="does not exist"):
         load_refusal_rows(tmp_path / "missing.jsonl")

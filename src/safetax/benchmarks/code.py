@@ -19,7 +19,7 @@ from typing import Any
 
 from safetax.benchmarks.registry import Item, benchmark, resolve_data
 from safetax.benchmarks.styles import DEEPSEEK, DEFAULT_STYLE, RPSA_PAPER, check_style, pick
-from safetax.data.tables import DataError, read_rows, require_columns
+from safetax.data.tables import DataError, read_rows, require_columns, row_label
 from safetax.records import Score
 from safetax.scoring.code import score_code
 
@@ -106,12 +106,12 @@ class _EvalPlusBenchmark:
         for i, row in enumerate(rows, start=1):
             tid = str(row["task_id"])
             if tid in self.tasks:
-                raise DataError(f"{path}: row {i}: duplicate task_id {tid!r}")
+                raise DataError(f"{path}: {row_label(rows, i)}: duplicate task_id {tid!r}")
             for col in ("base_input", "plus_input"):
                 if row[col] == {}:  # Mbpp/793 stores an empty plus_input as {}
                     row[col] = []
                 if not isinstance(row[col], list):
-                    raise DataError(f"{path}: row {i}: column {col!r} must be a list of argument lists")
+                    raise DataError(f"{path}: {row_label(rows, i)}: column {col!r} must be a list of argument lists")
             self.tasks[tid] = row
             meta = {"task_id": tid, "entry_point": str(row["entry_point"]), "atol": float(row["atol"] or 0)}
             items.append(Item(tid, self.prompt(row, style), "", meta))

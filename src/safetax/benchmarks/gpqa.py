@@ -28,7 +28,7 @@ from typing import Any
 
 from safetax.benchmarks.registry import Item, benchmark, resolve_data
 from safetax.benchmarks.styles import DEEPSEEK, DEFAULT_STYLE, LORA_PAPER, RPSA_PAPER, pick
-from safetax.data.tables import DataError, read_rows, require_columns
+from safetax.data.tables import DataError, read_rows, require_columns, row_label
 from safetax.records import Score
 from safetax.scoring.mcq import LETTERS, score_choice
 
@@ -157,7 +157,7 @@ class Gpqa:
         for i, row in enumerate(rows, start=1):
             record_id = str(row["Record ID"]).strip()
             if record_id in seen:
-                raise DataError(f"{path}: row {i}: duplicate 'Record ID' {record_id!r}")
+                raise DataError(f"{path}: {row_label(rows, i)}: duplicate 'Record ID' {record_id!r}")
             seen.add(record_id)
             correct = str(row[CORRECT]).strip()
             incorrect = [str(row[c]).strip() for c in INCORRECT]

@@ -16,7 +16,7 @@ from typing import Any
 
 from safetax.benchmarks.registry import Item, benchmark, resolve_data
 from safetax.benchmarks.styles import DEEPSEEK, DEFAULT_STYLE, RPSA_PAPER, pick
-from safetax.data.tables import DataError, read_rows, require_columns
+from safetax.data.tables import DataError, read_rows, require_columns, row_label
 from safetax.records import Score
 from safetax.scoring.equivalence import score_math
 
@@ -75,7 +75,7 @@ class _MathBenchmark:
         for i, row in enumerate(rows, start=1):
             item_id = str(row[self.id_column])
             if item_id in seen:
-                raise DataError(f"{path}: row {i}: duplicate {self.id_column} {item_id!r}")
+                raise DataError(f"{path}: {row_label(rows, i)}: duplicate {self.id_column} {item_id!r}")
             seen.add(item_id)
             meta: dict[str, Any] = {c: row[c] for c in self.meta_columns if c in row}
             items.append(Item(item_id, prompt(str(row["problem"])), str(row["answer"]).strip(), meta))

@@ -27,7 +27,7 @@ from typing import Any
 
 from safetax.benchmarks.registry import Item, benchmark, resolve_data
 from safetax.benchmarks.styles import DEFAULT_STYLE, check_style
-from safetax.data.tables import DataError, read_rows, require_columns
+from safetax.data.tables import DataError, Rows, read_rows, require_columns, row_label
 from safetax.records import Score
 
 log = logging.getLogger(__name__)
@@ -46,27 +46,29 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
 
     Raises:
         DataError: if the file is missing or unreadable, or a row has more or fewer fields
-            than the header (the message names file, 1-based data row and column).
+            than the header (the message names file, line and column).
     """
     if not path.is_file():
         raise DataError(f"{path}: file does not exist")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # adversarial prompts can be long
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    rows: list[dict[str, str]] = []
+    rows, lines = [], []
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:  # type: ignore[operator]
             reader = csv.DictReader(f, delimiter="\t")
             header = list(reader.fieldnames or [])
-            for i, row in enumerate(reader, start=1):
+            for row in reader:
                 if None in row:
-                    raise DataError(f"{path}: row {i}: more fields than the {len(header)} columns {', '.join(header)}")
+                    raise DataError(f"{path}: line {reader.line_num}: more fields than the {len(header)} columns "
+                                    f"{', '.join(header)}")
                 short = [c for c in header if row.get(c) is None]
                 if short:
-                    raise DataError(f"{path}: row {i}: column {short[0]!r} is missing (too few fields)")
-                rows.append(row)  # type: ignore[arg-type]
+                    raise DataError(f"{path}: line {reader.line_num}: column {short[0]!r} is missing (too few fields)")
+                rows.append(row)
+                lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error, EOFError) as e:
-        raise DataError(f"{path}: unreadable TSV near data row {len(rows) + 1}: {e}") from None
-    return rows
+        raise DataError(f"{path}: unreadable TSV near line {(lines[-1] if lines else 1) + 1}: {e}") from None
+    return Rows(rows, lines)
 
 
 def _read(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -159,7 +161,7 @@ class _WildJailbreak(_SafetySet):
         for i, r in enumerate(rows):
             label = str(r["label"]).strip()
             if label not in ("0", "1"):
-                raise DataError(f"{path}: row {i + 1}: column 'label' must be 0 or 1, got {label!r}")
+                raise DataError(f"{path}: {row_label(rows, i + 1)}: column 'label' must be 0 or 1, got {label!r}")
             if label == self.keep_label:
                 meta = {"category": str(r["data_type"]).strip(), "label": "unsafe" if label == "1" else "safe"}
                 items.append(Item(id=f"{self.id_prefix}-{i}", prompt=str(r["adversarial"]), meta=meta))
@@ -198,7 +200,7 @@ class XSTest(_SafetySet):
         for i, r in enumerate(rows):
             label = str(r["label"]).strip()
             if label not in ("safe", "unsafe"):
-                raise DataError(f"{path}: row {i + 1}: column 'label' must be safe or unsafe, got {label!r}")
+                raise DataError(f"{path}: {row_label(rows, i + 1)}: column 'label' must be safe or unsafe, got {label!r}")
             meta = {"label": label, "category": str(r["type"]).strip(), "source_id": str(r["id"]).strip()}
             items.append(Item(id=f"xstest-{i}", prompt=str(r["prompt"]), meta=meta))
         return items

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from safetax.data.tables import FORMATS, DataError, read_rows, require_columns
+from safetax.data.tables import FORMATS, DataError, read_rows, require_columns, row_label
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,10 @@ def _read_any(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-def _text(path: Path, i: int, row: dict[str, Any], column: str) -> str:
+def _text(path: Path, where: str, row: dict[str, Any], column: str) -> str:
     value = row.get(column)
     if not isinstance(value, str):
-        raise DataError(f"{path}: row {i}: column {column!r} must be text, got {type(value).__name__}")
+        raise DataError(f"{path}: {where}: column {column!r} must be text, got {type(value).__name__}")
     return value
 
 
@@ -101,17 +101,18 @@ def load_refusal_rows(path: Path) -> list[dict[str, str]]:
         require_columns(path, rows, ("refusal",))
         out = []
         for i, row in enumerate(rows, start=1):
-            parts = split_question_answer(_text(path, i, row, "refusal"))
+            parts = split_question_answer(_text(path, row_label(rows, i), row, "refusal"))
             if parts is None:
                 raise DataError(
-                    f"{path}: row {i}: column 'refusal' is not 'Question: <prompt> Answer: <refusal>' "
+                    f"{path}: {row_label(rows, i)}: column 'refusal' is not 'Question: <prompt> Answer: <refusal>' "
                     "(no 'Answer:' or an empty part) and the file has no 'prompt' column"
                 )
             out.append({"prompt": parts[0], "refusal": parts[1]})
         log.info("%s: %d DirectRefusal rows (prompt split from 'refusal')", path, len(out))
         return out
     require_columns(path, rows, ("prompt", "refusal"))
-    out = [{"prompt": _text(path, i, r, "prompt"), "refusal": _text(path, i, r, "refusal")} for i, r in enumerate(rows, 1)]
+    out = [{"prompt": _text(path, row_label(rows, i), r, "prompt"), "refusal": _text(path, row_label(rows, i), r, "refusal")}
+           for i, r in enumerate(rows, 1)]
     log.info("%s: %d refusal rows", path, len(out))
     return out
 

@@ -86,6 +86,7 @@ class AuditConfig:
                     parse_store_uri(getattr(self, name), f"`{name}`")
                 except StoreError as e:
                     c.errors.append(str(e))
+        c.boolean("promote", self.promote)
         if not (isinstance(self.claim_lease_s, (int, float)) and self.claim_lease_s > 0):
             c.fail("claim_lease_s", self.claim_lease_s, "a number of seconds > 0")
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:

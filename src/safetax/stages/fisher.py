@@ -58,6 +58,7 @@ class FisherConfig:
         c.non_negative("fisher_tokens_per_sequence", self.tokens_per_sequence)
         c.positive("max_length", self.max_length)
         c.in_range("validate_share", self.validate_share, 0.0, 1.0)
+        c.boolean("validate", self.validate)
         c.raise_if_any()
 
 

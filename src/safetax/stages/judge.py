@@ -69,6 +69,7 @@ class JudgeConfig:
         c.positive("batch_size", self.batch_size)
         c.one_of("judge_scope", self.judge_scope, SCOPES)
         c.non_negative("chunk_items", self.chunk_items)
+        c.boolean("require_think", self.require_think)
         c.raise_if_any()
 
 
