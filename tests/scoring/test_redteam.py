@@ -98,8 +98,8 @@ except Exception:
 for p in (T["outside"] + "/pwned", T["cache"] + "/pwned", T["cache"] + "/code-expected/pwned", "/tmp/" + T["marker"]):
     try:
         with open(p, "w") as f:
-            f.write("pwned")
-        PWNED = PWNED or p != "/tmp/" + T["marker"]  # /tmp may be the sandbox's own
+            PWNED = PWNED or p != "/tmp/" + T["marker"]  # created a file; /tmp may be the sandbox's own
+            f.write("pwned")  # fails (EFBIG) without namespaces: 0 bytes per file
     except Exception:
         pass
 """,
@@ -326,7 +326,9 @@ def test_cache_overwrite_changes_no_later_score(arena: Arena, iso: Isolation, mo
     assert score(arena, arena.candidate("PWNED = True\n"), iso)[0] == 1.0
 
 
-LIVE = ("environ", "sa_token", "expected_cache", "canonical_solution", "write_outside", "network", "forge_and_exit")
+# not "environ": even with no layer, the jail drops every capability, and a root process without CAP_SYS_PTRACE may
+# not read the environ of a root process that holds capabilities (test_redteam_isolation.py checks the drop)
+LIVE = ("sa_token", "expected_cache", "canonical_solution", "write_outside", "network", "forge_and_exit")
 
 
 def test_attacks_are_live_without_isolation(arena: Arena) -> None:

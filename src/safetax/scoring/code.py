@@ -11,7 +11,9 @@ EvalPlus semantics, implemented here without the ``evalplus`` package: a candida
 output matches on every ``base_input`` and "plus" when it also matches on every ``plus_input`` (exact
 ``==``, else ``np.allclose(rtol=1e-7, atol)`` with ``atol`` forced to 1e-6 for float outputs; MBPP+'s
 special oracles; HumanEval/32 checks the root). Per-input time limit ``max(1 s, 4 x canonical)``, enforced
-inside the sandbox; the scorer enforces their sum (+3 s) over the whole run.
+inside the sandbox (which the code can switch off) and on the scorer's clock: the result of each input must
+arrive within the limits of the inputs up to it (base first) + 3 s, counted from the harness's ``LOADED``
+line (at most 13 s after the start); a later one is a timeout. The run is killed at their sum + 3 s.
 
 A task whose canonical solution gives no output for some input (it raised, was killed by a limit, could not
 import) has no expected output there: its programs are unscored ("reference solution failed on N input(s)")
@@ -35,7 +37,7 @@ from safetax.formats import split_reasoning
 from safetax.records import Score
 from safetax.scoring import code_cache
 from safetax.scoring.code_compare import decode, outputs_match
-from safetax.scoring.code_harness import HARNESS
+from safetax.scoring.code_harness import GROUPS, HARNESS, LOADED, SLACK_S, late_inputs
 from safetax.scoring.sandbox import ExecResult, Isolation, isolation, run_untrusted
 from safetax.store import cache_root
 from safetax.timing import progress_bar
@@ -43,7 +45,6 @@ from safetax.timing import progress_bar
 log = logging.getLogger(__name__)
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _PY_LANGS = {"", "python", "py", "python3"}
-GROUPS = ("base", "plus")
 MIN_TIME_LIMIT, GT_TIME_FACTOR = 1.0, 4.0  # EvalPlus defaults
 # v3: HMAC-signed, no entry of a failed canonical run (v2 files may hold None for them; v1, unsigned: never read)
 CACHE_FORMAT = "v3"
@@ -80,9 +81,19 @@ def parse_rows(stdout: str, sizes: Mapping[str, int]) -> tuple[dict[Any, dict[st
     Only well-formed rows for existing inputs count; anything else (garbage, other keys, other shapes)
     is ignored. Every row comes from untrusted code: only its ``out`` is ever compared.
     """
+    rows, dup, _ = _parse(stdout, sizes)
+    return rows, dup
+
+
+def _parse(stdout: str, sizes: Mapping[str, int]) -> tuple[dict[Any, dict[str, Any]], set[Any], dict[Any, int]]:
+    """:func:`parse_rows`, and the index of each row's line (split at ``\\n``, as the scorer timed them)."""
     rows: dict[Any, dict[str, Any]] = {}
     dup: set[Any] = set()
-    for line in stdout.splitlines():
+    where: dict[Any, int] = {}
+    for n, line in enumerate(stdout.split("\n")):
+        if line == LOADED and not rows and "loaded" not in where:
+            where["loaded"] = n
+            continue
         try:
             row = json.loads(line)
         except Exception:  # noqa: BLE001 - malformed, too deep, too large numbers: ignored
@@ -99,7 +110,13 @@ def parse_rows(stdout: str, sizes: Mapping[str, int]) -> tuple[dict[Any, dict[st
         if key in rows:
             dup.add(key)
         rows.setdefault(key, row)
-    return rows, dup
+        where.setdefault(key, n)
+    return rows, dup, where
+
+
+def time_limits(exp: Mapping[str, Any]) -> dict[str, list[float]]:
+    """Per-input time limits from the canonical run's times: ``max(1 s, 4 x canonical)``."""
+    return {g: [max(MIN_TIME_LIMIT, GT_TIME_FACTOR * t) for t in exp[f"{g}_t"]] for g in GROUPS}
 
 
 def _cache_file(tasks: Mapping[str, Mapping[str, Any]], dataset: str, cache_dir: Path | None) -> Path:
@@ -222,8 +239,8 @@ def score_programs(codes: Sequence[str | None], ids: Sequence[str], tasks: Mappi
     todo = [k for k in coded if not reference_failures(exp[ids[k]])]  # no expected output, no run
     jobs = []
     for k in todo:
-        lim = {g: [max(MIN_TIME_LIMIT, GT_TIME_FACTOR * t) for t in exp[ids[k]][f"{g}_t"]] for g in GROUPS}
-        wall = min(task_timeout_s, sum(lim["base"]) + sum(lim["plus"])) + 3.0  # + interpreter start and load
+        lim = time_limits(exp[ids[k]])
+        wall = min(task_timeout_s, sum(lim["base"]) + sum(lim["plus"])) + SLACK_S  # + interpreter start and load
         budget = 2 * int(exp[ids[k]].get("bytes", 0)) + OUTPUT_SLACK
         jobs.append((_program(str(codes[k]), tasks[ids[k]], dataset, lim), wall, memory_mb, budget))
     results = dict(zip(todo, _pool_run(jobs, workers, f"{dataset} candidates", iso)))
@@ -254,7 +271,8 @@ def _verdict(code: str, res: ExecResult, task: Mapping[str, Any], exp: Mapping[s
     missing expected one (a program returning None would match it)."""
     if reference_failures(exp):
         return _reference_failed(code, reference_failures(exp))
-    rows, dup = parse_rows(res.stdout, {g: len(task[f"{g}_input"]) for g in GROUPS})
+    rows, dup, where = _parse(res.stdout, {g: len(task[f"{g}_input"]) for g in GROUPS})
+    late = late_inputs(res, where, time_limits(exp))
     status, notes = {}, []
     for g in GROUPS:
         status[g] = "pass"
@@ -267,6 +285,8 @@ def _verdict(code: str, res: ExecResult, task: Mapping[str, Any], exp: Mapping[s
                           or ("timeout" if res.timed_out else "output over the size limit" if res.truncated
                               else "no output"))[:100]
                 status[g] = "timeout" if why in ("timeout", "_Timeout") else "fail"
+            elif (g, i) in late:
+                status[g], why = "timeout", "result past its time limit (scorer's clock)"
             elif not _matches(row, exp[g][i], inp, task, dataset):
                 status[g], why = "fail", "wrong output"
             else:

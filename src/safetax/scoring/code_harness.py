@@ -1,17 +1,29 @@
 """The program run in the sandbox for one HumanEval+/MBPP+ task (the candidate's or the canonical solution).
 
 It is preceded by ``SPEC`` (JSON text: task id, entry point, dataset, the base and plus inputs, per-input time
-limits) and ``SOURCE`` (the code). It writes one JSON line per input to a copy of its stdout, ``{"g", "i",
-"t", "out"}`` (the output in a tagged-JSON encoding, :func:`safetax.scoring.code_compare.decode`), or
-``{"g", "i", "err"}`` and stops that group at the first error or per-input timeout; the code's own prints go
-to /dev/null.
+limits) and ``SOURCE`` (the code). It writes ``LOADED`` once the code is loaded (its module level ran, at most
+10 s), then one JSON line per input to a copy of its stdout, ``{"g", "i", "t", "out"}`` (the output in a
+tagged-JSON encoding, :func:`safetax.scoring.code_compare.decode`), or ``{"g", "i", "err"}`` and stops that
+group at the first error or per-input timeout; each line is flushed at once. The code's own prints go to
+/dev/null.
 
 Nothing here is trusted: the code runs in the same process and can write any line, stop early or switch
 the per-input alarm off. The scorer takes only the outputs from these lines and compares them itself with
-expected outputs the code never sees; the per-input limits are enforced here (cooperatively) and the
-whole run's wall-clock limit by the scorer.
+expected outputs the code never sees. The per-input limits are enforced here (an alarm) and again by the
+scorer, on its own clock: each line must arrive within the limits of the inputs up to it, counted from
+``LOADED`` (:mod:`safetax.scoring.code`); the whole run's wall-clock limit is the scorer's too.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from safetax.scoring.sandbox import ExecResult
+
+GROUPS = ("base", "plus")
+SLACK_S, LOAD_MAX_S = 3.0, 13.0  # over the per-input limits (start, load, overheads); latest clock start (LOADED)
+LOADED = '{"loaded": true}'  # the line that says the code is loaded: the scorer's clock on inputs starts here
 HARNESS = r"""
 import copy, json, os, signal, sys, time
 _spec = json.loads(SPEC)
@@ -61,6 +73,7 @@ try:
 except BaseException as e:
     signal.setitimer(signal.ITIMER_REAL, 0)
     _emit({"load_error": "timeout" if isinstance(e, _Timeout) else type(e).__name__}); os._exit(0)
+_emit({"loaded": True})
 for _g in ("base", "plus"):
     _lim = _spec["limits"].get(_g) or []
     _ins = _spec["inputs"][_g]
@@ -78,7 +91,25 @@ for _g in ("base", "plus"):
             signal.setitimer(signal.ITIMER_REAL, 0)
             _emit({"g": _g, "i": _i, "err": "timeout" if isinstance(e, _Timeout) else type(e).__name__})
             break
-        _res.write(_line + "\n")
-    _res.flush()
+        _res.write(_line + "\n"); _res.flush()
 os._exit(0)
 """
+
+
+def late_inputs(res: ExecResult, where: Mapping[Any, int], lim: Mapping[str, list[float]]) -> set[Any]:
+    """Inputs whose result line arrived after ``LOADED`` + :data:`SLACK_S` + the limits up to it (base first).
+
+    The scorer's clock (:attr:`ExecResult.line_times`): the code can neither stop nor set it. Its start, the
+    ``LOADED`` line, counts only before every result and at most :data:`LOAD_MAX_S` after the run's start.
+    """
+    def at(n: int) -> float:
+        return res.line_times[n] if n < len(res.line_times) else res.wall_s
+
+    start = min(at(where["loaded"]), LOAD_MAX_S) if "loaded" in where else 0.0
+    late, used = set(), start + SLACK_S
+    for g in GROUPS:
+        for i, limit in enumerate(lim[g]):
+            used += limit
+            if (g, i) in where and at(where[(g, i)]) > used:
+                late.add((g, i))
+    return late

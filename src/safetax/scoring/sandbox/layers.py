@@ -7,18 +7,24 @@ refuses it (the log line and ``Isolation.describe()`` say which are in force):
   holds only the interpreter's directories: the code sees no host file, no ``/proc``, no network and no
   other process, and its whole process tree dies with it. Needs root, or unprivileged user namespaces
   (often refused by a container runtime's default seccomp profile or by AppArmor).
-- ``uid``: when the scorer runs as root, the code runs as uid/gid 65534 without groups or capabilities.
+- ``uid``: when the scorer runs as root, the code runs as uid/gid 65534 without groups. Without it (and
+  without namespaces) the code runs as uid 0: still without any capability (the jail drops them all,
+  :mod:`.caps`), but owner of root's files and of no other uid's, so this state is logged as a warning.
 - ``landlock``: file access limited to reading the interpreter's directories and writing the working
-  directory; no TCP (ABI >= 4); no signals to processes outside the sandbox (ABI >= 6). Works without
-  privileges where the kernel has Landlock and the seccomp profile allows its three syscalls.
-- ``seccomp``: no sockets, ptrace, namespaces, mounts, io_uring, setsid (:mod:`.seccomp`).
+  directory (without the namespaces: only reading it); no TCP (ABI >= 4); no signals to processes
+  outside the sandbox (ABI >= 6). Works without privileges where the kernel has Landlock and the seccomp
+  profile allows its three syscalls.
+- ``seccomp``: no sockets, ptrace, namespaces, mounts, io_uring, setsid, System V or POSIX message-queue
+  IPC, kernel or system settings, no limits or scheduling of other processes, no new process
+  (:mod:`.seccomp`).
 
-Always: an empty environment, resource limits (no new processes: ``RLIMIT_NPROC`` binds every non-root
-uid), and the scorer made non-dumpable, so that no process of its uid can read its memory or its
-``/proc/<pid>/environ`` (it does not protect against root).
+Always: an empty environment, no capabilities, resource limits (no new processes: ``RLIMIT_NPROC`` binds
+every non-root uid), and the scorer made non-dumpable, so that no process of its uid can read its memory
+or its ``/proc/<pid>/environ`` (it does not protect against root).
 
 Operators: ``SAFETAX_SANDBOX_REQUIRE=namespaces,landlock,seccomp,uid`` (any subset) makes scoring fail
-when a listed layer is not in force; ``SAFETAX_SANDBOX_DISABLE`` (same names) switches layers off.
+when a listed layer is not in force (a root scorer should list ``uid``, or ``namespaces``);
+``SAFETAX_SANDBOX_DISABLE`` (same names) switches layers off.
 """
 
 from __future__ import annotations
@@ -84,13 +90,25 @@ class Isolation:
             scope = (", no tcp" if self.landlock >= 4 else "") + (", no outside signals" if self.landlock >= 6 else "")
             parts.append(f"landlock ABI {self.landlock} (files{scope})")
         if self.seccomp:
-            parts.append("seccomp (no sockets, ptrace, namespaces, mounts)")
-        parts.append("empty environment, rlimits, scorer non-dumpable")
+            parts.append("seccomp (no sockets, ptrace, namespaces, mounts, IPC, other processes' limits)")
+        parts.append("empty environment, no capabilities, rlimits, scorer non-dumpable")
         off = [layer for layer in LAYERS if not self.has(layer) and (layer != "uid" or os.geteuid() == 0)]
         text = ", ".join(parts)
         if not off:
             return text
         return text + f"; OFF: {', '.join(off)}" + (f" ({'; '.join(self.notes)})" if self.notes else "")
+
+
+def strong_enough(iso: Isolation, euid: int | None = None) -> bool:
+    """Whether ``iso`` is logged at INFO: host files hidden, seccomp on, the code not root (uid layer or namespaces).
+
+    >>> strong_enough(Isolation(landlock=7, seccomp=True), euid=1000)
+    True
+    >>> strong_enough(Isolation(landlock=7, seccomp=True), euid=0)  # root scorer, code as uid 0
+    False
+    """
+    root = (os.geteuid() if euid is None else euid) == 0
+    return iso.hides_host_files and iso.seccomp and not (root and iso.uid is None and not iso.namespaces)
 
 
 def harden_parent() -> bool:
@@ -162,6 +180,6 @@ def isolation() -> Isolation:
             if missing:
                 raise SandboxError("require", f"SAFETAX_SANDBOX_REQUIRE asks for {missing}, not available here: "
                                    f"{iso.describe()}")
-            (log.info if iso.hides_host_files and iso.seccomp else log.warning)("code sandbox: %s", iso.describe())
+            (log.info if strong_enough(iso) else log.warning)("code sandbox: %s", iso.describe())
             _current = iso
         return _current
