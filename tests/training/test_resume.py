@@ -114,7 +114,7 @@ def test_a_state_of_another_run_is_not_resumed(tiny_model: Path, sft: Path, tmp_
 
 
 def test_checkpoint_every_steps_is_validated() -> None:
-    with pytest.raises(ConfigError, match=r"`checkpoint_every_steps` must be an integer >= 0 .* got -2"):
+    with pytest.raises(ConfigError, match=r"`checkpoint_every_steps` must be an integer >= -1 .* got -2"):
         train.TrainConfig(checkpoint_every_steps=-2)
     assert train.TrainConfig.from_dict({"checkpoint_every_steps": 50.0}).checkpoint_every_steps == 50
 

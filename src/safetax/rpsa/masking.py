@@ -201,15 +201,17 @@ def masks_by_param(model: nn.Module, masks: dict[str, Tensor]) -> dict[nn.Parame
 
 
 class MaskedAdamW(torch.optim.AdamW):
-    """AdamW whose frozen entries get no update at all: no gradient step, no decay, no momentum.
+    """AdamW whose frozen entries do not move: no gradient step, no weight decay, no momentum step.
 
-    AdamW's decoupled weight decay would shrink a frozen entry even with a zero gradient, and its
-    moments would keep moving it after a mask change; so :meth:`step` zeroes frozen gradients,
-    runs AdamW, then writes the frozen values saved before the step back (bit-exact) and zeroes
-    their ``exp_avg``/``exp_avg_sq`` (and ``max_exp_avg_sq``). Extra memory: a copy of the
-    frozen values during the step. Call :meth:`zero_frozen_grads` before gradient clipping if the
-    clipping norm should not see frozen gradients. With FSDP2's DTensor parameters, masks are the
-    shape of this rank's shard and every operation acts on the local shard.
+    RPSA freezes by masking the gradient (g' = M * g, §3.2) before an ordinary AdamW. That alone would still move a
+    frozen entry (AdamW's decoupled weight decay, and the momentum of earlier steps), so :meth:`step` zeroes frozen
+    gradients, runs AdamW, then writes the frozen values saved before the step back (bit-exact). The moments of a
+    frozen entry evolve as the masked rule has them (a zero gradient: ``exp_avg`` and ``exp_avg_sq`` decay by
+    beta1, beta2 per step); they are never reset, so an entry the dynamic ratio frees again resumes with its
+    second-moment history: resetting it to 0 while Adam's step count runs on made a freed entry take steps up to
+    several times the learning rate. Extra memory: a copy of the frozen values during the step. Call
+    :meth:`zero_frozen_grads` before gradient clipping if the clipping norm should not see frozen gradients. With
+    FSDP2's DTensor parameters, masks are the shape of this rank's shard and every operation acts on the local shard.
     """
 
     def __init__(self, params: Iterable[nn.Parameter] | Iterable[dict], **kwargs: object) -> None:
@@ -227,8 +229,6 @@ class MaskedAdamW(torch.optim.AdamW):
             if m.shape != shard.shape:
                 raise ValueError(f"set_masks: mask shape {tuple(m.shape)} != parameter shape {tuple(shard.shape)}")
             self.masks[p] = m.to(device=shard.device, dtype=torch.bool)
-        for p, m in self.masks.items():
-            self._zero_state(p, m)
 
     @torch.no_grad()
     def zero_frozen_grads(self) -> None:
@@ -236,19 +236,11 @@ class MaskedAdamW(torch.optim.AdamW):
             if p.grad is not None:
                 local_shard(p.grad).masked_fill_(m, 0)
 
-    def _zero_state(self, p: nn.Parameter, m: Tensor) -> None:
-        state = self.state.get(p, {})
-        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-            if key in state:
-                local_shard(state[key]).masked_fill_(m, 0)
-
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[no-untyped-def, override]
         self.zero_frozen_grads()
         saved = {p: local_shard(p)[m] for p, m in self.masks.items() if p.grad is not None}
         loss = super().step(closure)
         for p, values in saved.items():
-            m = self.masks[p]
-            local_shard(p)[m] = values
-            self._zero_state(p, m)
+            local_shard(p)[self.masks[p]] = values
         return loss
