@@ -62,6 +62,7 @@ def test_markdown_section() -> None:
     assert text.startswith("## Reproduction\n")
     assert "| R1-Qwen-7B / LoRA | AIME | 43.33 | 43.33 | [" in text and "| R1-Qwen-7B / LoRA | GPQA | 48.44 | n/a | n/a | n/a |" in text
     assert "- GPQA: paper: GPQA Main (448 questions" in text
+    assert "Checkpoints: the paper keeps the best of checkpoints saved every 100 steps" in text  # vs our last epoch
     assert reproduction_markdown([]) == ""
 
 

@@ -153,11 +153,13 @@ def reproduction_markdown(rows: Sequence[ReproductionRow], data: Mapping[str, An
     """The report's "Reproduction" section: a table per paper table and the notes on data differences."""
     if not rows:
         return ""
-    papers = (data or published_data())["papers"]
+    d = data or published_data()
+    papers, selection = d["papers"], d.get("selection") or {}
     lines = ["## Reproduction", ""]
     for key in dict.fromkeys((r.paper, r.table) for r in rows):
+        chosen = f" Checkpoints: {selection[key[0]]}." if key[0] in selection else ""
         lines += [f"Published: {papers.get(key[0], key[0])}. Measured: this run, last epoch of each method, "
-                  f"with its {CONFIDENCE:.0%} interval; agrees = the published value lies inside it.", "",
+                  f"with its {CONFIDENCE:.0%} interval; agrees = the published value lies inside it.{chosen}", "",
                   "| row | metric | published | measured | interval | agrees |", "|---|---|---:|---:|---|---|"]
         for r in (r for r in rows if (r.paper, r.table) == key):
             interval = "n/a" if math.isnan(r.ci_low) else f"[{_num(r.ci_low, r.metric)}, {_num(r.ci_high, r.metric)}]"

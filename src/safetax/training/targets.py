@@ -38,8 +38,8 @@ MIDDLE = "middle"
 
 def parse_layers(spec: str | None, n_layers: int | None = None) -> tuple[int, ...] | None:
     """``"16-31"`` -> layers 16..31 inclusive; ``"0,2,5"`` -> those; None or "" -> all layers;
-    ``"middle"`` -> the middle third of the model's ``n_layers`` (the LoRA paper's best range for
-    the 48-layer 14B model was 16-31).
+    ``"middle"`` -> the middle third of the model's ``n_layers`` (16-31 of the 14B model's 48; a preset of ours
+    for restricting LoRA to middle layers: neither paper reports a best layer range).
 
     >>> parse_layers("2-4")
     (2, 3, 4)
