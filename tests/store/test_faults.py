@@ -143,23 +143,7 @@ def test_a_failed_stage_output_is_marked_and_refused(tmp_path: Path) -> None:
         require_complete(out, "generations")
 
 
-# -- URIs -------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("uri", "needle"), [
-    ("ftp://host/x", "store_uri: 'ftp://host/x' has an unknown scheme 'ftp'; expected a local path, file:///path or s3://bucket/prefix"),
-    ("s3://", "store_uri: 's3://' has no bucket; expected s3://bucket/prefix"),
-    ("s3:///runs", "has no bucket"),
-    ("s3:/bucket/runs", "is not a valid s3:// URI"),
-    ("http://minio:9000/runs", "unknown scheme 'http'"),
-    ("s3://My_Bucket/runs", "'My_Bucket' is not a valid bucket name"),
-    ("file://", "is not a valid file:// URI"),
-    ("", "is empty"),
-])
-def test_bad_store_uris_are_errors_naming_the_value(uri: str, needle: str) -> None:
-    with pytest.raises(StoreError) as e:
-        parse_store_uri(uri, "store_uri")
-    assert needle in str(e.value)
-
+# -- URIs (their parsing: tests/store/test_uri.py) ----------------------------------------------------
 
 @pytest.mark.parametrize("uri", ["ftp://host/x", "s3://"])
 def test_every_store_entry_point_refuses_them(uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

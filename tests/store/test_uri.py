@@ -21,8 +21,16 @@ from safetax.store.uri import parse_store_uri
     ("S3://safetax/runs", "is not a valid s3:// URI"),
     ("file:runs/x", "is not a valid file:// URI"),
     ("https:minio/runs", "unknown scheme 'https'"),
+    ("ftp://host/x", "store_uri: 'ftp://host/x' has an unknown scheme 'ftp'; expected a local path, file:///path or s3://bucket/prefix"),
+    ("s3://", "store_uri: 's3://' has no bucket; expected s3://bucket/prefix"),
+    ("s3:///runs", "has no bucket"),
+    ("s3:/bucket/runs", "is not a valid s3:// URI"),
+    ("http://minio:9000/runs", "unknown scheme 'http'"),
+    ("s3://My_Bucket/runs", "'My_Bucket' is not a valid bucket name"),
+    ("file://", "is not a valid file:// URI"),
+    ("", "is empty"),
 ])
-def test_near_miss_uris_are_errors_naming_the_parameter(uri: str, needle: str) -> None:
+def test_bad_uris_are_errors_naming_the_parameter(uri: str, needle: str) -> None:
     with pytest.raises(StoreError) as e:
         parse_store_uri(uri, "store_uri")
     assert str(e.value).startswith(f"store_uri: {uri!r}") and needle in str(e.value)
