@@ -94,3 +94,18 @@ def test_the_estimate_command_takes_an_audit_and_costs_one_checkpoint_of_its_pro
     out = capsys.readouterr().out
     assert "per audited checkpoint (the baseline model's first audit adds one more): 33,000 generated tokens" in out
     assert f"{33_000 / 10 / 3600:,.2f} GPU-hours" in out
+
+
+def test_the_run_estimate_builds_the_protocols_safety_sampling(tmp_path: Path) -> None:
+    """rpsa-paper samples safety answers (0.6 / 0.95), so a safety set of 4 samples per prompt is costed as such; a bad
+    explicit safety top-p is refused by the estimate as by the plan."""
+    from safetax.estimate import estimate_run
+    from safetax.runner import pipeline_defaults
+
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"prompt": f"q{i}"}) + "\n" for i in range(5)))
+    params = pipeline_defaults("alignment") | {"protocol": "rpsa-paper", "methods": [{"method": "lora", "epochs": 1}], "safety_max_new_tokens": 100,
+              "eval_sets": [{"name": "s", "kind": "safety", "uri": str(tmp_path / "s.jsonl"), "samples": 4}]}
+    [load] = estimate_run(params).sets
+    assert (load.prompts, load.samples, load.max_new_tokens) == (5, 4, 100)
+    with pytest.raises(ConfigError, match=r"`top_p` must be in \(0, 1\], got 0.0"):
+        estimate_run(params | {"safety_top_p": 0.0})

@@ -57,6 +57,16 @@ def test_files_write_out_their_protocol(path: Path) -> None:
     assert all(resolve_method(protocol, m, 0, params["base_model_uri"]) == m for m in params["methods"])
 
 
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_files_sample_safety_answers_as_their_paper(path: Path) -> None:
+    """The safety answers of a file's run: greedy for the LoRA paper (A.2), sampled at 0.6 / 0.95 for RPSA (sec. 4.2.1),
+    whether the file writes the values out or leaves them to its protocol."""
+    params = load(path)
+    resolved = resolve_protocol(params.get("protocol") or "seeds", dict(UNSET) | params)
+    expected = (0.6, 0.95) if protocol_of(path) == "rpsa-paper" else (0.0, 1.0)
+    assert (resolved["safety_temperature"], resolved["safety_top_p"]) == expected
+
+
 def test_ablation_and_constant_k_use_existing_method_keys() -> None:
     ablation = {m["name"]: m for m in load(PARAMS / "rpsa-paper-random-mask-r1-llama-8b.yaml")["methods"]}
     random = TrainConfig.from_dict(ablation["fft-random-k0.6"])

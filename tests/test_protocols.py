@@ -29,8 +29,8 @@ def test_seeds_is_the_pipeline_defaults_before_protocols() -> None:
     r = resolve_protocol("seeds", unset_params())
     assert {k: r[k] for k in UNSET} == {  # the alignment pipeline's defaults before `protocol` existed
         "judge_name": "refusal", "judge_model": "meta-llama/Llama-Guard-3-8B", "judge_mode": "logit", "judge_scope": "answer",
-        "safety_max_new_tokens": 1024, "reasoning_samples": 8, "reasoning_temperature": 0.6, "reasoning_top_p": 0.95,
-        "reasoning_max_new_tokens": 32768, "analysis_k": 16, "rpsa_corpus_size": 0, "fisher_estimator": "sequence",
+        "safety_max_new_tokens": 1024, "safety_temperature": 0.0, "safety_top_p": 1.0,  # greedy safety answers
+        "reasoning_samples": 8, "reasoning_temperature": 0.6, "reasoning_top_p": 0.95, "reasoning_max_new_tokens": 32768, "analysis_k": 16, "rpsa_corpus_size": 0, "fisher_estimator": "sequence",
         "fisher_tokens_per_sequence": 32}
     assert r["eval_sets"] == EVAL_SETS and r["methods"] == METHODS  # nothing added
 
@@ -40,6 +40,7 @@ def test_lora_paper_values() -> None:
     assert (r["judge_name"], r["judge_mode"], r["judge_scope"]) == ("llama-guard", "generate", "answer")  # A.2
     assert (r["reasoning_samples"], r["reasoning_temperature"], r["reasoning_top_p"]) == (8, 0.6, 0.95)  # sec. 4.2, A.3
     assert r["reasoning_max_new_tokens"] == r["safety_max_new_tokens"] == 32768  # A.3, A.4
+    assert (r["safety_temperature"], r["safety_top_p"]) == (0.0, 1.0)  # A.2: greedy decoding
     assert r["analysis_k"] == 16
     assert {e["prompt_style"] for e in r["eval_sets"]} == {"lora-paper"} and not any("sample" in e for e in r["eval_sets"])
     m = by_name(r, "methods")
@@ -54,6 +55,7 @@ def test_lora_paper_values() -> None:
 def test_rpsa_paper_values() -> None:
     r = resolve_protocol("rpsa-paper", unset_params())
     assert (r["reasoning_samples"], r["reasoning_temperature"], r["reasoning_top_p"]) == (1, 0.6, 0.95)
+    assert (r["safety_temperature"], r["safety_top_p"]) == (0.6, 0.95)  # sec. 4.2.1: every evaluation is sampled
     assert (r["fisher_estimator"], r["rpsa_corpus_size"]) == ("token", 100)  # Eq. 4; sec. 4.1
     corpus = resolve_protocol("rpsa-paper", {"rpsa_corpus": {"benchmark": "math500"}})["rpsa_corpus"]
     assert corpus == {"benchmark": "math500", "prompt_style": "rpsa-paper"}
@@ -100,3 +102,29 @@ def test_absent_parameters_stay_absent_and_others_pass_through() -> None:
 def test_unknown_protocol_names_the_allowed_values() -> None:
     with pytest.raises(ConfigError, match="`protocol` must be one of 'seeds', 'lora-paper', 'rpsa-paper', got 'lora'"):
         resolve_protocol("lora", {})
+
+
+@pytest.mark.parametrize(("protocol", "greedy"), [("seeds", True), ("lora-paper", True), ("rpsa-paper", False)])
+def test_safety_sampling_is_a_valid_config_per_protocol(protocol: str, greedy: bool) -> None:
+    """Each protocol's safety sampling builds a SamplingConfig; only a sampled one allows several samples per prompt."""
+    from safetax.generation.base import SamplingConfig
+
+    r = resolve_protocol(protocol, unset_params())
+
+    def build(n: int) -> SamplingConfig:
+        return SamplingConfig(temperature=r["safety_temperature"], top_p=r["safety_top_p"], n=n,
+                              max_new_tokens=r["safety_max_new_tokens"], seed=42)
+
+    assert build(1).temperature == (0.0 if greedy else 0.6)
+    if greedy:
+        with pytest.raises(ConfigError, match="greedy samples are identical"):
+            build(4)
+    else:
+        assert build(4).n == 4
+
+
+def test_explicit_safety_sampling_wins_over_the_protocol() -> None:
+    greedy = resolve_protocol("rpsa-paper", unset_params(safety_temperature=0.0, safety_top_p=1.0))
+    assert (greedy["safety_temperature"], greedy["safety_top_p"]) == (0.0, 1.0)
+    sampled = resolve_protocol("lora-paper", unset_params(safety_temperature=0.7))
+    assert (sampled["safety_temperature"], sampled["safety_top_p"]) == (0.7, 1.0)  # top_p still the protocol's

@@ -143,8 +143,11 @@ def estimate_run(params: dict[str, Any], tokens_per_second: float = TOKENS_PER_S
     """The estimate of an alignment run's parameters (the protocol's values filled in, as the pipeline does)."""
     from safetax.protocols import resolve_protocol
 
-    p = resolve_protocol(str(params.get("protocol") or "seeds"), dict(params))
-    safety = SamplingConfig(max_new_tokens=int(p["safety_max_new_tokens"]))
+    # Safety sampling left out of ``params`` is the protocol's, as the pipeline's -1 defaults are.
+    unset = {"safety_temperature": -1.0, "safety_top_p": -1.0}
+    p = resolve_protocol(str(params.get("protocol") or "seeds"), unset | dict(params))
+    safety = SamplingConfig(temperature=float(p["safety_temperature"]), top_p=float(p["safety_top_p"]),
+                            max_new_tokens=int(p["safety_max_new_tokens"]))
     reasoning = SamplingConfig(temperature=float(p["reasoning_temperature"]), top_p=float(p["reasoning_top_p"]),
                                n=int(p["reasoning_samples"]), max_new_tokens=int(p["reasoning_max_new_tokens"]))
     loads = set_loads([EvalSet.from_dict(dict(e)) for e in p["eval_sets"]], safety, reasoning)

@@ -7,7 +7,7 @@ submission. :func:`resolve_protocol` is pure: the plan step and any stage can ca
 parameters they hold and get the same answer.
 
 What "unset" means (:data:`UNSET`): a scalar parameter equal to its sentinel ("" for text, 0 for
-counts and budgets, -1 for the two sampling floats and for ``fisher_tokens_per_sequence``, where 0
+counts and budgets, -1 for the four sampling floats and for ``fisher_tokens_per_sequence``, where 0
 is meaningful). Inside ``eval_sets`` and ``methods`` a key is unset when it is absent from the dict;
 the run-level ``epochs`` > 0 counts as every method setting its epochs. Parameters absent from the
 dict passed in are left absent.
@@ -35,6 +35,7 @@ UNSET: dict[str, Any] = {
     "judge_name": "", "judge_model": "", "judge_mode": "", "judge_scope": "",
     "safety_max_new_tokens": 0, "reasoning_samples": 0, "reasoning_max_new_tokens": 0,
     "reasoning_temperature": -1.0, "reasoning_top_p": -1.0,  # 0 is greedy / invalid: -1 is unambiguous
+    "safety_temperature": -1.0, "safety_top_p": -1.0,
     "analysis_k": 0, "rpsa_corpus_size": 0,
     "fisher_estimator": "", "fisher_tokens_per_sequence": -1,  # 0 = every token, a real choice
 }
@@ -43,7 +44,8 @@ UNSET: dict[str, Any] = {
 _SCALARS: dict[str, dict[str, Any]] = {
     "seeds": {
         "judge_name": "refusal", "judge_model": "meta-llama/Llama-Guard-3-8B", "judge_mode": "logit", "judge_scope": "answer",
-        "safety_max_new_tokens": 1024, "reasoning_samples": 8, "reasoning_temperature": 0.6, "reasoning_top_p": 0.95,
+        "safety_max_new_tokens": 1024, "safety_temperature": 0.0, "safety_top_p": 1.0,  # greedy safety answers
+        "reasoning_samples": 8, "reasoning_temperature": 0.6, "reasoning_top_p": 0.95,
         "reasoning_max_new_tokens": 32768, "analysis_k": 16, "rpsa_corpus_size": 0,
         "fisher_estimator": "sequence", "fisher_tokens_per_sequence": 32,
     },
@@ -55,6 +57,7 @@ _SCALARS: dict[str, dict[str, Any]] = {
         # A.2 gives no budget for the greedy safety answers; A.3/A.4's 32,768 is the paper's only one. A shorter
         # budget cuts R1 answers inside <think> and counts them against safety.
         "safety_max_new_tokens": 32768,
+        "safety_temperature": 0.0, "safety_top_p": 1.0,  # A.2: "we sample the answer using greedy decoding"
         "reasoning_samples": 8,  # §4.2: pass@1 over n = 8 samples
         "reasoning_temperature": 0.6, "reasoning_top_p": 0.95,  # A.3 (A.4 states temperature 0.6 only)
         "reasoning_max_new_tokens": 32768,  # A.3, A.4
@@ -68,6 +71,9 @@ _SCALARS: dict[str, dict[str, Any]] = {
         # §4.2.1: "follow the recommended configurations in Guo et al. (2025)": 32,768 tokens, temperature 0.6, top-p 0.95.
         "safety_max_new_tokens": 32768, "reasoning_max_new_tokens": 32768,
         "reasoning_temperature": 0.6, "reasoning_top_p": 0.95,
+        # §4.2.1 "Evaluation": "All evaluations ... evaluated with a temperature of 0.6 and top-p sampling of 0.95": the
+        # safety answers (StrongREJECT, WildJailbreak) are sampled too, unlike the LoRA paper's greedy ones (A.2).
+        "safety_temperature": 0.6, "safety_top_p": 0.95,
         # Table 1's scores are whole counts over one response each (AIME 53.33 = 16/30, GPQA Main 53.79 = 241/448,
         # HE+ 78.05 = 128/164): one sample per problem.
         "reasoning_samples": 1,

@@ -51,6 +51,8 @@ ALIGNMENT: list[tuple[str, dict[str, Any], list[str]]] = [
     ("eval-set-limit", {"eval_sets": [{"name": "x", "kind": "safety", "uri": "SAFETY", "limit": -1}]}, ["eval_sets[0]", "limit"]),
     ("eval-set-not-mapping", {"eval_sets": ["aime24"]}, ["eval_sets[0]"]),
     ("backend", {"generation_backend": "tgi"}, ["generation_backend", "'hf', 'vllm'"]),
+    ("safety-temperature", {"safety_temperature": -0.5}, ["safety sampling", "safety_temperature"]),
+    ("safety-top-p", {"safety_top_p": 0.0}, ["safety_top_p", "(0, 1]"]),
     ("generation-batch-zero", {"generation_batch_size": 0}, ["generation_batch_size", "a whole number >= 1"]),
     ("tensor-parallel-zero", {"tensor_parallel_size": 0}, ["tensor_parallel_size"]),
     ("max-length-zero", {"max_length": 0}, ["max_length"]),

@@ -9,18 +9,11 @@ import pytest
 
 from safetax.config import ConfigError
 from safetax.stages.plan import PLAN, AlignmentParams, plan
+from tests.stages.conftest import alignment_params
 
 
 def _params(tiny_model: Path, tmp_path: Path, **kw) -> AlignmentParams:
-    data = tmp_path / "arith.jsonl"
-    data.write_text("".join(json.dumps({"problem": f"{i}+{i}?", "answer": str(2 * i)}) + "\n" for i in range(3)))
-    refusals = tmp_path / "refusals.jsonl"
-    refusals.write_text(json.dumps({"prompt": "Explain restricted task 1.", "refusal": "I can't help with that."}) + "\n")
-    base = {"base_model_uri": str(tiny_model), "refusal_data_uri": str(refusals),
-            "eval_sets": [{"name": "arith", "kind": "reasoning", "uri": str(data)}],
-            "methods": [{"method": "lora", "name": "lora-r4"}, {"method": "full"}],
-            "rpsa_corpus": {"name": "arith", "kind": "reasoning", "uri": str(data)}}
-    return AlignmentParams(**(base | kw))
+    return alignment_params(tiny_model, tmp_path, **kw)
 
 
 def test_items_carry_resolved_configs_and_flags(tiny_model: Path, tmp_path: Path) -> None:

@@ -12,23 +12,17 @@ import pytest
 from safetax.config import ConfigError
 from safetax.stages.plan import AlignmentParams, plan
 from tests.conftest import put_in_hf_cache
+from tests.stages.conftest import alignment_params
 
 # The pipeline's defaults: every protocol-filled parameter unset, as a run submitted without them has.
 UNSET = {"epochs": 0, "judge_name": "", "judge_model": "", "judge_mode": "", "judge_scope": "", "safety_max_new_tokens": 0,
-         "reasoning_samples": 0, "reasoning_temperature": -1.0, "reasoning_top_p": -1.0, "reasoning_max_new_tokens": 0,
-         "analysis_k": 0, "fisher_estimator": "", "fisher_tokens_per_sequence": -1}
+         "safety_temperature": -1.0, "safety_top_p": -1.0, "reasoning_samples": 0, "reasoning_temperature": -1.0,
+         "reasoning_top_p": -1.0, "reasoning_max_new_tokens": 0, "analysis_k": 0, "fisher_estimator": "",
+         "fisher_tokens_per_sequence": -1}
 
 
 def _params(tiny_model: Path, tmp_path: Path, **kw) -> AlignmentParams:
-    data = tmp_path / "arith.jsonl"
-    data.write_text("".join(json.dumps({"problem": f"{i}+{i}?", "answer": str(2 * i)}) + "\n" for i in range(3)))
-    refusals = tmp_path / "refusals.jsonl"
-    refusals.write_text(json.dumps({"prompt": "Explain restricted task 1.", "refusal": "I can't help with that."}) + "\n")
-    base = {"base_model_uri": str(tiny_model), "refusal_data_uri": str(refusals),
-            "eval_sets": [{"name": "arith", "kind": "reasoning", "uri": str(data)}],
-            "methods": [{"method": "lora", "name": "lora-r4"}, {"method": "full"}],
-            "rpsa_corpus": {"name": "arith", "kind": "reasoning", "uri": str(data)}} | UNSET
-    return AlignmentParams(**(base | kw))
+    return alignment_params(tiny_model, tmp_path, **(UNSET | kw))
 
 
 def _problems(params: AlignmentParams) -> list[str]:
@@ -79,6 +73,33 @@ def test_generate_config_errors_come_at_plan_time(tiny_model: Path, tmp_path: Pa
     refusals = {"name": "s", "kind": "safety", "uri": str(tmp_path / "refusals.jsonl"), "samples": 4}
     [problem] = _problems(_params(tiny_model, tmp_path, eval_sets=[refusals]))
     assert "`eval_sets[s]`" in problem and "greedy" in problem  # the safety sampling is greedy: 4 samples are one
+
+
+@pytest.mark.parametrize(("over", "needle"), [
+    ({"safety_temperature": -0.5}, "safety sampling: `safety_temperature` must be >= 0, got -0.5"),  # -1 is "unset"
+    ({"safety_top_p": 0.0}, "safety sampling: `safety_top_p` must be in (0, 1], got 0.0"),
+    ({"safety_top_p": 1.5, "protocol": "rpsa-paper"}, "safety sampling: `safety_top_p` must be in (0, 1], got 1.5"),
+    ({"reasoning_samples": -2}, "reasoning sampling: `reasoning_samples` must be > 0, got -2"),
+])
+def test_bad_sampling_names_the_run_parameter(tiny_model: Path, tmp_path: Path, over: dict, needle: str) -> None:
+    assert needle in _problems(_params(tiny_model, tmp_path, **over))
+
+
+def _four_safety_samples(tiny_model: Path, tmp_path: Path, **kw) -> AlignmentParams:
+    """A run whose safety set asks for 4 samples per prompt (the offline refusal judge: no hub model to reach)."""
+    refusals = {"name": "s", "kind": "safety", "uri": str(tmp_path / "refusals.jsonl"), "samples": 4}
+    return _params(tiny_model, tmp_path, eval_sets=[refusals], judge_name="refusal", **kw)
+
+
+def test_a_sampled_safety_protocol_allows_several_samples_per_safety_prompt(tiny_model: Path, tmp_path: Path) -> None:
+    """rpsa-paper samples the safety answers (sec. 4.2.1), so `samples` > 1 on a safety set is valid there, and the
+    resolved run (plan.json) records the sampling; greedy protocols, and an explicit greedy temperature, refuse it."""
+    plan(_four_safety_samples(tiny_model, tmp_path, protocol="rpsa-paper"), tmp_path / "out")
+    resolved = json.loads((tmp_path / "out" / "plan.json").read_text())["params"]
+    assert (resolved["safety_temperature"], resolved["safety_top_p"]) == (0.6, 0.95)
+    for kw in ({"protocol": "seeds"}, {"protocol": "lora-paper"}, {"protocol": "rpsa-paper", "safety_temperature": 0.0}):
+        [problem] = _problems(_four_safety_samples(tiny_model, tmp_path, **kw))
+        assert "`eval_sets[s]`" in problem and "greedy" in problem, kw
 
 
 def test_an_eval_set_that_is_not_a_mapping_names_the_form(tiny_model: Path, tmp_path: Path) -> None:

@@ -66,8 +66,9 @@ def chunk_prompts_setting(env: dict[str, str] | None = None) -> int:
 class GenerateConfig:
     model_uri: str  # the base model
     eval_sets: tuple[EvalSet, ...]
-    # Seeds: safety greedy; reasoning n=8 samples at temperature 0.6, top_p 0.95 (pass@1 over them). An eval set's
-    # own `samples` / `max_new_tokens` (when set) replace n / max_new_tokens for that set.
+    # Seeds: safety greedy (rpsa-paper samples it at 0.6 / 0.95); reasoning n=8 samples at temperature 0.6, top_p 0.95
+    # (pass@1 over them). An eval set's own `samples` / `max_new_tokens` (when set) replace n / max_new_tokens for that
+    # set; `samples` > 1 needs its kind's sampling to be sampled (temperature > 0).
     safety_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=1024))
     reasoning_sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(temperature=0.6, top_p=0.95, n=8, max_new_tokens=32768)

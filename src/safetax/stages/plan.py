@@ -50,6 +50,10 @@ class AlignmentParams:
     judge_scope: str = "answer"
     equivalence_model: str = ""
     safety_max_new_tokens: int = 1024
+    # -1 = the protocol's (seeds and lora-paper: greedy 0 / 1; rpsa-paper: 0.6 / 0.95), so a caller that does not pass
+    # them gets the protocol's sampling rather than greedy answers under a protocol that samples.
+    safety_temperature: float = -1.0
+    safety_top_p: float = -1.0
     reasoning_samples: int = 8
     reasoning_temperature: float = 0.6
     reasoning_top_p: float = 0.95

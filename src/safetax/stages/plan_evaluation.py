@@ -22,7 +22,13 @@ EVAL_SET_FORM = ('a mapping: a registered benchmark {"benchmark": "strongreject"
                  '"kind": "safety"|"overrefusal"|"reasoning", "uri": "data.jsonl"}')
 # The parameters each sampling config is built from (a protocol fills them in).
 REASONING_SAMPLING = ("reasoning_samples", "reasoning_temperature", "reasoning_top_p", "reasoning_max_new_tokens")
-SAMPLING_INPUTS = {"safety sampling": ("safety_max_new_tokens",), "reasoning sampling": REASONING_SAMPLING}
+SAFETY_SAMPLING = ("safety_temperature", "safety_top_p", "safety_max_new_tokens")
+SAMPLING_INPUTS = {"safety sampling": SAFETY_SAMPLING, "reasoning sampling": REASONING_SAMPLING}
+# The run parameter behind each SamplingConfig field, so an error names what the user set.
+_PARAMETER_OF = {"safety sampling": {"temperature": "safety_temperature", "top_p": "safety_top_p",
+                                     "max_new_tokens": "safety_max_new_tokens"},
+                 "reasoning sampling": {"temperature": "reasoning_temperature", "top_p": "reasoning_top_p",
+                                        "n": "reasoning_samples", "max_new_tokens": "reasoning_max_new_tokens"}}
 
 
 def read_eval_set(raw: Any, c: Checks, where: str) -> tuple[Any, int]:
@@ -55,7 +61,8 @@ def samplings(p: AlignmentParams, c: Checks, unset: frozenset[str]) -> dict[str,
     """The run's safety and reasoning SamplingConfig (each checked; one the protocol should have filled is skipped)."""
     from safetax.generation.base import SamplingConfig
 
-    build = {"safety sampling": lambda: SamplingConfig(max_new_tokens=p.safety_max_new_tokens, seed=p.seed),
+    build = {"safety sampling": lambda: SamplingConfig(temperature=p.safety_temperature, top_p=p.safety_top_p,
+                                                       max_new_tokens=p.safety_max_new_tokens, seed=p.seed),
              "reasoning sampling": lambda: SamplingConfig(temperature=p.reasoning_temperature, top_p=p.reasoning_top_p,
                                                           n=p.reasoning_samples, max_new_tokens=p.reasoning_max_new_tokens,
                                                           seed=p.seed)}
@@ -66,8 +73,20 @@ def samplings(p: AlignmentParams, c: Checks, unset: frozenset[str]) -> dict[str,
         try:
             out[name] = make()
         except (ConfigError, TypeError, ValueError) as e:
-            c.errors += [f"{name}: {m}" for m in _errors_of(e)]
+            c.errors += [f"{name}: {_as_parameter(m, _PARAMETER_OF[name])}" for m in _errors_of(e)]
     return out
+
+
+def _as_parameter(message: str, names: dict[str, str]) -> str:
+    """A SamplingConfig message ("`top_p` must be ...") with the field named as the run parameter it came from.
+
+    >>> _as_parameter("`top_p` must be in (0, 1], got 0.0", {"top_p": "safety_top_p"})
+    '`safety_top_p` must be in (0, 1], got 0.0'
+    """
+    for field_name, param in names.items():
+        if message.startswith(f"`{field_name}` "):
+            return f"`{param}`{message[len(field_name) + 2:]}"
+    return message
 
 
 def check_evaluation(p: AlignmentParams, c: Checks, unset: frozenset[str] = frozenset()) -> None:

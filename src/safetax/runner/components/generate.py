@@ -31,12 +31,16 @@ def generate(
     target: str = "",
     generation_cache: str = "",
     engine: dict = {},
+    safety_temperature: float = 0.0,
+    safety_top_p: float = 1.0,
 ):
     """Responses of the base model, or of every epoch checkpoint (`checkpoints`) and merge candidate (`merged`), or of
     the one named `target` (the alignment pipeline evaluates each checkpoint in a chain of its own); a `target` ending
     in `/shard-i-of-n` generates only that evaluation shard's prompts (run parameter eval_shards).
 
-    Budgets, sampling and eval-set settings left unset (0, -1, absent) come from `protocol`. Generations are reused
+    Budgets, sampling and eval-set settings left unset (0, -1, absent) come from `protocol`; safety answers are greedy
+    unless `safety_temperature` / `safety_top_p` say otherwise (the alignment pipeline passes -1: the protocol's;
+    the audit pipeline passes nothing: greedy). Generations are reused
     from the cache (`generation_cache`: "" = the store's, "off", or a root URI) and a retried task resumes from its
     last finished chunk. `engine`: the platform's engine settings (vLLM max_model_len, gpu_memory_utilization,
     lora_serving), compiled in. The audit pipeline
@@ -60,15 +64,18 @@ def generate(
     gpus = int(gpus)  # a string parameter: KFP resolves accelerator counts from strings only
     check_gpus("generate", gpus)
     r = resolve_protocol(protocol, {"eval_sets": eval_sets, "safety_max_new_tokens": safety_max_new_tokens,
+                                    "safety_temperature": safety_temperature, "safety_top_p": safety_top_p,
                                     "reasoning_samples": reasoning_samples, "reasoning_temperature": reasoning_temperature,
                                     "reasoning_top_p": reasoning_top_p, "reasoning_max_new_tokens": reasoning_max_new_tokens})
     eval_sets, safety_max_new_tokens, reasoning_samples = r["eval_sets"], r["safety_max_new_tokens"], r["reasoning_samples"]
     reasoning_temperature, reasoning_top_p = r["reasoning_temperature"], r["reasoning_top_p"]
     reasoning_max_new_tokens = r["reasoning_max_new_tokens"]
+    safety_temperature, safety_top_p = r["safety_temperature"], r["safety_top_p"]
     cfg = stage.GenerateConfig(
         model_uri=model_uri,
         eval_sets=tuple(EvalSet.from_dict(e) for e in eval_sets),
-        safety_sampling=SamplingConfig(max_new_tokens=safety_max_new_tokens, seed=seed),
+        safety_sampling=SamplingConfig(temperature=safety_temperature, top_p=safety_top_p,
+                                       max_new_tokens=safety_max_new_tokens, seed=seed),
         reasoning_sampling=SamplingConfig(
             temperature=reasoning_temperature, top_p=reasoning_top_p, n=reasoning_samples,
             max_new_tokens=reasoning_max_new_tokens, seed=seed,

@@ -71,6 +71,8 @@ def build_alignment_pipeline(platform: PlatformConfig):
         judge_scope: str = "",
         equivalence_model: str = "",
         safety_max_new_tokens: int = 0,
+        safety_temperature: float = -1.0,
+        safety_top_p: float = -1.0,
         reasoning_samples: int = 0,
         reasoning_temperature: float = -1.0,
         reasoning_top_p: float = -1.0,
@@ -110,7 +112,9 @@ def build_alignment_pipeline(platform: PlatformConfig):
             judge_mode: Llama-Guard mode: logit (one forward pass, P(unsafe)) or generate (generate and parse; the LoRA paper's); empty = the protocol's (seeds: logit; papers: generate).
             judge_scope: What the safety judge reads: answer (the text after </think>) or full (the reasoning trace too: a harmful trace is a real risk). Neither paper states its scope; empty = the protocol's (answer).
             equivalence_model: Optional LLM that re-checks math answers math-verify calls different (LoRA paper: Qwen2.5-32B-Instruct); empty = off. Put "score" in the platform's gpu_stages when set.
-            safety_max_new_tokens: Token budget of each (greedy) response to a safety prompt; 0 = the protocol's (seeds: 1024; papers: 32768, so R1 answers are not cut inside <think>).
+            safety_max_new_tokens: Token budget of each response to a safety prompt; 0 = the protocol's (seeds: 1024; papers: 32768, so R1 answers are not cut inside <think>).
+            safety_temperature: Sampling temperature of the responses to safety and over-refusal prompts (0 = greedy; > 0 sampled, seeded per prompt by seed, so a rerun gives the same answers); -1 = the protocol's (seeds and lora-paper: 0, the LoRA paper's greedy decoding; rpsa-paper: 0.6, RPSA sec. 4.2.1 samples every evaluation).
+            safety_top_p: Nucleus sampling for the safety and over-refusal responses (1 = off); -1 = the protocol's (seeds and lora-paper: 1; rpsa-paper: 0.95).
             reasoning_samples: Samples per reasoning problem; pass@1 averages over them; 0 = the protocol's (seeds and lora-paper: 8; rpsa-paper: 1).
             reasoning_temperature: Sampling temperature for reasoning (0 = greedy, needs reasoning_samples=1); -1 = the protocol's (0.6).
             reasoning_top_p: Nucleus sampling for reasoning; -1 = the protocol's (0.95).
@@ -141,6 +145,8 @@ def build_alignment_pipeline(platform: PlatformConfig):
         gpus = {"generate": generate_gpus, "judge": judge_gpus}
         gen_args = {
             "safety_max_new_tokens": safety_max_new_tokens,
+            "safety_temperature": safety_temperature,
+            "safety_top_p": safety_top_p,
             "reasoning_samples": reasoning_samples,
             "reasoning_temperature": reasoning_temperature,
             "reasoning_top_p": reasoning_top_p,
