@@ -4,7 +4,6 @@ defaults. Compiled fresh here (the golden YAML files are recompiled by `make com
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
