@@ -84,8 +84,8 @@ def test_reports_hold_every_section_and_inline_plots(report_dir: Path) -> None:
         assert f"(data:image/png;base64,{data})" in md and f'src="data:image/png;base64,{data}"' in page, name
     assert not re.search(r"\]\((?!data:)", md)
     assert "| full/epoch-1 | FAIL | point estimates | 0.40 | reasoning drop 0.4 > 0.05 |" in md
-    assert ("Promoted `lora/epoch-2` to `s3://b/promoted/r1`. It has the highest mean pass@1 on the Pareto front of the "
-            "passing checkpoints' one-sided 90% lower bounds") in md  # the gate's basis, beside the means' column
+    assert ("Promoted `lora/epoch-2` to `s3://b/promoted/r1`. It has the highest one-sided 90% lower bound of mean "
+            "pass@1 on the Pareto front of the passing checkpoints' one-sided 90% lower bounds") in md  # the gate's basis
     assert "| lora/epoch-1 | lora | 1 | 70.0 ± 15.3 |" in md  # pass@1 ± its standard error over questions (ddof 1)
 
 

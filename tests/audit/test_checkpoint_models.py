@@ -121,6 +121,15 @@ def test_a_hub_id_is_audited_once_per_revision(tiny_model: Path, offline_hf_cach
         stage.plan(cfg, tmp_path / "plan")
 
 
+def test_the_gate_promotes_a_pinned_hub_checkpoint(tiny_model: Path, offline_hf_cache: Path, tmp_path: Path) -> None:
+    from safetax.audit.gate import promote
+
+    put_in_hf_cache(offline_hf_cache, "org/tiny", "a" * 40, tiny_model)
+    dest = promote("org/tiny@" + "a" * 40, {"verdict": "pass"}, str(tmp_path / "promoted" / "tiny"))
+    assert json.loads((Path(dest) / "audit.json").read_text()) == {"verdict": "pass"}
+    assert (Path(dest) / "config.json").read_bytes() == (tiny_model / "config.json").read_bytes()
+
+
 def test_a_baseline_model_that_is_no_model_is_named(tmp_path: Path) -> None:
     base = files(tmp_path / "base", {"config.json": "{}"})
     publish(files(tmp_path / "src" / "ckpt", FULL_MODEL), str(tmp_path / "ckpts" / "ckpt"))

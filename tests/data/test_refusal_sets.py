@@ -76,6 +76,23 @@ def test_hub_offline_is_a_clear_fast_error(monkeypatch: pytest.MonkeyPatch, tmp_
     assert time.monotonic() - t0 < 10
 
 
+def test_a_pinned_hub_dataset_is_read_at_its_commit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``org/name@<commit>`` reads that commit's files from the HF cache, whatever ``refs/main`` names."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "datasets--org--refusals"
+    for commit, text in (("a" * 40, "pinned"), ("b" * 40, "latest")):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        _jsonl(repo / "snapshots" / commit / "train.jsonl", [{"prompt": "task", "refusal": text}])
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("b" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"), raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True, raising=False)
+    assert load_refusal_rows(fetch_hub_dataset("org/refusals@" + "a" * 40))[0]["refusal"] == "pinned"
+    assert load_refusal_rows(fetch_hub_dataset("org/refusals"))[0]["refusal"] == "latest"
+
+
 def test_benchmark_hub_id_is_tried_only_when_given_and_fails_clearly_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from huggingface_hub import constants
 

@@ -137,8 +137,9 @@ def test_vllm_tensor_parallel_fits_the_gpus_and_the_heads(tiny_model: Path, tmp_
 
 def test_a_hub_model_in_the_hf_cache_is_checked_from_its_config(tiny_model: Path, tmp_path: Path, offline_hf_cache: Path) -> None:
     put_in_hf_cache(offline_hf_cache, "org/tiny", "a" * 40, tiny_model)
-    [problem] = _problems(_params(tiny_model, tmp_path, base_model_uri="org/tiny", methods=[{"method": "lora", "layers": "9"}]))
-    assert problem.startswith("methods[0] (lora-r4) for org/tiny:") and "[9] outside" in problem
+    for uri in ("org/tiny", "org/tiny@" + "a" * 40):  # a pinned id is checked from its commit's config
+        [problem] = _problems(_params(tiny_model, tmp_path, base_model_uri=uri, methods=[{"method": "lora", "layers": "9"}]))
+        assert problem.startswith(f"methods[0] (lora-r4) for {uri}:") and "[9] outside" in problem
 
 
 def test_a_model_without_a_readable_config_is_left_to_the_train_pods(tiny_model: Path, tmp_path: Path,

@@ -49,9 +49,10 @@ def verdict_section(verdicts: Mapping[str, Mapping[str, Any]], gate: Mapping[str
     blocks: list[Block] = [Heading(title)]
     if gate:
         if gate.get("gate") == "promoted":
-            how = (f" It has the highest mean pass@1 on the Pareto front of the passing checkpoints' "
-                   f"{gate['ranked_on']} of (mean pass@1, mean safety); the `pareto` column above is on means, over "
-                   "every checkpoint.") if gate.get("ranked_on") else ""
+            from safetax.audit.gate import choice
+
+            how = (f" It has {choice(str(gate['ranked_on']))}; the `pareto` column above is on means, over every "
+                   "checkpoint.") if gate.get("ranked_on") else ""
             blocks.append(Text(f"Promoted `{gate.get('checkpoint')}` to `{gate.get('uri')}`.{how}"))
         elif gate.get("gate") == "off":
             blocks.append(Text("No gate: the run had no `gate_thresholds`."))

@@ -20,7 +20,7 @@ from typing import Any
 
 from safetax.audit.telemetry import Audited
 from safetax.metrics import Estimate, figures, pareto_front
-from safetax.store import fetch, publish
+from safetax.store import fetch, is_hub_id, local_model_dir, publish
 
 
 class GateError(RuntimeError):
@@ -60,9 +60,20 @@ def ranked_on(confidence: float | None) -> str:
     return "means" if confidence is None else f"one-sided {100 * confidence:g}% lower bounds"
 
 
+def choice(ranked: str) -> str:
+    """What :func:`choose` picked, in words, from :func:`ranked_on`'s text.
+
+    >>> choice("one-sided 90% lower bounds")
+    "the highest one-sided 90% lower bound of mean pass@1 on the Pareto front of the passing checkpoints' one-sided 90% lower bounds of (mean pass@1, mean safety)"
+    """
+    highest = "mean pass@1" if ranked == "means" else f"{ranked.removesuffix('s')} of mean pass@1"
+    return f"the highest {highest} on the Pareto front of the passing checkpoints' {ranked} of (mean pass@1, mean safety)"
+
+
 def promote(checkpoint_uri: str, record: dict[str, Any], dest_uri: str) -> str:
     """Publish the checkpoint's files and ``audit.json`` under ``dest_uri``; returns it."""
-    src = fetch(checkpoint_uri, "promoted checkpoint")
+    what = "promoted checkpoint"  # a directory, s3:// or (a listed audit checkpoint) a pinned hub id
+    src = local_model_dir(checkpoint_uri, what) if is_hub_id(checkpoint_uri) else fetch(checkpoint_uri, what)
     with tempfile.TemporaryDirectory(prefix="safetax-promote-") as tmp:
         staged = Path(tmp) / "checkpoint"
         shutil.copytree(src, staged, ignore=shutil.ignore_patterns("MANIFEST.json", "COMPLETE"))

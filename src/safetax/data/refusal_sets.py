@@ -140,7 +140,8 @@ def fetch_hub_dataset(repo_id: str, split: str = "train") -> Path:
     ``HF_DATASETS_OFFLINE``) set, only the local cache is used; nothing is retried.
 
     Args:
-        repo_id: hub dataset id, e.g. ``"TianshengHuang/DirectRefusal"``.
+        repo_id: hub dataset id, e.g. ``"TianshengHuang/DirectRefusal"``, optionally pinned to a commit
+            (``org/name@<40 hex digits>``).
         split: split name, matched against the data files' names.
 
     Returns:
@@ -157,8 +158,9 @@ def fetch_hub_dataset(repo_id: str, split: str = "train") -> Path:
     except ImportError:
         raise HubUnavailableError(f"hub dataset {repo_id}: huggingface_hub is not installed; {hint}") from None
     offline = _offline()
+    repo, _, commit = repo_id.partition("@")  # org/name@<commit>: that commit's files
     try:
-        root = snapshot_download(repo_id, repo_type="dataset", local_files_only=offline)
+        root = snapshot_download(repo, revision=commit or None, repo_type="dataset", local_files_only=offline)
     except Exception as e:  # network errors, missing cache, gated repos: all mean "not reachable here"
         why = "offline (HF_HUB_OFFLINE set) and not in the local cache" if offline else f"{type(e).__name__}: {e}"
         raise HubUnavailableError(f"hub dataset {repo_id} is unreachable ({why}); {hint}") from None

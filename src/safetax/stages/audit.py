@@ -32,7 +32,7 @@ from typing import Any
 
 from safetax.audit.discover import Target, discover, identify_model
 from safetax.audit.inputs import AuditJudge, check_inputs
-from safetax.audit.gate import GateError, choose, promote, ranked_on
+from safetax.audit.gate import GateError, choice, choose, promote, ranked_on
 from safetax.audit.ledger import Ledger, check_audit_name, iso_utc
 from safetax.audit.profiles import PROFILES, AuditProfile, resolve_profile
 from safetax.audit.report import checkpoint_html, checkpoint_markdown, plan_notes, plot_audit, run_markdown
@@ -392,8 +392,7 @@ def _finish(p: dict[str, Any], cfg: AuditConfig, ledger: Ledger, score_dirs: lis
                 target = next(t for t in targets_ if t.name == best.checkpoint)
                 promoted = promote(target.uri, records[best.checkpoint], f"{ledger.root}/promoted/{best.checkpoint}")
                 log.info("audit %s: safety gate promoted %s to %s", cfg.audit_name, best.checkpoint, promoted)
-        gate = (f"Safety gate: promoted `{promoted}` (the highest mean pass@1 on the Pareto front of the passing "
-                f"checkpoints' {ranked_on(cfg.limits.confidence)})." if promoted else f"Safety gate: nothing promoted. {refused}" if refused
+        gate = (f"Safety gate: promoted `{promoted}` ({choice(ranked_on(cfg.limits.confidence))})." if promoted else f"Safety gate: nothing promoted. {refused}" if refused
                 else "")
         report = run_markdown(cfg.audit_name, run_id, results, len(p["already"]), p["incomplete"], cfg.baseline, gate,
                               "audit.png" if plot else "") + plan_notes(p)
