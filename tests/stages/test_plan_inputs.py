@@ -176,3 +176,26 @@ def test_s3_inputs_are_read_without_downloading_the_model(s3_env, tiny_model: Pa
     assert [p.split(":", 1)[0] for p in problems] == ["refusal_data_uri", "methods[0] (lora-r4) for s3"]
     blobs = [p for p in (tmp_path / "cache" / "s3" / "blobs").rglob("*") if p.is_file()]
     assert len(blobs) == 1 and json.loads(blobs[0].read_text())["num_hidden_layers"] == 4  # config.json, no weights
+
+
+def test_several_train_nodes_need_the_platforms_trainjob_settings(tiny_model: Path, tmp_path: Path) -> None:
+    """The pipeline compiles the platform's TrainJob settings into the plan: train_nodes > 1 on a platform without
+    them fails the plan, not the train task; a plan outside a pipeline (None) leaves it to the train task."""
+    bare = {"image": "ghcr.io/safetax/safetax-train:0.1.0", "runtime": "torch-distributed", "volume_claim": "", "volume_path": ""}
+    [problem] = _problems(_params(tiny_model, tmp_path, train_nodes=2, trainjob_platform=bare))
+    assert problem.startswith("`train_nodes` must be 1 with this pipeline") and "trainjob_volume_claim" in problem
+    ready = bare | {"volume_claim": "safetax-train", "volume_path": "/mnt/train"}
+    for platform in (ready, None):
+        assert plan(_params(tiny_model, tmp_path, train_nodes=2, trainjob_platform=platform))
+    assert plan(_params(tiny_model, tmp_path, train_nodes=1, trainjob_platform=bare))  # one pod needs none
+
+
+def test_the_pipeline_gives_the_plan_its_platforms_trainjob_settings() -> None:
+    from safetax.platform import PlatformConfig
+    from safetax.runner.pipelines.alignment import build_alignment_pipeline
+
+    spec = build_alignment_pipeline(PlatformConfig(trainjob_volume_claim="train-rwx")).pipeline_spec
+    from google.protobuf.json_format import MessageToDict
+
+    given = MessageToDict(spec.root.dag.tasks["plan"].inputs.parameters["trainjob_platform"].runtime_value.constant)
+    assert given["volume_claim"] == "train-rwx" and given["image"]

@@ -77,6 +77,9 @@ class AlignmentParams:
     train_nodes: int = 1  # > 1: a Kubeflow Trainer TrainJob on train_nodes x train_gpus GPUs
     eval_shards: int = 1  # > 1: every model's prompts split over that many evaluation chains (safetax.shards)
     generation_cache: str = ""  # "" = <store_uri>/cache, "off" = none, else a root URI (safetax.gencache)
+    # The platform's TrainJob settings, compiled into the pipeline (PlatformConfig.trainjob): train_nodes > 1 needs
+    # them; None (a plan outside a compiled pipeline) leaves that to the train task.
+    trainjob_platform: dict[str, Any] | None = None
 
 
 def _errors_of(e: Exception) -> list[str]:

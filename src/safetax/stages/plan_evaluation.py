@@ -122,3 +122,12 @@ def check_evaluation(p: AlignmentParams, c: Checks, unset: frozenset[str] = froz
     n = p.train_nodes  # KFP hands whole numbers over as floats (1.0)
     if isinstance(n, bool) or not isinstance(n, (int, float)) or not float(n).is_integer() or n < 1:
         c.fail("train_nodes", n, "a whole number of nodes >= 1 (1 = one pod)")
+    elif n > 1 and p.trainjob_platform is not None:
+        from safetax.training.multinode import REQUIRED
+
+        missing = [k for k in REQUIRED if not p.trainjob_platform.get(k)]
+        if missing:
+            c.fail("train_nodes", n, "1 with this pipeline: it was compiled for a platform without TrainJob settings "
+                                     f"({', '.join('trainjob_' + k if k != 'image' else k for k in missing)} unset); set "
+                                     "trainjob_volume_claim and trainjob_volume_path in the platform file and compile "
+                                     "with it (safetax compile --platform FILE, or the chart's registrar)")

@@ -53,6 +53,7 @@ class TrainJobSettings:
 
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+REQUIRED = ("image", "volume_claim", "volume_path")  # the platform settings a TrainJob cannot start without
 
 
 def trainjob_settings(platform: dict[str, Any], run_id: str, label: str) -> TrainJobSettings:
@@ -68,7 +69,7 @@ def trainjob_settings(platform: dict[str, Any], run_id: str, label: str) -> Trai
     from safetax.platform import S3_ACCESS_KEY_ENV, S3_SECRET_KEY_ENV
 
     c = Checks("train_nodes platform settings")
-    for key in ("image", "volume_claim", "volume_path"):
+    for key in REQUIRED:
         if not platform.get(key):
             c.fail(key, platform.get(key), "set for train_nodes > 1 (a non-empty string)")
     c.raise_if_any()

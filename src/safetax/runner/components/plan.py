@@ -13,7 +13,7 @@ def plan(base_model_uri: str, refusal_data_uri: str, eval_sets: list, methods: l
          fisher_tokens_per_sequence: int, train_gpus: str, generate_gpus: str,
          judge_gpus: str, gate_thresholds: dict, run_plan: Output[Dataset], protocol: str = "seeds",
          train_nodes: int = 1, eval_shards: int = 1, generation_cache: str = "", safety_temperature: float = -1.0,
-         safety_top_p: float = -1.0) -> list:
+         safety_top_p: float = -1.0, trainjob_platform: dict = {}) -> list:
     """Validate the whole run on a CPU (every method, eval set, judge, threshold, the generation cache, that every
     model and data URI is reachable, the refusal rows, and the methods against the base model's config.json) after
     filling in what `protocol` sets, resolve defaults once, and return one item per method for the training loop."""

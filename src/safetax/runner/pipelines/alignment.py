@@ -140,6 +140,7 @@ def build_alignment_pipeline(platform: PlatformConfig):
             protocol: The evaluation and training protocol that fills in every parameter left unset (empty, 0 or -1 as stated, or a key left out of an eval set or method): seeds (this project's defaults), lora-paper (Xue & Mirzasoleiman 2025: prompts, Llama-Guard-3 generate mode, budgets, LoRA settings) or rpsa-paper (RPSA: appendix B prompts, one sample, 250 WildJailbreak prompts, Eq. 4 Fisher, batch sizes); explicit values always win.
         """
         params = {k: v for k, v in locals().items() if k in plan.component_spec.inputs}
+        params["trainjob_platform"] = platform.trainjob(TRAIN_IMAGE)  # train_nodes > 1 is checked against it
         store = {"store_uri": store_uri}
         engine = platform.engine_settings().to_dict()  # the platform's vLLM settings and judge backend, compiled in
         gpus = {"generate": generate_gpus, "judge": judge_gpus}
