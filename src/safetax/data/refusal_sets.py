@@ -157,10 +157,12 @@ def fetch_hub_dataset(repo_id: str, split: str = "train") -> Path:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise HubUnavailableError(f"hub dataset {repo_id}: huggingface_hub is not installed; {hint}") from None
+    from safetax.store import split_hub_id
+
     offline = _offline()
-    repo, _, commit = repo_id.partition("@")  # org/name@<commit>: that commit's files
+    repo, commit = split_hub_id(repo_id)  # org/name@<commit>: that commit's files
     try:
-        root = snapshot_download(repo, revision=commit or None, repo_type="dataset", local_files_only=offline)
+        root = snapshot_download(repo, revision=commit, repo_type="dataset", local_files_only=offline)
     except Exception as e:  # network errors, missing cache, gated repos: all mean "not reachable here"
         why = "offline (HF_HUB_OFFLINE set) and not in the local cache" if offline else f"{type(e).__name__}: {e}"
         raise HubUnavailableError(f"hub dataset {repo_id} is unreachable ({why}); {hint}") from None

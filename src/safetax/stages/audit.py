@@ -164,10 +164,11 @@ def plan(cfg: AuditConfig, out_dir: Path, run_id: str = "", judge: AuditJudge | 
     needs an audit). ``run_id`` owns the claims (a retried plan of the same run keeps them); without one, a
     fresh owner id is made. With ``judge`` (the pipeline's judge parameters) and ``engine`` (its evaluation
     parameters), the run's other inputs are checked first (:func:`check_run`), before any claim."""
-    profile, limits = cfg.resolved_profile, cfg.limits
-    limits.check_benchmarks(profile.benchmarks("reasoning"))
+    profile = cfg.resolved_profile
     if judge is not None:
         check_run(cfg, judge, engine)
+    else:
+        cfg.limits.check_benchmarks(profile.benchmarks("reasoning"))
     ledger = Ledger(cfg.store_uri, cfg.audit_name)
     owner = run_id or f"local-{uuid.uuid4().hex[:12]}"
     with timed(f"audit {cfg.audit_name}: plan"):

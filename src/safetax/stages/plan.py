@@ -206,16 +206,6 @@ def _check_reachable(p: AlignmentParams, c: Checks) -> None:
                             *judge_inputs(p.judge_name, p.judge_model, p.equivalence_model)], c)
 
 
-def _gpu_count(c: Checks, name: str, value: int | str) -> int:
-    try:
-        n = int(str(value).strip())
-    except ValueError:
-        n = -1
-    if n < 0 or isinstance(value, bool):
-        c.fail(name, value, "a whole number of GPUs >= 0, e.g. \"1\"")
-    return max(n, 0)
-
-
 def _resolve(p: AlignmentParams, c: Checks) -> tuple[AlignmentParams, frozenset[str]]:
     """The run with the protocol's values for what the user left unset, and the names the protocol should have set
     but could not (an unknown protocol: reported once; those names hold the seeds' values only as placeholders, and
@@ -253,7 +243,7 @@ def plan(p: AlignmentParams, out_dir: Path | None = None) -> list[dict[str, Any]
 
     c = Checks("alignment run parameters")
     p, unset = _resolve(p, c)  # then every check on the resolved run
-    p = replace(p, train_gpus=_gpu_count(c, "train_gpus", p.train_gpus))
+    p = replace(p, train_gpus=gpu_count(c, "train_gpus", p.train_gpus))
     items = method_items(p, c, unset)
     check_evaluation(p, c, unset)  # also generate_gpus and judge_gpus
     p = replace(p, **{name: gpu_count(Checks(name), name, getattr(p, name)) for name in ("generate_gpus", "judge_gpus")})

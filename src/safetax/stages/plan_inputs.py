@@ -67,14 +67,16 @@ def _hub_config_dir(repo_id: str) -> Path | None:
     """The HF cache's copy of a hub model's config.json (downloaded when online: one small file)."""
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
-    repo, _, commit = repo_id.partition("@")  # org/name@<commit>: that commit's config
-    cached = try_to_load_from_cache(repo, CONFIG, revision=commit or None)
+    from safetax.store import split_hub_id
+
+    repo, commit = split_hub_id(repo_id)  # org/name@<commit>: that commit's config
+    cached = try_to_load_from_cache(repo, CONFIG, revision=commit)
     if isinstance(cached, str):
         return Path(cached).parent
     if constants.is_offline_mode():
         log.info("base_model_uri: %s: config.json not in the local HF cache (offline); model checks skipped", repo_id)
         return None
-    return Path(hf_hub_download(repo, CONFIG, revision=commit or None)).parent
+    return Path(hf_hub_download(repo, CONFIG, revision=commit)).parent
 
 
 def _skeleton(config_dir: Path) -> tuple[Any, Any]:

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from safetax.store import split_hub_id
 from safetax.store.local import StoreError
 
 log = logging.getLogger(__name__)
@@ -21,11 +22,6 @@ MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.j
 SKIP_FILES = ["original/*"]
 
 
-def _split(repo_id: str) -> tuple[str, str | None]:
-    repo, _, commit = repo_id.partition("@")
-    return repo, commit or None
-
-
 def snapshot(repo_id: str, what: str, repo_type: str = "model") -> Path:
     """The local directory of a hub repo (``org/name``, or ``org/name@<commit>``: that commit's files), downloaded to
     the HF cache if missing (resumable, shared by every process on the machine); offline only the cache is used.
@@ -33,7 +29,7 @@ def snapshot(repo_id: str, what: str, repo_type: str = "model") -> Path:
     from huggingface_hub import snapshot_download
 
     files = _files(repo_type)
-    repo, commit = _split(repo_id)
+    repo, commit = split_hub_id(repo_id)
     try:
         path = snapshot_download(repo, revision=commit, **files)
     except Exception as e:  # noqa: BLE001 - every failure becomes one message that says what to do
@@ -48,7 +44,7 @@ def revision(repo_id: str, what: str) -> str:
     (``org/name@<commit>``) names its commit: no request."""
     from huggingface_hub import HfApi, constants, snapshot_download
 
-    repo_id, pinned = _split(repo_id)
+    repo_id, pinned = split_hub_id(repo_id)
     if pinned is not None:
         return pinned
     try:
@@ -68,7 +64,7 @@ def check(repo_id: str, what: str, repo_type: str = "model") -> None:
     from huggingface_hub import HfApi, constants, snapshot_download
 
     files = _files(repo_type)
-    repo, commit = _split(repo_id)
+    repo, commit = split_hub_id(repo_id)
     if constants.is_offline_mode():
         try:  # the files snapshot() would fetch, all in the cache
             snapshot_download(repo, revision=commit, local_files_only=True, **files)
@@ -110,7 +106,7 @@ def _explain(e: Exception, repo_id: str, what: str, repo_type: str) -> StoreErro
         return StoreError(f"{where}: access denied ({code}): a gated or private repo needs HF_TOKEN set to a token of an "
                           "account that was granted access (accept the terms on the repo's page)")
     if isinstance(e, RevisionNotFoundError):
-        return StoreError(f"{where}: the repo has no commit {_split(repo_id)[1]!r} ({code}); pin a commit of its history "
+        return StoreError(f"{where}: the repo has no commit {split_hub_id(repo_id)[1]!r} ({code}); pin a commit of its history "
                           "(org/name@<40 hex digits>) or leave the pin out to load the main branch")
     if isinstance(e, RepositoryNotFoundError):
         return StoreError(f"{where}: not found on {constants.ENDPOINT} ({code}); check the id, and for a private repo "
