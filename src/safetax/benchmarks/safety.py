@@ -18,7 +18,6 @@ safety prompts (see :mod:`safetax.benchmarks.styles`).
 from __future__ import annotations
 
 import csv
-import gzip
 import logging
 import sys
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from typing import Any
 
 from safetax.benchmarks.registry import Item, benchmark, resolve_data
 from safetax.benchmarks.styles import DEFAULT_STYLE, check_style
-from safetax.data.tables import DataError, Rows, read_rows, require_columns, row_label
+from safetax.data.tables import DataError, Rows, open_text, read_rows, require_columns, row_label
 from safetax.records import Score
 
 log = logging.getLogger(__name__)
@@ -51,10 +50,9 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise DataError(f"{path}: file does not exist")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # adversarial prompts can be long
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     rows, lines = [], []
     try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:  # type: ignore[operator]
+        with open_text(path, newline="") as f:
             reader = csv.DictReader(f, delimiter="\t")
             header = list(reader.fieldnames or [])
             for row in reader:

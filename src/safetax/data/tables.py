@@ -52,7 +52,8 @@ def _suffix(path: Path) -> str:
     raise DataError(f"{path}: unsupported file type; allowed: {', '.join(FORMATS)}")
 
 
-def _open_text(path: Path, newline: str | None = None) -> IO[str]:
+def open_text(path: Path, newline: str | None = None) -> IO[str]:
+    """A data file as text: UTF-8 with a leading byte-order mark dropped, gunzipped when it ends in ``.gz``."""
     if path.name.lower().endswith(".gz"):
         return gzip.open(path, "rt", encoding=ENCODING, newline=newline)
     return open(path, encoding=ENCODING, newline=newline)
@@ -120,7 +121,7 @@ def read_rows(path: Path) -> Rows:
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{path}: not a readable parquet file ({e})") from None
     try:
-        with _open_text(path, newline="" if fmt.startswith(".csv") else None) as f:  # csv wants newline=""
+        with open_text(path, newline="" if fmt.startswith(".csv") else None) as f:  # csv wants newline=""
             return _csv(path, f) if fmt.startswith(".csv") else _jsonl(path, f)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text ({_first_bad_line(path)}); save the file as UTF-8") from None
